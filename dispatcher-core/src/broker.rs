@@ -1,0 +1,145 @@
+//! The [`Broker`] trait: how messages travel between publishers and services.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_core::stream::BoxStream;
+use futures_util::StreamExt;
+
+use crate::error::{Error, Result};
+
+/// Longest channel name, in bytes (PostgreSQL's identifier limit).
+pub const MAX_CHANNEL_LEN: usize = 63;
+
+/// One payload received on a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The channel it arrived on.
+    pub channel: String,
+    /// The payload text, as published (possibly one chunk envelope).
+    pub payload: String,
+}
+
+/// A stream of payloads from the channels subscribed to. It ends when the broker closes.
+pub type Subscription = BoxStream<'static, Incoming>;
+
+/// Moves payloads between publishers and services.
+///
+/// Brokers carry raw text: chunking of large payloads ([`crate::chunk`]) is done by the core on
+/// both sides, using [`Broker::max_payload`]. A broker must deliver the payloads one publisher
+/// sends on one channel in the order they were sent.
+///
+/// Implement it outside this workspace to plug in another transport; the testkit's conformance
+/// suite checks an implementation.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Sends `payload` to every subscriber of `channel`.
+    async fn publish(&self, channel: &str, payload: &str) -> Result<()>;
+
+    /// Sends several payloads, at once where the transport allows it. The default sends them one
+    /// after another.
+    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<()> {
+        for (channel, payload) in messages {
+            self.publish(channel, payload).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts receiving from `channels`.
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription>;
+
+    /// Payloads of this many bytes or more must be split into chunks. `None`: no limit.
+    fn max_payload(&self) -> Option<usize> {
+        None
+    }
+
+    /// Sends a payload to a fresh channel of its own and waits to receive it, within `bound`;
+    /// returns the round trip. Brokers with a connection of their own to check override it.
+    async fn self_check(&self, bound: Duration) -> Result<Duration> {
+        let channel = format!("selfcheck_{}", uuid::Uuid::new_v4().simple());
+        let mut sub = self.subscribe(std::slice::from_ref(&channel)).await?;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let start = Instant::now();
+        self.publish(&channel, &token).await?;
+        let wait = async {
+            while let Some(msg) = sub.next().await {
+                if msg.channel == channel && msg.payload == token {
+                    return Ok(start.elapsed());
+                }
+            }
+            Err(Error::broker("subscription ended during self-check"))
+        };
+        tokio::time::timeout(bound, wait)
+            .await
+            .map_err(|_| Error::Timeout(bound, format!("self-check message on {channel}")))?
+    }
+}
+
+/// Checks a channel name: 1 to 63 bytes, no NUL.
+pub fn validate_channel(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty; channel names are 1 to 63 bytes"
+    } else if name.len() > MAX_CHANNEL_LEN {
+        "it is longer than 63 bytes"
+    } else if name.contains('\0') {
+        "it contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidChannel {
+        name: crate::error::preview(name, 100),
+        reason,
+    })
+}
+
+/// Publishes `payload` on `channel`, split into chunk envelopes when the broker needs it.
+pub async fn send(broker: &dyn Broker, channel: &str, payload: &str) -> Result<()> {
+    validate_channel(channel)?;
+    match broker.max_payload() {
+        Some(max) if payload.len() >= max => {
+            let pieces = crate::chunk::split(payload, max)?;
+            let batch: Vec<(String, String)> = pieces
+                .into_iter()
+                .map(|p| (channel.to_owned(), p))
+                .collect();
+            broker.publish_batch(&batch).await
+        }
+        _ => broker.publish(channel, payload).await,
+    }
+}
+
+/// Splits every payload of `messages` as [`send`] would and publishes them as one batch.
+pub async fn send_batch(broker: &dyn Broker, messages: Vec<(String, String)>) -> Result<()> {
+    let max = broker.max_payload();
+    let mut batch = Vec::with_capacity(messages.len());
+    for (channel, payload) in messages {
+        validate_channel(&channel)?;
+        match max {
+            Some(max) if payload.len() >= max => {
+                for p in crate::chunk::split(&payload, max)? {
+                    batch.push((channel.clone(), p));
+                }
+            }
+            _ => batch.push((channel, payload)),
+        }
+    }
+    broker.publish_batch(&batch).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names() {
+        assert!(validate_channel("dispatcher_demo").is_ok());
+        assert!(validate_channel(&"x".repeat(63)).is_ok());
+        let e = validate_channel(&"x".repeat(64)).unwrap_err().to_string();
+        assert!(e.contains("longer than 63"), "{e}");
+        assert!(validate_channel("").is_err());
+        assert!(
+            validate_channel("a\"b").is_ok(),
+            "quotes are the broker's to escape"
+        );
+    }
+}

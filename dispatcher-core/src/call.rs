@@ -1,0 +1,311 @@
+//! Calls: the lifecycle record of one execution, and the bounded history of finished ones.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How a Call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The task returned normally.
+    Ok,
+    /// The task returned an error.
+    Error,
+    /// The task panicked.
+    Panic,
+    /// The task ran past its declared timeout and was ended.
+    Timeout,
+    /// The Call was canceled (by a control command or at shutdown).
+    Canceled,
+    /// The worker running the Call died.
+    WorkerLost,
+    /// Dropped by the duplicate policy.
+    Discarded,
+    /// Never run: unknown task, bad arguments, malformed message, a bound exceeded.
+    Rejected,
+}
+
+impl Outcome {
+    /// The wire name (`ok`, `error`, ..., `rejected`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Panic => "panic",
+            Outcome::Timeout => "timeout",
+            Outcome::Canceled => "canceled",
+            Outcome::WorkerLost => "worker_lost",
+            Outcome::Discarded => "discarded",
+            Outcome::Rejected => "rejected",
+        }
+    }
+
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::Panic,
+        Outcome::Timeout,
+        Outcome::Canceled,
+        Outcome::WorkerLost,
+        Outcome::Discarded,
+        Outcome::Rejected,
+    ];
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A fresh call id (a random UUID, hyphenated).
+pub fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The record of one execution, from receipt to outcome. It lives only in the service.
+///
+/// Timestamps are seconds since the Unix epoch; a stage never reached is `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// Call id.
+    pub uuid: String,
+    /// Task name (empty when the message could not be read far enough to know it).
+    pub task: String,
+    /// Positional arguments as received.
+    pub args: Value,
+    /// Named arguments as received.
+    pub kwargs: Value,
+    /// How it ended; `None` while it is still on its way.
+    pub outcome: Option<Outcome>,
+    /// Error text for every outcome but `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The task's return value, for `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The service that received it.
+    pub node_id: String,
+    /// The channel it arrived on (`local` for on-start, scheduled and child submissions).
+    pub channel: String,
+    /// Worker that ran it.
+    pub worker_id: Option<u32>,
+    /// Process id of that worker.
+    pub pid: Option<u32>,
+    /// The Call that submitted this one from its context.
+    pub parent_uuid: Option<String>,
+    /// Correlation id from the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    /// Publish time from the message.
+    pub time_pub: Option<f64>,
+    /// When the service received it.
+    pub received_at: Option<f64>,
+    /// When it started waiting (delayed, blocked by a duplicate, or queued for a worker).
+    pub queued_at: Option<f64>,
+    /// When a worker started it.
+    pub started_at: Option<f64>,
+    /// When it ended.
+    pub finished_at: Option<f64>,
+    /// Milliseconds from receipt to start.
+    pub wait_ms: Option<f64>,
+    /// Milliseconds from start to end.
+    pub run_ms: Option<f64>,
+    /// Milliseconds from receipt to end.
+    pub total_ms: Option<f64>,
+}
+
+impl Call {
+    /// A Call received now.
+    pub fn received(uuid: String, task: String, node_id: &str, channel: &str) -> Self {
+        Call {
+            uuid,
+            task,
+            args: Value::Array(Vec::new()),
+            kwargs: Value::Object(serde_json::Map::new()),
+            outcome: None,
+            error: None,
+            result: None,
+            node_id: node_id.to_owned(),
+            channel: channel.to_owned(),
+            worker_id: None,
+            pid: None,
+            parent_uuid: None,
+            guid: None,
+            time_pub: None,
+            received_at: Some(now_epoch()),
+            queued_at: None,
+            started_at: None,
+            finished_at: None,
+            wait_ms: None,
+            run_ms: None,
+            total_ms: None,
+        }
+    }
+
+    /// Records the outcome at `at` and computes the durations.
+    pub fn finish(&mut self, outcome: Outcome, error: Option<String>, at: f64) {
+        self.outcome = Some(outcome);
+        self.error = error;
+        self.finished_at = Some(at);
+        let ms = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(((b - a) * 1000.0).max(0.0)),
+            _ => None,
+        };
+        self.wait_ms = ms(self.received_at, self.started_at);
+        self.run_ms = ms(self.started_at, self.finished_at);
+        self.total_ms = ms(self.received_at, self.finished_at);
+    }
+
+    /// True when the Call matches every field the filter sets.
+    pub fn matches(&self, filter: &CallFilter) -> bool {
+        filter.task.as_ref().is_none_or(|t| *t == self.task)
+            && filter.uuid.as_ref().is_none_or(|u| *u == self.uuid)
+            && filter.outcome.is_none_or(|o| Some(o) == self.outcome)
+    }
+}
+
+/// Selects Calls from the history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Only this task.
+    pub task: Option<String>,
+    /// Only this uuid.
+    pub uuid: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<Outcome>,
+    /// At most this many, the newest.
+    pub limit: Option<usize>,
+}
+
+/// The bounded history of finished Calls: the oldest is dropped when full.
+#[derive(Debug, Clone)]
+pub struct History {
+    calls: VecDeque<Call>,
+    capacity: usize,
+    total: u64,
+}
+
+impl History {
+    /// An empty history holding at most `capacity` Calls (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        History {
+            calls: VecDeque::with_capacity(capacity.min(4096)),
+            capacity,
+            total: 0,
+        }
+    }
+
+    /// Adds a finished Call, dropping the oldest when full.
+    pub fn push(&mut self, call: Call) {
+        if self.calls.len() == self.capacity {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(call);
+        self.total += 1;
+    }
+
+    /// Calls held now.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Calls ever added, including those since dropped.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Matching Calls, oldest first (the newest `limit` when a limit is set).
+    pub fn select(&self, filter: &CallFilter) -> Vec<Call> {
+        let mut out: Vec<Call> = self
+            .calls
+            .iter()
+            .rev()
+            .filter(|c| c.matches(filter))
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// All Calls, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Call> {
+        self.calls.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_is_bounded_and_filters() {
+        let mut h = History::new(3);
+        for i in 0..5 {
+            let mut c = Call::received(format!("u{i}"), "t".into(), "n", "c");
+            c.finish(
+                if i % 2 == 0 {
+                    Outcome::Ok
+                } else {
+                    Outcome::Error
+                },
+                None,
+                now_epoch(),
+            );
+            h.push(c);
+        }
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.total(), 5);
+        let uuids: Vec<_> = h
+            .select(&CallFilter::default())
+            .into_iter()
+            .map(|c| c.uuid)
+            .collect();
+        assert_eq!(uuids, ["u2", "u3", "u4"]);
+        let ok = h.select(&CallFilter {
+            outcome: Some(Outcome::Ok),
+            limit: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].uuid, "u4");
+    }
+
+    #[test]
+    fn outcome_names_round_trip() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), Value::from(o.as_str()));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The [`Pool`] trait: where dispatched Calls run.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::call::Outcome;
+use crate::error::Result;
+use crate::message::TaskMessage;
+use crate::task::TaskDescriptor;
+
+/// The service's key for a Call in flight (unique within one service run).
+pub type CallKey = u64;
+
+/// A Call handed to a pool: only what a worker needs to run it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The service's key, echoed in [`PoolEvent::Finished`].
+    pub key: CallKey,
+    /// The Call's uuid (given to the task's context).
+    pub uuid: String,
+    /// The task.
+    pub task: &'static TaskDescriptor,
+    /// Bound arguments, one per parameter.
+    pub args: Vec<Value>,
+}
+
+/// Where a dispatched job went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatched {
+    /// The worker running it.
+    pub worker_id: u32,
+    /// The worker's process id.
+    pub pid: u32,
+}
+
+/// What a pool reports to the service.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PoolEvent {
+    /// A job ended. Exactly one is sent for every job the pool accepted.
+    Finished {
+        /// The job's key.
+        key: CallKey,
+        /// How it ended.
+        outcome: Outcome,
+        /// The task's result, for `ok`.
+        result: Option<Value>,
+        /// Error text for every other outcome.
+        error: Option<String>,
+        /// When it ended, epoch seconds.
+        at: f64,
+    },
+    /// A running task submitted another task through its context.
+    Submit {
+        /// The submitting Call's uuid.
+        parent_uuid: String,
+        /// The submitted message.
+        message: TaskMessage,
+    },
+}
+
+/// The sending side the service gives a pool for its events. Bounded: when the service lags,
+/// senders wait.
+pub type PoolEvents = mpsc::Sender<PoolEvent>;
+
+/// A worker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Starting up.
+    Starting,
+    /// Ready for a job.
+    Idle,
+    /// Running a job.
+    Busy,
+    /// Being stopped or replaced.
+    Stopping,
+}
+
+/// A worker as the `workers` control command reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Worker id, unique within the pool.
+    pub worker_id: u32,
+    /// Process id (the service's own for in-process pools).
+    pub pid: u32,
+    /// State.
+    pub status: WorkerState,
+    /// Jobs finished by this worker.
+    pub finished_count: u64,
+    /// Task name of the running job.
+    pub current_task: Option<String>,
+    /// Uuid of the running job.
+    pub current_task_uuid: Option<String>,
+    /// Seconds since the worker started.
+    pub age: f64,
+}
+
+/// Runs dispatched jobs.
+///
+/// The service owns the pool and calls it from one task. A pool reports every accepted job's end
+/// as exactly one [`PoolEvent::Finished`] on the events channel it got in [`Pool::start`],
+/// including jobs it canceled, timed out or lost.
+#[async_trait]
+pub trait Pool: Send + 'static {
+    /// Starts the workers. Events go to `events`.
+    async fn start(&mut self, events: PoolEvents) -> Result<()>;
+
+    /// Hands a job to an idle worker, or gives it back when none is free now.
+    fn try_dispatch(&mut self, job: Job) -> std::result::Result<Dispatched, Job>;
+
+    /// Ends the running job `key` (outcome `canceled`); false when it is not running here.
+    fn cancel(&mut self, key: CallKey) -> bool;
+
+    /// The workers now.
+    fn workers(&self) -> Vec<WorkerStatus>;
+
+    /// Tells the pool how many Calls wait for a worker (a hint for pools that scale).
+    fn set_backlog(&mut self, waiting: usize) {
+        let _ = waiting;
+    }
+
+    /// Stops every worker; jobs still running after `grace` are ended and reported `canceled`.
+    async fn shutdown(&mut self, grace: Duration);
+}
+
+#[async_trait]
+impl<P: Pool + ?Sized> Pool for Box<P> {
+    async fn start(&mut self, events: PoolEvents) -> Result<()> {
+        (**self).start(events).await
+    }
+    fn try_dispatch(&mut self, job: Job) -> std::result::Result<Dispatched, Job> {
+        (**self).try_dispatch(job)
+    }
+    fn cancel(&mut self, key: CallKey) -> bool {
+        (**self).cancel(key)
+    }
+    fn workers(&self) -> Vec<WorkerStatus> {
+        (**self).workers()
+    }
+    fn set_backlog(&mut self, waiting: usize) {
+        (**self).set_backlog(waiting)
+    }
+    async fn shutdown(&mut self, grace: Duration) {
+        (**self).shutdown(grace).await
+    }
+}

@@ -1,0 +1,1236 @@
+//! The service: brokers -> decode -> registry -> duplicate policy -> delay -> capacity queue ->
+//! pool -> finished Calls into the bounded history, plus control commands.
+//!
+//! All scheduling state is owned by one task (the service loop); nothing in it is shared but the
+//! history, which handles read under a mutex.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SelectAll, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::broker::{self, Broker, Incoming};
+use crate::call::{new_uuid, now_epoch, Call, CallFilter, History, Outcome};
+use crate::chunk::{Assembler, AssemblerLimits};
+use crate::error::{Error, Result};
+use crate::message::{decode, ControlMessage, Decoded, TaskMessage};
+use crate::pool::{CallKey, Job, Pool, PoolEvent};
+use crate::publisher::Submission;
+use crate::registry::Registry;
+use crate::task::{OnDuplicate, Task, TaskDescriptor};
+
+/// The channel name recorded on Calls that did not come through a broker.
+pub const LOCAL_CHANNEL: &str = "local";
+
+/// Service settings. Every field has a sensible default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// This service's name in replies and Calls. Default: `<hostname-ish>-<pid>`.
+    pub node_id: String,
+    /// Channels to listen on. Default: `dispatcher`.
+    pub channels: Vec<String>,
+    /// Finished Calls kept for `history`. Default 10,000.
+    pub history_size: usize,
+    /// Most Calls waiting at once (delayed, blocked by a duplicate, or queued for a worker); a
+    /// further Call is rejected with a reason saying so. Default 100,000.
+    pub max_waiting: usize,
+    /// Longest delay a message may ask for. Default one day.
+    pub max_delay: Duration,
+    /// How long running Calls may finish at shutdown before they are ended. Default 30 s.
+    pub shutdown_grace: Duration,
+    /// Bounds on chunked payloads (their `max_payload_bytes` also bounds unchunked ones).
+    pub chunks: AssemblerLimits,
+    /// Capacity of the channel from the pool and of the command channel. Default 4096.
+    pub event_capacity: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            node_id: default_node_id(),
+            channels: vec!["dispatcher".to_owned()],
+            history_size: 10_000,
+            max_waiting: 100_000,
+            max_delay: Duration::from_secs(86_400),
+            shutdown_grace: Duration::from_secs(30),
+            chunks: AssemblerLimits::default(),
+            event_capacity: 4096,
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Builds and starts a service.
+///
+/// ```
+/// use std::time::Duration;
+/// use dispatcher_core::{task, InProcessPool, Service, TaskRegistry, Outcome};
+///
+/// #[task(name = "docs.double")]
+/// fn double(x: i64) -> i64 { x * 2 }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dispatcher_core::Result<()> {
+/// let service = Service::builder()
+///     .registry(TaskRegistry::new().register::<double>())
+///     .pool(InProcessPool::new(2))
+///     .start()
+///     .await?;
+/// service.submit(double::call(21)).await?;
+/// service.wait_for_finished(1, Duration::from_secs(5)).await?;
+/// let calls = service.history(&Default::default());
+/// assert_eq!(calls[0].outcome, Some(Outcome::Ok));
+/// assert_eq!(calls[0].result, Some(42.into()));
+/// service.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct ServiceBuilder {
+    config: ServiceConfig,
+    registry: Option<Arc<dyn Registry>>,
+    brokers: Vec<Arc<dyn Broker>>,
+    pool: Option<Box<dyn Pool>>,
+    on_start: Vec<TaskMessage>,
+    scheduled: Vec<(TaskMessage, Duration)>,
+    errors: Vec<Error>,
+}
+
+impl std::fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("config", &self.config)
+            .field("brokers", &self.brokers.len())
+            .field("has_pool", &self.pool.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Namespace for [`Service::builder`].
+#[derive(Debug)]
+pub struct Service;
+
+impl Service {
+    /// A builder with the default configuration.
+    pub fn builder() -> ServiceBuilder {
+        ServiceBuilder {
+            config: ServiceConfig::default(),
+            registry: None,
+            brokers: Vec::new(),
+            pool: None,
+            on_start: Vec::new(),
+            scheduled: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl ServiceBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: ServiceConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The registry of tasks this service runs (required).
+    pub fn registry(mut self, registry: impl Registry) -> Self {
+        self.registry = Some(Arc::new(registry));
+        self
+    }
+
+    /// A shared registry.
+    pub fn shared_registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Adds a broker to listen on (none: only local submissions).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.brokers.push(broker);
+        self
+    }
+
+    /// The pool that runs Calls (required).
+    pub fn pool(mut self, pool: impl Pool) -> Self {
+        self.pool = Some(Box::new(pool));
+        self
+    }
+
+    /// Listens on these channels instead of the default.
+    pub fn channels<I: IntoIterator<Item = S>, S: Into<String>>(mut self, channels: I) -> Self {
+        self.config.channels = channels.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the node id.
+    pub fn node_id(mut self, node_id: impl Into<String>) -> Self {
+        self.config.node_id = node_id.into();
+        self
+    }
+
+    /// Sets the history size.
+    pub fn history_size(mut self, size: usize) -> Self {
+        self.config.history_size = size;
+        self
+    }
+
+    /// Sets the most Calls that may wait at once.
+    pub fn max_waiting(mut self, max: usize) -> Self {
+        self.config.max_waiting = max;
+        self
+    }
+
+    /// Sets the shutdown grace period.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Submits this task once, when the service starts.
+    pub fn on_start<T: Task>(mut self, submission: Submission<T>) -> Self {
+        match submission.into_message(LOCAL_CHANNEL) {
+            Ok((_, m)) => self.on_start.push(m),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Submits this task on this node every `every`, the first time one interval after start.
+    pub fn schedule<T: Task>(mut self, submission: Submission<T>, every: Duration) -> Self {
+        if every.is_zero() {
+            self.errors.push(Error::Config(format!(
+                "schedule of task {:?}: the interval must be above zero",
+                T::NAME
+            )));
+            return self;
+        }
+        match submission.into_message(LOCAL_CHANNEL) {
+            Ok((_, m)) => self.scheduled.push((m, every)),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Checks the configuration, starts the pool, subscribes to the brokers and starts the loop.
+    pub async fn start(self) -> Result<ServiceHandle> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(e);
+        }
+        let registry = self.registry.ok_or_else(|| {
+            Error::Config("no registry: call ServiceBuilder::registry(...)".into())
+        })?;
+        registry.check()?;
+        let mut pool = self
+            .pool
+            .ok_or_else(|| Error::Config("no pool: call ServiceBuilder::pool(...)".into()))?;
+        let config = self.config;
+        if config.channels.is_empty() && !self.brokers.is_empty() {
+            return Err(Error::Config(
+                "brokers given but no channels to listen on".into(),
+            ));
+        }
+        for c in &config.channels {
+            broker::validate_channel(c)?;
+        }
+        let capacity = config.event_capacity.max(16);
+        let (events_tx, events_rx) = mpsc::channel(capacity);
+        pool.start(events_tx).await?;
+        let mut incoming = SelectAll::new();
+        for (i, b) in self.brokers.iter().enumerate() {
+            let sub = b.subscribe(&config.channels).await?;
+            incoming.push(sub.map(move |m| (i, m)).boxed());
+        }
+        let (cmd_tx, cmd_rx) = mpsc::channel(capacity);
+        let (finished_tx, finished_rx) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            history: Mutex::new(History::new(config.history_size)),
+            finished: finished_tx,
+        });
+        let mut producers = Vec::new();
+        for m in self.on_start {
+            let _ = cmd_tx.try_send(Command::Submit {
+                message: m,
+                parent: None,
+            });
+        }
+        for (m, every) in self.scheduled {
+            let tx = cmd_tx.clone();
+            producers.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let mut msg = m.clone();
+                    msg.uuid = Some(new_uuid());
+                    if tx
+                        .send(Command::Submit {
+                            message: msg,
+                            parent: None,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
+        let node_id = config.node_id.clone();
+        let state = Loop {
+            assembler: Assembler::new(config.chunks),
+            config,
+            registry,
+            pool,
+            brokers: self.brokers,
+            shared: shared.clone(),
+            next_key: 0,
+            pending: HashMap::new(),
+            delayed: BinaryHeap::new(),
+            queue: VecDeque::new(),
+            dups: HashMap::new(),
+            counters: Counters::default(),
+            started: Instant::now(),
+            producers,
+            stopping: false,
+        };
+        let join = tokio::spawn(state.run(events_rx, cmd_rx, incoming));
+        tracing::info!(node = %node_id, "service started");
+        Ok(ServiceHandle {
+            node_id,
+            commands: cmd_tx,
+            shared,
+            finished: finished_rx,
+            join: Mutex::new(Some(join)),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    history: Mutex<History>,
+    finished: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+enum Command {
+    Submit {
+        message: TaskMessage,
+        parent: Option<String>,
+    },
+    Control {
+        message: ControlMessage,
+        reply: oneshot::Sender<Value>,
+    },
+    Shutdown {
+        grace: Option<Duration>,
+    },
+}
+
+/// A running service: submit tasks locally, query it, stop it.
+#[derive(Debug)]
+pub struct ServiceHandle {
+    node_id: String,
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    finished: watch::Receiver<u64>,
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ServiceHandle {
+    /// This service's node id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Runs a task on this service without a broker; returns the Call's uuid.
+    pub async fn submit<T: Task>(&self, submission: Submission<T>) -> Result<String> {
+        let (_, message) = submission.into_message(LOCAL_CHANNEL)?;
+        self.submit_message(message).await
+    }
+
+    /// Runs an untyped task message on this service; returns the Call's uuid.
+    pub async fn submit_message(&self, mut message: TaskMessage) -> Result<String> {
+        let uuid = message.uuid.get_or_insert_with(new_uuid).clone();
+        self.commands
+            .send(Command::Submit {
+                message,
+                parent: None,
+            })
+            .await
+            .map_err(|_| Error::ServiceStopped)?;
+        Ok(uuid)
+    }
+
+    /// Runs a control command and returns its reply (as a broker client would get it).
+    pub async fn control(&self, command: &str, data: Map<String, Value>) -> Result<Value> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Control {
+                message: ControlMessage {
+                    control: command.to_owned(),
+                    control_data: data,
+                    reply_to: None,
+                },
+                reply: tx,
+            })
+            .await
+            .map_err(|_| Error::ServiceStopped)?;
+        rx.await.map_err(|_| Error::ServiceStopped)
+    }
+
+    /// Finished Calls matching `filter`, oldest first.
+    pub fn history(&self, filter: &CallFilter) -> Vec<Call> {
+        self.shared.history().select(filter)
+    }
+
+    /// Calls finished so far (all outcomes, rejected included).
+    pub fn finished_count(&self) -> u64 {
+        *self.finished.borrow()
+    }
+
+    /// Waits until at least `count` Calls have finished.
+    pub async fn wait_for_finished(&self, count: u64, timeout: Duration) -> Result<()> {
+        let mut rx = self.finished.clone();
+        let outcome = tokio::time::timeout(timeout, async {
+            rx.wait_for(|n| *n >= count).await.map(|_| ())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => {
+                if *self.finished.borrow() >= count {
+                    Ok(())
+                } else {
+                    Err(Error::ServiceStopped)
+                }
+            }
+            Err(_) => Err(Error::Timeout(
+                timeout,
+                format!(
+                    "{count} finished Calls ({} finished)",
+                    *self.finished.borrow()
+                ),
+            )),
+        }
+    }
+
+    /// Stops the service with the configured grace period and waits for it.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.shutdown_with_grace(None).await
+    }
+
+    /// Stops taking work, lets running Calls finish within `grace` (the configured one when
+    /// `None`), ends the rest, and waits for the loop to exit. Calls still delayed, blocked or
+    /// queued are recorded as `canceled` and their uuids logged.
+    pub async fn shutdown_with_grace(&self, grace: Option<Duration>) -> Result<()> {
+        let _ = self.commands.send(Command::Shutdown { grace }).await;
+        self.join().await
+    }
+
+    /// Waits until the service loop has exited.
+    pub async fn join(&self) -> Result<()> {
+        let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            h.await
+                .map_err(|e| Error::Config(format!("service loop failed: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Counters {
+    received: u64,
+    control: u64,
+    dispatched: u64,
+    ignored_fields: u64,
+    by_outcome: [u64; 8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Delayed,
+    Blocked,
+    Queued,
+    Running,
+}
+
+struct Pending {
+    call: Call,
+    task: &'static TaskDescriptor,
+    args: Vec<Value>,
+    stage: Stage,
+    dup_key: Option<String>,
+}
+
+#[derive(Default)]
+struct DupState {
+    admitted: usize,
+    blocked: VecDeque<CallKey>,
+}
+
+struct Loop {
+    config: ServiceConfig,
+    registry: Arc<dyn Registry>,
+    pool: Box<dyn Pool>,
+    brokers: Vec<Arc<dyn Broker>>,
+    shared: Arc<Shared>,
+    next_key: CallKey,
+    pending: HashMap<CallKey, Pending>,
+    delayed: BinaryHeap<Reverse<(Instant, CallKey)>>,
+    queue: VecDeque<CallKey>,
+    dups: HashMap<String, DupState>,
+    assembler: Assembler,
+    counters: Counters,
+    started: Instant,
+    producers: Vec<JoinHandle<()>>,
+    stopping: bool,
+}
+
+type IncomingStream = SelectAll<futures_core::stream::BoxStream<'static, (usize, Incoming)>>;
+
+impl Loop {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<PoolEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        mut incoming: IncomingStream,
+    ) {
+        let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop_at: Option<Instant> = None;
+        loop {
+            let next_delay = self.delayed.peek().map(|Reverse((t, _))| *t);
+            let stopping = stop_at.is_some();
+            tokio::select! {
+                biased;
+                Some(ev) = events.recv() => self.on_pool_event(ev),
+                Some(cmd) = commands.recv(), if !stopping => match cmd {
+                    Command::Submit { message, parent } => {
+                        let _ = self.accept_task(message, LOCAL_CHANNEL, parent);
+                    }
+                    Command::Control { message, reply } => {
+                        let v = self.control(message);
+                        let _ = reply.send(v);
+                    }
+                    Command::Shutdown { grace } => {
+                        let grace = grace.unwrap_or(self.config.shutdown_grace);
+                        stop_at = Some(Instant::now() + grace);
+                        self.begin_shutdown(&mut incoming);
+                    }
+                },
+                Some((b, msg)) = incoming.next(), if !stopping => self.on_incoming(b, msg),
+                _ = sleep_until(next_delay), if next_delay.is_some() && !stopping => self.release_delayed(),
+                _ = expiry.tick() => self.expire_chunks(),
+                _ = sleep_until(stop_at), if stopping => break,
+            }
+            if stopping && self.pending.is_empty() {
+                break;
+            }
+        }
+        self.finish_shutdown(events).await;
+    }
+
+    fn begin_shutdown(&mut self, incoming: &mut IncomingStream) {
+        self.stopping = true;
+        *incoming = SelectAll::new();
+        for p in self.producers.drain(..) {
+            p.abort();
+        }
+        let waiting: Vec<CallKey> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.stage != Stage::Running)
+            .map(|(k, _)| *k)
+            .collect();
+        if !waiting.is_empty() {
+            let uuids: Vec<&str> = waiting
+                .iter()
+                .filter_map(|k| self.pending.get(k).map(|p| p.call.uuid.as_str()))
+                .collect();
+            tracing::warn!(
+                count = uuids.len(),
+                ?uuids,
+                "shutdown: abandoning Calls that had not started"
+            );
+        }
+        for k in waiting {
+            self.remove_waiting(
+                k,
+                Outcome::Canceled,
+                "abandoned at shutdown before it started",
+            );
+        }
+        tracing::info!(
+            running = self.pending.len(),
+            "shutdown: waiting for running Calls"
+        );
+    }
+
+    async fn finish_shutdown(mut self, mut events: mpsc::Receiver<PoolEvent>) {
+        self.pool.shutdown(Duration::ZERO).await;
+        // Collect what the pool reported while stopping.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while !self.pending.is_empty() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ev)) => self.on_pool_event(ev),
+                _ => break,
+            }
+        }
+        let left: Vec<CallKey> = self.pending.keys().copied().collect();
+        if !left.is_empty() {
+            let uuids: Vec<String> = left
+                .iter()
+                .filter_map(|k| self.pending.get(k).map(|p| p.call.uuid.clone()))
+                .collect();
+            tracing::warn!(
+                ?uuids,
+                "shutdown: Calls ended without a report from the pool"
+            );
+        }
+        for k in left {
+            if let Some(p) = self.pending.remove(&k) {
+                self.record(
+                    p.call,
+                    Outcome::Canceled,
+                    Some("ended at shutdown".into()),
+                    None,
+                    now_epoch(),
+                );
+            }
+        }
+        tracing::info!(node = %self.config.node_id, "service stopped");
+    }
+
+    fn next_key(&mut self) -> CallKey {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    fn waiting_count(&self) -> usize {
+        self.pending.len()
+            - self
+                .pending
+                .values()
+                .filter(|p| p.stage == Stage::Running)
+                .count()
+    }
+
+    fn reject(&mut self, mut call: Call, reason: String) {
+        tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %reason, "message rejected");
+        call.queued_at = None;
+        self.record(call, Outcome::Rejected, Some(reason), None, now_epoch());
+    }
+
+    fn reject_payload(&mut self, channel: &str, reason: String) {
+        let call = Call::received(new_uuid(), String::new(), &self.config.node_id, channel);
+        self.reject(call, reason);
+    }
+
+    /// Puts a finished Call into the history.
+    fn record(
+        &mut self,
+        mut call: Call,
+        outcome: Outcome,
+        error: Option<String>,
+        result: Option<Value>,
+        at: f64,
+    ) {
+        call.finish(outcome, error, at);
+        call.result = result;
+        self.counters.by_outcome[outcome as usize] += 1;
+        match outcome {
+            Outcome::Ok | Outcome::Discarded => {
+                tracing::debug!(uuid = %call.uuid, task = %call.task, %outcome, run_ms = call.run_ms, "call finished")
+            }
+            _ => {
+                tracing::warn!(uuid = %call.uuid, task = %call.task, %outcome, error = call.error.as_deref(), "call failed")
+            }
+        }
+        self.shared.history().push(call);
+        self.shared.finished.send_modify(|n| *n += 1);
+    }
+
+    fn on_incoming(&mut self, broker: usize, msg: Incoming) {
+        if msg.payload.len() > self.config.chunks.max_payload_bytes {
+            self.counters.received += 1;
+            let e = Error::TooLarge {
+                what: "payload",
+                size: msg.payload.len(),
+                limit: self.config.chunks.max_payload_bytes,
+            };
+            self.reject_payload(&msg.channel, e.to_string());
+            return;
+        }
+        match decode(&msg.payload) {
+            Ok((Decoded::Chunk(env), _)) => match self.assembler.push(env, Instant::now()) {
+                Ok(Some(whole)) => self.on_payload(broker, &msg.channel, &whole),
+                Ok(None) => {}
+                Err(e) => {
+                    self.counters.received += 1;
+                    self.reject_payload(&msg.channel, e.to_string());
+                }
+            },
+            Ok((decoded, ignored)) => self.on_decoded(broker, &msg.channel, decoded, ignored.any()),
+            Err(e) => {
+                self.counters.received += 1;
+                self.reject_payload(&msg.channel, e.to_string());
+            }
+        }
+    }
+
+    fn on_payload(&mut self, broker: usize, channel: &str, payload: &str) {
+        match decode(payload) {
+            Ok((Decoded::Chunk(_), _)) => {
+                self.counters.received += 1;
+                self.reject_payload(channel, "a chunk envelope inside a chunked message".into());
+            }
+            Ok((decoded, ignored)) => self.on_decoded(broker, channel, decoded, ignored.any()),
+            Err(e) => {
+                self.counters.received += 1;
+                self.reject_payload(channel, e.to_string());
+            }
+        }
+    }
+
+    fn on_decoded(&mut self, broker: usize, channel: &str, decoded: Decoded, ignored: bool) {
+        match decoded {
+            Decoded::Task(t) => {
+                if ignored {
+                    self.counters.ignored_fields += 1;
+                    tracing::debug!(task = %t.task, "ignored timeout/on_duplicate/bind fields: the registry decides");
+                }
+                let _ = self.accept_task(t, channel, None);
+            }
+            Decoded::Control(c) => {
+                let reply_to = c.reply_to.clone();
+                let mut reply = self.control(c);
+                if let (Some(reply_to), Some(b)) = (reply_to, self.brokers.get(broker).cloned()) {
+                    if let Value::Object(m) = &mut reply {
+                        m.entry("node_id")
+                            .or_insert_with(|| Value::from(self.config.node_id.clone()));
+                    }
+                    tokio::spawn(async move {
+                        let payload = reply.to_string();
+                        if let Err(e) = broker::send(&*b, &reply_to, &payload).await {
+                            tracing::warn!(channel = %reply_to, error = %e, "could not publish control reply");
+                        }
+                    });
+                }
+            }
+            Decoded::Chunk(_) => {}
+        }
+    }
+
+    /// Takes a task message in; returns the rejection reason when it was rejected at once.
+    fn accept_task(
+        &mut self,
+        msg: TaskMessage,
+        channel: &str,
+        parent: Option<String>,
+    ) -> std::result::Result<String, String> {
+        self.counters.received += 1;
+        let uuid = msg.uuid.unwrap_or_else(new_uuid);
+        let mut call = Call::received(uuid.clone(), msg.task, &self.config.node_id, channel);
+        call.args = Value::Array(msg.args.clone());
+        call.kwargs = Value::Object(msg.kwargs.clone());
+        call.time_pub = msg.time_pub;
+        call.guid = msg.guid;
+        call.parent_uuid = parent;
+        let Some(task) = self.registry.lookup(&call.task) else {
+            let reason = Error::UnknownTask {
+                name: call.task.clone(),
+            }
+            .to_string();
+            self.reject(call, reason.clone());
+            return Err(reason);
+        };
+        let args = match task.bind(msg.args, msg.kwargs) {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = e.to_string();
+                self.reject(call, reason.clone());
+                return Err(reason);
+            }
+        };
+        if self.waiting_count() >= self.config.max_waiting {
+            let reason = format!(
+                "service is at capacity: {} Calls waiting (max_waiting); the Call was not accepted",
+                self.config.max_waiting
+            );
+            self.reject(call, reason.clone());
+            return Err(reason);
+        }
+        let delay = match msg.delay {
+            Some(d) if d > 0.0 => match Duration::try_from_secs_f64(d) {
+                Ok(d) if d <= self.config.max_delay => Some(d),
+                _ => {
+                    let reason = format!(
+                        "delay of {d} seconds exceeds the limit of {} seconds (max_delay)",
+                        self.config.max_delay.as_secs()
+                    );
+                    self.reject(call, reason.clone());
+                    return Err(reason);
+                }
+            },
+            _ => None,
+        };
+        let key = self.next_key();
+        let mut p = Pending {
+            call,
+            task,
+            args,
+            stage: Stage::Delayed,
+            dup_key: None,
+        };
+        if let Some(d) = delay {
+            p.call.queued_at = Some(now_epoch());
+            self.pending.insert(key, p);
+            self.delayed.push(Reverse((Instant::now() + d, key)));
+        } else {
+            self.pending.insert(key, p);
+            self.admit(key);
+        }
+        Ok(uuid)
+    }
+
+    fn release_delayed(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((t, key))) = self.delayed.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.delayed.pop();
+            if self
+                .pending
+                .get(&key)
+                .is_some_and(|p| p.stage == Stage::Delayed)
+            {
+                self.admit(key);
+            }
+        }
+    }
+
+    /// Applies the duplicate policy to a Call that is ready to run.
+    fn admit(&mut self, key: CallKey) {
+        let Some(p) = self.pending.get_mut(&key) else {
+            return;
+        };
+        let policy = p.task.config().on_duplicate;
+        if policy == OnDuplicate::Parallel {
+            self.enqueue(key);
+            return;
+        }
+        let dk = format!("{}\u{0}{}\u{0}{}", p.call.task, p.call.args, p.call.kwargs);
+        p.dup_key = Some(dk.clone());
+        let st = self.dups.entry(dk.clone()).or_default();
+        enum Action {
+            Run,
+            Block,
+            Discard,
+        }
+        let action = match policy {
+            OnDuplicate::Discard if st.admitted > 0 || !st.blocked.is_empty() => Action::Discard,
+            OnDuplicate::Serial if st.admitted > 0 => Action::Block,
+            OnDuplicate::QueueOne if !st.blocked.is_empty() => Action::Discard,
+            OnDuplicate::QueueOne if st.admitted > 0 => Action::Block,
+            _ => Action::Run,
+        };
+        match action {
+            Action::Run => {
+                st.admitted += 1;
+                self.enqueue(key);
+            }
+            Action::Block => {
+                st.blocked.push_back(key);
+                if let Some(p) = self.pending.get_mut(&key) {
+                    p.stage = Stage::Blocked;
+                    p.call.queued_at.get_or_insert_with(now_epoch);
+                }
+            }
+            Action::Discard => {
+                if let Some(mut p) = self.pending.remove(&key) {
+                    p.dup_key = None;
+                    let reason = format!(
+                        "discarded: a duplicate is already running or waiting (on_duplicate = {})",
+                        policy.as_str()
+                    );
+                    self.record(p.call, Outcome::Discarded, Some(reason), None, now_epoch());
+                }
+                self.drop_dup_state_if_idle(&dk);
+            }
+        }
+    }
+
+    fn drop_dup_state_if_idle(&mut self, dk: &str) {
+        if self
+            .dups
+            .get(dk)
+            .is_some_and(|s| s.admitted == 0 && s.blocked.is_empty())
+        {
+            self.dups.remove(dk);
+        }
+    }
+
+    /// A Call with this duplicate key stopped running: let the next blocked one go.
+    fn release_dup(&mut self, dk: &str) {
+        let mut next = None;
+        if let Some(st) = self.dups.get_mut(dk) {
+            st.admitted = st.admitted.saturating_sub(1);
+            if st.admitted == 0 {
+                if let Some(k) = st.blocked.pop_front() {
+                    st.admitted += 1;
+                    next = Some(k);
+                }
+            }
+        }
+        self.drop_dup_state_if_idle(dk);
+        if let Some(k) = next {
+            self.enqueue(k);
+        }
+    }
+
+    fn enqueue(&mut self, key: CallKey) {
+        let Some(p) = self.pending.get_mut(&key) else {
+            return;
+        };
+        p.stage = Stage::Queued;
+        self.queue.push_back(key);
+        self.dispatch_queue();
+        if let Some(p) = self.pending.get_mut(&key) {
+            if p.stage == Stage::Queued {
+                p.call.queued_at.get_or_insert_with(now_epoch);
+            }
+        }
+    }
+
+    fn dispatch_queue(&mut self) {
+        if self.stopping {
+            return;
+        }
+        while let Some(&key) = self.queue.front() {
+            let Some(p) = self.pending.get_mut(&key) else {
+                self.queue.pop_front();
+                continue;
+            };
+            let job = Job {
+                key,
+                uuid: p.call.uuid.clone(),
+                task: p.task,
+                args: std::mem::take(&mut p.args),
+            };
+            match self.pool.try_dispatch(job) {
+                Ok(d) => {
+                    self.queue.pop_front();
+                    p.stage = Stage::Running;
+                    p.call.worker_id = Some(d.worker_id);
+                    p.call.pid = Some(d.pid);
+                    p.call.started_at = Some(now_epoch());
+                    self.counters.dispatched += 1;
+                }
+                Err(job) => {
+                    p.args = job.args;
+                    break;
+                }
+            }
+        }
+        self.pool.set_backlog(self.queue.len());
+    }
+
+    fn on_pool_event(&mut self, ev: PoolEvent) {
+        match ev {
+            PoolEvent::Finished {
+                key,
+                outcome,
+                result,
+                error,
+                at,
+            } => {
+                let Some(p) = self.pending.remove(&key) else {
+                    tracing::debug!(key, "finish report for a Call no longer tracked");
+                    return;
+                };
+                if let Some(dk) = &p.dup_key {
+                    self.release_dup(dk);
+                }
+                self.record(p.call, outcome, error, result, at);
+                self.dispatch_queue();
+            }
+            PoolEvent::Submit {
+                parent_uuid,
+                message,
+            } => {
+                let _ = self.accept_task(message, LOCAL_CHANNEL, Some(parent_uuid));
+            }
+        }
+    }
+
+    /// Removes a Call that has not started and records `outcome`.
+    fn remove_waiting(&mut self, key: CallKey, outcome: Outcome, reason: &str) {
+        if self
+            .pending
+            .get(&key)
+            .is_none_or(|p| p.stage == Stage::Running)
+        {
+            return;
+        }
+        let Some(p) = self.pending.remove(&key) else {
+            return;
+        };
+        match p.stage {
+            Stage::Queued => self.queue.retain(|k| *k != key),
+            Stage::Blocked => {
+                if let Some(dk) = &p.dup_key {
+                    if let Some(st) = self.dups.get_mut(dk) {
+                        st.blocked.retain(|k| *k != key);
+                    }
+                    self.drop_dup_state_if_idle(dk);
+                }
+            }
+            Stage::Delayed | Stage::Running => {}
+        }
+        if p.stage == Stage::Queued {
+            if let Some(dk) = &p.dup_key {
+                self.release_dup(dk);
+            }
+        }
+        self.record(p.call, outcome, Some(reason.to_owned()), None, now_epoch());
+    }
+
+    fn expire_chunks(&mut self) {
+        for e in self.assembler.expire(Instant::now()) {
+            self.counters.received += 1;
+            self.reject_payload("", e.to_string());
+        }
+    }
+
+    // ----- control commands -----
+
+    fn control(&mut self, msg: ControlMessage) -> Value {
+        self.counters.control += 1;
+        let data = msg.control_data;
+        match msg.control.as_str() {
+            "alive" => json!({}),
+            "main" => self.main_status(),
+            "workers" => self.workers_status(),
+            "running" => self.running(&data),
+            "cancel" => self.cancel(&data),
+            "history" => self.history(&data),
+            "metrics" => self.metrics(),
+            "status" => json!({
+                "alive": {},
+                "main": self.main_status(),
+                "workers": self.workers_status(),
+                "running": self.running(&Map::new()),
+                "metrics": self.metrics(),
+            }),
+            "run" => match serde_json::from_value::<TaskMessage>(Value::Object(data.clone())) {
+                Ok(m) => match self.accept_task(m, LOCAL_CHANNEL, None) {
+                    Ok(uuid) => {
+                        let mut ack = data;
+                        ack.insert("uuid".into(), Value::from(uuid));
+                        json!({ "ack": ack })
+                    }
+                    Err(reason) => json!({ "error": reason }),
+                },
+                Err(e) => json!({ "error": format!("control_data is not a task message: {e}") }),
+            },
+            other => json!({ "error": format!("No control method {other}") }),
+        }
+    }
+
+    fn main_status(&self) -> Value {
+        let c = &self.counters;
+        let running = self
+            .pending
+            .values()
+            .filter(|p| p.stage == Stage::Running)
+            .count();
+        json!({
+            "node_id": self.config.node_id,
+            "pid": std::process::id(),
+            "received_count": c.received,
+            "control_count": c.control,
+            "uptime": self.started.elapsed().as_secs_f64(),
+            "registered_tasks": self.registry.names(),
+            "pool": {
+                "finished_count": c.by_outcome.iter().sum::<u64>(),
+                "dispatched_count": c.dispatched,
+                "canceled_count": c.by_outcome[Outcome::Canceled as usize],
+                "discard_count": c.by_outcome[Outcome::Discarded as usize],
+                "rejected_count": c.by_outcome[Outcome::Rejected as usize],
+                "running_count": running,
+                "queued_count": self.queue.len(),
+                "blocked_count": self.dups.values().map(|d| d.blocked.len()).sum::<usize>(),
+                "delayed_count": self.pending.values().filter(|p| p.stage == Stage::Delayed).count(),
+                "workers": self.pool.workers().len(),
+            },
+        })
+    }
+
+    fn workers_status(&self) -> Value {
+        let mut m = Map::new();
+        for w in self.pool.workers() {
+            let v = serde_json::to_value(&w).unwrap_or(Value::Null);
+            m.insert(format!("worker-{}", w.worker_id), v);
+        }
+        Value::Object(m)
+    }
+
+    fn metrics(&self) -> Value {
+        let c = &self.counters;
+        let mut finished = Map::new();
+        for o in Outcome::ALL {
+            finished.insert(o.as_str().to_owned(), Value::from(c.by_outcome[o as usize]));
+        }
+        json!({
+            "received": c.received,
+            "control": c.control,
+            "dispatched": c.dispatched,
+            "ignored_fields": c.ignored_fields,
+            "finished": finished,
+            "waiting": self.waiting_count(),
+            "queue_depth": self.queue.len(),
+            "partial_chunked_messages": self.assembler.partial_count(),
+            "history_size": self.shared.history().len(),
+        })
+    }
+
+    fn matching(&self, data: &Map<String, Value>) -> std::result::Result<Vec<CallKey>, String> {
+        for k in data.keys() {
+            if !matches!(k.as_str(), "task" | "uuid" | "args" | "kwargs") {
+                return Err(format!(
+                    "unknown filter field {k:?}; use any of task, uuid, args, kwargs"
+                ));
+            }
+        }
+        let mut keys: Vec<CallKey> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                data.get("task")
+                    .is_none_or(|t| t.as_str() == Some(p.call.task.as_str()))
+                    && data
+                        .get("uuid")
+                        .is_none_or(|u| u.as_str() == Some(p.call.uuid.as_str()))
+                    && data.get("args").is_none_or(|a| *a == p.call.args)
+                    && data.get("kwargs").is_none_or(|k| *k == p.call.kwargs)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    fn describe(&self, keys: &[CallKey]) -> Value {
+        let mut out = Map::new();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for k in keys {
+            let Some(p) = self.pending.get(k) else {
+                continue;
+            };
+            let name = match p.stage {
+                Stage::Running => format!("worker-{}", p.call.worker_id.unwrap_or(0)),
+                other => {
+                    let prefix = match other {
+                        Stage::Delayed => "delayed",
+                        Stage::Blocked => "blocked",
+                        _ => "queued",
+                    };
+                    let n = counts.entry(prefix).or_default();
+                    let name = format!("{prefix}-{n}");
+                    *n += 1;
+                    name
+                }
+            };
+            out.insert(name, message_json(&p.call));
+        }
+        Value::Object(out)
+    }
+
+    fn running(&self, data: &Map<String, Value>) -> Value {
+        match self.matching(data) {
+            Ok(keys) => self.describe(&keys),
+            Err(e) => json!({ "error": e }),
+        }
+    }
+
+    fn cancel(&mut self, data: &Map<String, Value>) -> Value {
+        let keys = match self.matching(data) {
+            Ok(k) => k,
+            Err(e) => return json!({ "error": e }),
+        };
+        let reply = self.describe(&keys);
+        for key in keys {
+            let running = self
+                .pending
+                .get(&key)
+                .is_some_and(|p| p.stage == Stage::Running);
+            if running {
+                if !self.pool.cancel(key) {
+                    tracing::warn!(key, "pool did not know a running Call to cancel");
+                }
+            } else {
+                self.remove_waiting(key, Outcome::Canceled, "canceled before it started");
+            }
+        }
+        reply
+    }
+
+    fn history(&self, data: &Map<String, Value>) -> Value {
+        let mut filter = CallFilter::default();
+        for (k, v) in data {
+            match (k.as_str(), v) {
+                ("task", Value::String(s)) => filter.task = Some(s.clone()),
+                ("uuid", Value::String(s)) => filter.uuid = Some(s.clone()),
+                ("outcome", Value::String(s)) => match Outcome::parse(s) {
+                    Some(o) => filter.outcome = Some(o),
+                    None => {
+                        return json!({ "error": format!("unknown outcome {s:?}; use one of ok, error, panic, timeout, canceled, worker_lost, discarded, rejected") })
+                    }
+                },
+                ("limit", v) if v.as_u64().is_some() => {
+                    filter.limit = v.as_u64().map(|n| n as usize)
+                }
+                (k, v) => {
+                    return json!({ "error": format!("bad history filter {k:?} = {v}; use task (string), uuid (string), outcome (string), limit (integer)") })
+                }
+            }
+        }
+        json!({ "calls": self.shared.history().select(&filter) })
+    }
+}
+
+fn message_json(call: &Call) -> Value {
+    json!({
+        "task": call.task,
+        "uuid": call.uuid,
+        "args": call.args,
+        "kwargs": call.kwargs,
+        "time_pub": call.time_pub,
+    })
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
