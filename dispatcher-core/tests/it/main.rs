@@ -1,0 +1,42 @@
+//! End-to-end tests of the service loop, run in-process with the testkit's memory broker and the
+//! in-process pool.
+
+mod control;
+mod outcomes;
+mod policy;
+mod publish;
+mod tasks;
+
+use std::time::Duration;
+
+use dispatcher_core::{Registry, TaskRegistry};
+use dispatcher_testkit::TestService;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn registry() -> TaskRegistry {
+    use tasks::*;
+    TaskRegistry::new()
+        .register::<double>()
+        .register::<fail>()
+        .register::<boom>()
+        .register::<nap>()
+        .register::<slow>()
+        .register::<exclusive>()
+        .register::<one_at_a_time>()
+        .register::<keep_one>()
+        .register::<fanout>()
+        .register::<greet>()
+        .register::<routed>()
+}
+
+pub async fn service(workers: usize) -> TestService {
+    let r = registry();
+    assert!(r.check().is_ok());
+    TestService::builder()
+        .registry(r)
+        .pool(dispatcher_core::InProcessPool::new(workers))
+        .start()
+        .await
+        .expect("service starts")
+}
