@@ -53,6 +53,12 @@ pub trait Broker: Send + Sync + 'static {
         None
     }
 
+    /// Health and statistics for the `status` and `main` control commands (e.g. self-check round
+    /// trips, reconnects). The default reports nothing.
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// Sends a payload to a fresh channel of its own and waits to receive it, within `bound`;
     /// returns the round trip. Brokers with a connection of their own to check override it.
     async fn self_check(&self, bound: Duration) -> Result<Duration> {

@@ -46,6 +46,7 @@ pub mod args;
 pub mod broker;
 pub mod call;
 pub mod chunk;
+pub mod control;
 mod error;
 pub mod hook;
 pub mod inprocess;

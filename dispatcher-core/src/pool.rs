@@ -54,6 +54,9 @@ pub enum PoolEvent {
         /// When it ended, epoch seconds.
         at: f64,
     },
+    /// Workers became free other than by finishing a job (started, scaled up, replaced): the
+    /// service tries its queue again.
+    Ready,
     /// A running task submitted another task through its context.
     Submit {
         /// The submitting Call's uuid.

@@ -973,6 +973,7 @@ impl Loop {
                 self.record(p.call, outcome, error, result, at);
                 self.dispatch_queue();
             }
+            PoolEvent::Ready => self.dispatch_queue(),
             PoolEvent::Submit {
                 parent_uuid,
                 message,
@@ -1070,6 +1071,7 @@ impl Loop {
             "control_count": c.control,
             "uptime": self.started.elapsed().as_secs_f64(),
             "registered_tasks": self.registry.names(),
+            "brokers": self.brokers.iter().map(|b| b.status()).collect::<Vec<_>>(),
             "pool": {
                 "finished_count": c.by_outcome.iter().sum::<u64>(),
                 "dispatched_count": c.dispatched,

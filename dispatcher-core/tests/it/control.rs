@@ -13,17 +13,26 @@ async fn control_over_the_broker_replies_on_reply_to() {
     let svc = service(2).await;
     let broker = svc.broker().clone();
     let reply_channel = format!("reply_to_{}", uuid_hex());
-    use futures_util::StreamExt;
     use dispatcher_core::Broker;
-    let mut replies = broker.subscribe(&[reply_channel.clone()]).await.unwrap();
+    use futures_util::StreamExt;
+    let mut replies = broker
+        .subscribe(std::slice::from_ref(&reply_channel))
+        .await
+        .unwrap();
     svc.publish_raw(&json!({"control": "alive", "reply_to": reply_channel}).to_string())
         .await;
-    let reply = tokio::time::timeout(WAIT, replies.next()).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(WAIT, replies.next())
+        .await
+        .unwrap()
+        .unwrap();
     let v: Value = serde_json::from_str(&reply.payload).unwrap();
     assert_eq!(v["node_id"], json!(svc.handle().node_id()));
     svc.publish_raw(&json!({"control": "frobnicate", "reply_to": reply_channel}).to_string())
         .await;
-    let reply = tokio::time::timeout(WAIT, replies.next()).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(WAIT, replies.next())
+        .await
+        .unwrap()
+        .unwrap();
     let v: Value = serde_json::from_str(&reply.payload).unwrap();
     assert_eq!(v["error"], json!("No control method frobnicate"));
     svc.shutdown().await;
@@ -38,15 +47,27 @@ async fn main_workers_history_run_status() {
     let svc = service(2).await;
     let h = svc.handle();
     let ack = h
-        .control("run", json!({"task": "t.double", "args": [4]}).as_object().unwrap().clone())
+        .control(
+            "run",
+            json!({"task": "t.double", "args": [4]})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
         .await
         .unwrap();
     assert!(ack.get("ack").is_some(), "{ack}");
     let bad = h
-        .control("run", json!({"task": "t.nope"}).as_object().unwrap().clone())
+        .control(
+            "run",
+            json!({"task": "t.nope"}).as_object().unwrap().clone(),
+        )
         .await
         .unwrap();
-    assert!(bad["error"].as_str().unwrap().contains("unknown task"), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("unknown task"),
+        "{bad}"
+    );
     svc.wait_for_calls(2, WAIT).await.unwrap();
 
     let main = h.control("main", Default::default()).await.unwrap();
@@ -57,11 +78,20 @@ async fn main_workers_history_run_status() {
     let workers = h.control("workers", Default::default()).await.unwrap();
     let w = workers.as_object().unwrap();
     assert_eq!(w.len(), 2);
-    let finished: u64 = w.values().map(|v| v["finished_count"].as_u64().unwrap()).sum();
+    let finished: u64 = w
+        .values()
+        .map(|v| v["finished_count"].as_u64().unwrap())
+        .sum();
     assert_eq!(finished, 1);
 
     let hist = h
-        .control("history", json!({"outcome": "ok", "task": "t.double"}).as_object().unwrap().clone())
+        .control(
+            "history",
+            json!({"outcome": "ok", "task": "t.double"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
         .await
         .unwrap();
     let calls = hist["calls"].as_array().unwrap();
@@ -69,12 +99,21 @@ async fn main_workers_history_run_status() {
     assert_eq!(calls[0]["result"], json!(8));
     assert!(calls[0]["run_ms"].as_f64().is_some());
     let bad = h
-        .control("history", json!({"outcome": "meh"}).as_object().unwrap().clone())
+        .control(
+            "history",
+            json!({"outcome": "meh"}).as_object().unwrap().clone(),
+        )
         .await
         .unwrap();
-    assert!(bad["error"].as_str().unwrap().contains("unknown outcome \"meh\""));
+    assert!(bad["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown outcome \"meh\""));
     let bad = h
-        .control("history", json!({"limit": "ten"}).as_object().unwrap().clone())
+        .control(
+            "history",
+            json!({"limit": "ten"}).as_object().unwrap().clone(),
+        )
         .await
         .unwrap();
     assert!(bad["error"].as_str().unwrap().contains("limit"));
@@ -92,7 +131,9 @@ async fn running_and_cancel_filters() {
     let p = svc.publisher();
     p.publish(nap::call(30.0)).await.unwrap();
     p.publish(nap::call(31.0)).await.unwrap();
-    p.publish(double::call(1).delay(Duration::from_secs(30))).await.unwrap();
+    p.publish(double::call(1).delay(Duration::from_secs(30)))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let h = svc.handle();
     let running = h.control("running", Default::default()).await.unwrap();
@@ -101,25 +142,44 @@ async fn running_and_cancel_filters() {
     assert!(keys.contains(&"queued-0".to_string()), "{running}");
     assert!(keys.contains(&"delayed-0".to_string()), "{running}");
     let only = h
-        .control("running", json!({"args": [31.0]}).as_object().unwrap().clone())
+        .control(
+            "running",
+            json!({"args": [31.0]}).as_object().unwrap().clone(),
+        )
         .await
         .unwrap();
     assert_eq!(only.as_object().unwrap().len(), 1, "{only}");
     let bad = h
-        .control("cancel", json!({"colour": "red"}).as_object().unwrap().clone())
+        .control(
+            "cancel",
+            json!({"colour": "red"}).as_object().unwrap().clone(),
+        )
         .await
         .unwrap();
-    assert!(bad["error"].as_str().unwrap().contains("unknown filter field \"colour\""));
+    assert!(bad["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown filter field \"colour\""));
     let canceled = h
-        .control("cancel", json!({"task": "t.nap"}).as_object().unwrap().clone())
+        .control(
+            "cancel",
+            json!({"task": "t.nap"}).as_object().unwrap().clone(),
+        )
         .await
         .unwrap();
     assert_eq!(canceled.as_object().unwrap().len(), 2, "{canceled}");
     svc.wait_for_calls(2, WAIT).await.unwrap();
     let calls = svc.history();
-    assert!(calls.iter().all(|c| c.outcome == Some(Outcome::Canceled)), "{calls:#?}");
+    assert!(
+        calls.iter().all(|c| c.outcome == Some(Outcome::Canceled)),
+        "{calls:#?}"
+    );
     let left = h.control("running", Default::default()).await.unwrap();
-    assert_eq!(left.as_object().unwrap().len(), 1, "only the delayed one: {left}");
+    assert_eq!(
+        left.as_object().unwrap().len(),
+        1,
+        "only the delayed one: {left}"
+    );
     svc.shutdown().await;
 }
 
@@ -131,14 +191,19 @@ async fn duplicate_task_names_fail_at_start() {
             x
         }
     }
-    let r = TaskRegistry::new().register::<double>().register::<other::impostor>();
+    let r = TaskRegistry::new()
+        .register::<double>()
+        .register::<other::impostor>();
     let e = dispatcher_core::Service::builder()
         .registry(r)
         .pool(dispatcher_core::InProcessPool::new(1))
         .start()
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("\"t.double\" is registered twice"), "{e}");
+    assert!(
+        e.to_string().contains("\"t.double\" is registered twice"),
+        "{e}"
+    );
     // the collected registry sees both too
     let e = TaskRegistry::collected().unwrap_err();
     assert!(e.to_string().contains("t.double"), "{e}");

@@ -1,5 +1,6 @@
 //! End-to-end tests of the service loop, run in-process with the testkit's memory broker and the
 //! in-process pool.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod control;
 mod outcomes;
@@ -12,9 +13,9 @@ use std::time::Duration;
 use dispatcher_core::{Registry, TaskRegistry};
 use dispatcher_testkit::TestService;
 
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub fn registry() -> TaskRegistry {
+pub(crate) fn registry() -> TaskRegistry {
     use tasks::*;
     TaskRegistry::new()
         .register::<double>()
@@ -30,7 +31,7 @@ pub fn registry() -> TaskRegistry {
         .register::<routed>()
 }
 
-pub async fn service(workers: usize) -> TestService {
+pub(crate) async fn service(workers: usize) -> TestService {
     let r = registry();
     assert!(r.check().is_ok());
     TestService::builder()

@@ -23,10 +23,30 @@ async fn ok_error_panic_timeout() {
     let calls = svc.wait_for_calls(4, WAIT).await.unwrap();
     assert_history(&calls)
         .count(4)
-        .has(call().task("t.double").args(json!([21])).outcome(Outcome::Ok))
-        .has(call().task("t.fail").outcome(Outcome::Error).error_contains("no luck"))
-        .has(call().task("t.boom").outcome(Outcome::Panic).error_contains("boom goes the task"))
-        .has(call().task("t.slow").outcome(Outcome::Timeout).error_contains("timed out after 0.200s"));
+        .has(
+            call()
+                .task("t.double")
+                .args(json!([21]))
+                .outcome(Outcome::Ok),
+        )
+        .has(
+            call()
+                .task("t.fail")
+                .outcome(Outcome::Error)
+                .error_contains("no luck"),
+        )
+        .has(
+            call()
+                .task("t.boom")
+                .outcome(Outcome::Panic)
+                .error_contains("boom goes the task"),
+        )
+        .has(
+            call()
+                .task("t.slow")
+                .outcome(Outcome::Timeout)
+                .error_contains("timed out after 0.200s"),
+        );
     let ok = calls.iter().find(|c| c.task == "t.double").unwrap();
     assert_eq!(ok.result, Some(json!(42)));
     assert!(ok.received_at.is_some() && ok.started_at.is_some() && ok.finished_at.is_some());
@@ -54,7 +74,10 @@ async fn canceled_by_control_command() {
     let h = svc.handle();
     for _ in 0..200 {
         let running = h.control("running", Default::default()).await.unwrap();
-        if running.as_object().is_some_and(|m| m.keys().any(|k| k.starts_with("worker-"))) {
+        if running
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| k.starts_with("worker-")))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -96,7 +119,10 @@ impl Pool for DyingPool {
                 })
                 .await;
         });
-        Ok(Dispatched { worker_id: 7, pid: 4242 })
+        Ok(Dispatched {
+            worker_id: 7,
+            pid: 4242,
+        })
     }
     fn cancel(&mut self, _key: CallKey) -> bool {
         false
@@ -120,7 +146,10 @@ async fn worker_lost_is_recorded() {
     let calls = svc.history(&Default::default());
     assert_history(&calls).has_exactly(
         1,
-        call().task("t.double").outcome(Outcome::WorkerLost).error_contains("signal 9"),
+        call()
+            .task("t.double")
+            .outcome(Outcome::WorkerLost)
+            .error_contains("signal 9"),
     );
     assert_eq!(calls[0].worker_id, Some(7));
     assert_eq!(calls[0].pid, Some(4242));
@@ -131,26 +160,69 @@ async fn worker_lost_is_recorded() {
 async fn rejected_unknown_task_bad_args_malformed_json() {
     let svc = service(2).await;
     svc.publish_raw(r#"{"task": "t.nope", "args": [1]}"#).await;
-    svc.publish_raw(r#"{"task": "t.double", "args": ["seven"]}"#).await;
-    svc.publish_raw(r#"{"task": "t.double", "args": [1, 2]}"#).await;
+    svc.publish_raw(r#"{"task": "t.double", "args": ["seven"]}"#)
+        .await;
+    svc.publish_raw(r#"{"task": "t.double", "args": [1, 2]}"#)
+        .await;
     svc.publish_raw(r#"{"task": "t.double"}"#).await;
-    svc.publish_raw(r#"{"task": "t.double", "kwargs": {"y": 1}}"#).await;
+    svc.publish_raw(r#"{"task": "t.double", "kwargs": {"y": 1}}"#)
+        .await;
     svc.publish_raw(r#"{"task": "t.double", "args": [1"#).await;
     svc.publish_raw("this is not json").await;
     svc.publish_raw(r#"[1, 2, 3]"#).await;
     // and it still runs good work afterwards
-    svc.publish_raw(r#"{"task": "t.double", "kwargs": {"x": 5}}"#).await;
+    svc.publish_raw(r#"{"task": "t.double", "kwargs": {"x": 5}}"#)
+        .await;
     let calls = svc.wait_for_calls(9, WAIT).await.unwrap();
     assert_history(&calls)
-        .has(call().task("t.nope").outcome(Outcome::Rejected).error_contains("unknown task \"t.nope\""))
-        .has(call().task("t.double").outcome(Outcome::Rejected).error_contains("argument `x`: invalid type: string \"seven\", expected i64"))
-        .has(call().task("t.double").outcome(Outcome::Rejected).error_contains("takes 1 argument (x) but 2 positional were given"))
-        .has(call().task("t.double").outcome(Outcome::Rejected).error_contains("missing argument `x`"))
-        .has(call().task("t.double").outcome(Outcome::Rejected).error_contains("unexpected argument `y`"))
-        .has(call().outcome(Outcome::Rejected).error_contains("invalid JSON"))
-        .has(call().outcome(Outcome::Rejected).error_contains("not a JSON object and not a bare task name"))
-        .has_exactly(7, call().outcome(Outcome::Rejected))
-        .has_exactly(1, call().task("t.double").kwargs(json!({"x": 5})).outcome(Outcome::Ok));
+        .has(
+            call()
+                .task("t.nope")
+                .outcome(Outcome::Rejected)
+                .error_contains("unknown task \"t.nope\""),
+        )
+        .has(
+            call()
+                .task("t.double")
+                .outcome(Outcome::Rejected)
+                .error_contains("argument `x`: invalid type: string \"seven\", expected i64"),
+        )
+        .has(
+            call()
+                .task("t.double")
+                .outcome(Outcome::Rejected)
+                .error_contains("takes 1 argument (x) but 2 positional were given"),
+        )
+        .has(
+            call()
+                .task("t.double")
+                .outcome(Outcome::Rejected)
+                .error_contains("missing argument `x`"),
+        )
+        .has(
+            call()
+                .task("t.double")
+                .outcome(Outcome::Rejected)
+                .error_contains("unexpected argument `y`"),
+        )
+        .has(
+            call()
+                .outcome(Outcome::Rejected)
+                .error_contains("invalid JSON"),
+        )
+        .has(
+            call()
+                .outcome(Outcome::Rejected)
+                .error_contains("not a JSON object and not a bare task name"),
+        )
+        .has_exactly(8, call().outcome(Outcome::Rejected))
+        .has_exactly(
+            1,
+            call()
+                .task("t.double")
+                .kwargs(json!({"x": 5}))
+                .outcome(Outcome::Ok),
+        );
     svc.shutdown().await;
 }
 
@@ -158,16 +230,29 @@ async fn rejected_unknown_task_bad_args_malformed_json() {
 async fn bare_names_and_mixed_arguments() {
     let svc = service(2).await;
     svc.publish_raw(r#""t.boom""#).await;
-    svc.publish_raw(r#"{"task": "t.greet", "args": ["Ada"], "kwargs": {"greeting": "hi"}}"#).await;
-    svc.publish_raw(r#"{"task": "t.greet", "kwargs": {"name": "Bob"}}"#).await;
-    svc.publish_raw(r#"{"task": "t.greet", "args": ["Cy"], "timeout": 1, "on_duplicate": "discard"}"#).await;
+    svc.publish_raw(r#"{"task": "t.greet", "args": ["Ada"], "kwargs": {"greeting": "hi"}}"#)
+        .await;
+    svc.publish_raw(r#"{"task": "t.greet", "kwargs": {"name": "Bob"}}"#)
+        .await;
+    svc.publish_raw(
+        r#"{"task": "t.greet", "args": ["Cy"], "timeout": 1, "on_duplicate": "discard"}"#,
+    )
+    .await;
     let calls = svc.wait_for_calls(4, WAIT).await.unwrap();
     assert_history(&calls).has(call().task("t.boom").outcome(Outcome::Panic));
-    let results: Vec<_> = calls.iter().filter(|c| c.task == "t.greet").map(|c| c.result.clone().unwrap()).collect();
+    let results: Vec<_> = calls
+        .iter()
+        .filter(|c| c.task == "t.greet")
+        .map(|c| c.result.clone().unwrap())
+        .collect();
     assert!(results.contains(&json!("hi, Ada")));
     assert!(results.contains(&json!("hello, Bob")));
     assert!(results.contains(&json!("hello, Cy")));
-    let m = svc.handle().control("metrics", Default::default()).await.unwrap();
+    let m = svc
+        .handle()
+        .control("metrics", Default::default())
+        .await
+        .unwrap();
     assert_eq!(m["ignored_fields"], json!(1), "{m}");
     svc.shutdown().await;
 }
@@ -176,7 +261,10 @@ async fn bare_names_and_mixed_arguments() {
 async fn large_arguments_travel_in_chunks() {
     let svc = service(2).await;
     let big = "x".repeat(100_000);
-    svc.publisher().publish(greet::call(big.clone(), None)).await.unwrap();
+    svc.publisher()
+        .publish(greet::call(big.clone(), None))
+        .await
+        .unwrap();
     let calls = svc.wait_for_calls(1, WAIT).await.unwrap();
     assert_eq!(calls[0].outcome, Some(Outcome::Ok), "{:?}", calls[0].error);
     assert_eq!(calls[0].result, Some(json!(format!("hello, {big}"))));
@@ -187,14 +275,32 @@ async fn large_arguments_travel_in_chunks() {
 #[tokio::test]
 async fn tasks_from_tasks_record_parent() {
     let svc = service(2).await;
-    let parent = svc.publisher().publish(fanout::call(3)).await.unwrap().uuid().to_owned();
+    let parent = svc
+        .publisher()
+        .publish(fanout::call(3))
+        .await
+        .unwrap()
+        .uuid()
+        .to_owned();
     let calls = svc.wait_for_calls(4, WAIT).await.unwrap();
     assert_history(&calls)
         .has_exactly(1, call().task("t.fanout").outcome(Outcome::Ok))
-        .has_exactly(3, call().task("t.double").parent_uuid(&parent).outcome(Outcome::Ok));
+        .has_exactly(
+            3,
+            call()
+                .task("t.double")
+                .parent_uuid(&parent)
+                .outcome(Outcome::Ok),
+        );
     let children: Vec<_> = calls.iter().filter(|c| c.task == "t.double").collect();
     assert!(children.iter().all(|c| c.channel == "local"));
-    let returned = calls.iter().find(|c| c.task == "t.fanout").unwrap().result.clone().unwrap();
+    let returned = calls
+        .iter()
+        .find(|c| c.task == "t.fanout")
+        .unwrap()
+        .result
+        .clone()
+        .unwrap();
     for c in children {
         assert!(returned.as_array().unwrap().contains(&json!(c.uuid)));
     }
@@ -214,11 +320,15 @@ async fn brokers_keep_other_channels_apart() {
     let p = svc.publisher();
     // `routed` declares queue = "other_channel": nobody listens there.
     let sent = p.publish(routed::call()).await.unwrap();
-    assert!(matches!(sent, dispatcher_core::Published::Sent { ref channel, .. } if channel == "other_channel"));
+    assert!(
+        matches!(sent, dispatcher_core::Published::Sent { ref channel, .. } if channel == "other_channel")
+    );
     p.publish(double::call(2)).await.unwrap();
     let calls = svc.wait_for_calls(1, WAIT).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_history(&svc.history()).count(1).has(call().task("t.double"));
+    assert_history(&svc.history())
+        .count(1)
+        .has(call().task("t.double"));
     drop(calls);
     svc.shutdown().await;
 }

@@ -36,7 +36,13 @@ async fn discard_drops_duplicates_but_not_other_arguments() {
     let calls = svc.wait_for_calls(3, WAIT).await.unwrap();
     assert_history(&calls)
         .has_exactly(1, call().args(json!([0.4])).outcome(Outcome::Ok))
-        .has_exactly(1, call().args(json!([0.4])).outcome(Outcome::Discarded).error_contains("on_duplicate = discard"))
+        .has_exactly(
+            1,
+            call()
+                .args(json!([0.4]))
+                .outcome(Outcome::Discarded)
+                .error_contains("on_duplicate = discard"),
+        )
         .has_exactly(1, call().args(json!([0.41])).outcome(Outcome::Ok));
     // once the first finished, the same arguments run again
     p.publish(exclusive::call(0.0)).await.unwrap();
@@ -57,10 +63,16 @@ async fn serial_runs_duplicates_one_after_another() {
     assert_history(&calls).has_exactly(3, call().task("t.serial").outcome(Outcome::Ok));
     for i in 0..3 {
         for j in i + 1..3 {
-            assert!(!overlap(&calls[i], &calls[j]), "serial Calls overlapped: {calls:#?}");
+            assert!(
+                !overlap(&calls[i], &calls[j]),
+                "serial Calls overlapped: {calls:#?}"
+            );
         }
     }
-    assert!(calls.iter().filter(|c| c.queued_at.is_some()).count() >= 2, "two waited");
+    assert!(
+        calls.iter().filter(|c| c.queued_at.is_some()).count() >= 2,
+        "two waited"
+    );
     svc.shutdown().await;
 }
 
@@ -75,7 +87,10 @@ async fn queue_one_keeps_one_waiting_and_discards_the_rest() {
     assert_history(&calls)
         .has_exactly(2, call().task("t.queue_one").outcome(Outcome::Ok))
         .has_exactly(2, call().task("t.queue_one").outcome(Outcome::Discarded));
-    let ran: Vec<_> = calls.iter().filter(|c| c.outcome == Some(Outcome::Ok)).collect();
+    let ran: Vec<_> = calls
+        .iter()
+        .filter(|c| c.outcome == Some(Outcome::Ok))
+        .collect();
     assert!(!overlap(ran[0], ran[1]));
     svc.shutdown().await;
 }
@@ -88,7 +103,11 @@ async fn delay_holds_the_call() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let running = svc.handle().control("running", Default::default()).await.unwrap();
+    let running = svc
+        .handle()
+        .control("running", Default::default())
+        .await
+        .unwrap();
     assert!(running.get("delayed-0").is_some(), "{running}");
     let calls = svc.wait_for_calls(1, WAIT).await.unwrap();
     let c = &calls[0];
@@ -114,10 +133,22 @@ async fn capacity_queue_and_its_bound() {
     let calls = svc.wait_for_calls(4, WAIT).await.unwrap();
     assert_history(&calls)
         .has_exactly(3, call().task("t.nap").outcome(Outcome::Ok))
-        .has_exactly(1, call().task("t.nap").outcome(Outcome::Rejected).error_contains("at capacity"));
-    let ok: Vec<_> = calls.iter().filter(|c| c.outcome == Some(Outcome::Ok)).collect();
+        .has_exactly(
+            1,
+            call()
+                .task("t.nap")
+                .outcome(Outcome::Rejected)
+                .error_contains("at capacity"),
+        );
+    let ok: Vec<_> = calls
+        .iter()
+        .filter(|c| c.outcome == Some(Outcome::Ok))
+        .collect();
     let last = ok.last().unwrap();
-    assert!(last.wait_ms.unwrap() >= 350.0, "the third waited for two: {last:?}");
+    assert!(
+        last.wait_ms.unwrap() >= 350.0,
+        "the third waited for two: {last:?}"
+    );
     svc.shutdown().await;
 }
 
@@ -140,7 +171,11 @@ async fn on_start_and_scheduled_producers() {
     assert!(scheduled.len() >= 3);
     let mut uuids: Vec<_> = scheduled.iter().map(|c| c.uuid.clone()).collect();
     uuids.dedup();
-    assert_eq!(uuids.len(), scheduled.len(), "each scheduled run is its own Call");
+    assert_eq!(
+        uuids.len(),
+        scheduled.len(),
+        "each scheduled run is its own Call"
+    );
     svc.shutdown().await;
 }
 
@@ -155,7 +190,9 @@ async fn shutdown_lets_running_finish_and_cancels_waiting() {
     let p = svc.publisher();
     p.publish(nap::call(0.3)).await.unwrap();
     p.publish(nap::call(0.3)).await.unwrap();
-    p.publish(double::call(1).delay(Duration::from_secs(60))).await.unwrap();
+    p.publish(double::call(1).delay(Duration::from_secs(60)))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     svc.handle()
         .shutdown_with_grace(Some(Duration::from_secs(5)))
@@ -165,7 +202,13 @@ async fn shutdown_lets_running_finish_and_cancels_waiting() {
     assert_history(&calls)
         .count(3)
         .has_exactly(1, call().task("t.nap").outcome(Outcome::Ok))
-        .has_exactly(1, call().task("t.nap").outcome(Outcome::Canceled).error_contains("abandoned at shutdown"))
+        .has_exactly(
+            1,
+            call()
+                .task("t.nap")
+                .outcome(Outcome::Canceled)
+                .error_contains("abandoned at shutdown"),
+        )
         .has_exactly(1, call().task("t.double").outcome(Outcome::Canceled));
 }
 

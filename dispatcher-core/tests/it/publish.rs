@@ -50,9 +50,12 @@ async fn hooks_modify_and_cancel() {
     );
     let calls = svc.wait_for_calls(1, WAIT).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_history(&svc.history())
-        .count(1)
-        .has(call().task("t.double").args(json!([50])).outcome(Outcome::Ok));
+    assert_history(&svc.history()).count(1).has(
+        call()
+            .task("t.double")
+            .args(json!([50]))
+            .outcome(Outcome::Ok),
+    );
     assert_eq!(calls[0].guid.as_deref(), Some("rewritten"));
     assert_eq!(calls[0].uuid, sent.uuid());
     // the recorder ran after the rewrite and never saw the skipped message
@@ -77,11 +80,17 @@ async fn skip_all_hook_publishes_nothing() {
 async fn chosen_uuid_and_channel_routing() {
     let svc = service(1).await;
     let p = svc.publisher();
-    let r = p.publish(double::call(3).uuid("my-own-uuid")).await.unwrap();
+    let r = p
+        .publish(double::call(3).uuid("my-own-uuid"))
+        .await
+        .unwrap();
     assert_eq!(r.uuid(), "my-own-uuid");
     let calls = svc.wait_for_calls(1, WAIT).await.unwrap();
     assert_eq!(calls[0].uuid, "my-own-uuid");
-    let bad = p.publish(double::call(3).channel("x".repeat(64))).await.unwrap_err();
+    let bad = p
+        .publish(double::call(3).channel("x".repeat(64)))
+        .await
+        .unwrap_err();
     assert!(bad.to_string().contains("longer than 63 bytes"), "{bad}");
     svc.shutdown().await;
 }

@@ -77,11 +77,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("service started on the in-memory broker, channel `quickstart`, 4 worker threads");
 
     let publisher = Publisher::new(Arc::new(broker), "quickstart")?;
-    publisher.publish(echo::call(serde_json::json!("hello"))).await?;
+    publisher
+        .publish(echo::call(serde_json::json!("hello")))
+        .await?;
     publisher.publish(add::call(2, 40)).await?;
     publisher.publish(sleep::call(0.2)).await?;
     publisher.publish(slow::call()).await?;
-    publisher.publish(fail::call("something went wrong".into())).await?;
+    publisher
+        .publish(fail::call("something went wrong".into()))
+        .await?;
     publisher.publish(boom::call()).await?;
     publisher.publish(exclusive::call(0.3)).await?;
     publisher.publish(exclusive::call(0.3)).await?;

@@ -1,0 +1,66 @@
+//! The client side of control commands: send a command, collect the replies.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use crate::broker::{self, Broker};
+use crate::chunk::{Assembler, AssemblerLimits};
+use crate::error::{Error, Result};
+use crate::message::{decode, ControlMessage, Decoded};
+
+/// Sends `command` with `data` on `channel` and collects replies until `expected` arrived (when
+/// given) or `timeout` passed. Replies are returned in arrival order; fewer than `expected` is not
+/// an error here (the caller decides).
+///
+/// The client listens on a fresh `reply_to_<uuid hex>` channel before it sends, so no reply is
+/// missed. Large replies arrive as chunks and are reassembled.
+pub async fn request(
+    broker: &dyn Broker,
+    channel: &str,
+    command: &str,
+    data: Map<String, Value>,
+    expected: Option<usize>,
+    timeout: Duration,
+) -> Result<Vec<Value>> {
+    broker::validate_channel(channel)?;
+    let reply_to = format!("reply_to_{}", uuid::Uuid::new_v4().simple());
+    let mut replies = broker.subscribe(std::slice::from_ref(&reply_to)).await?;
+    let msg = ControlMessage {
+        control: command.to_owned(),
+        control_data: data,
+        reply_to: Some(reply_to.clone()),
+    };
+    let payload = serde_json::to_string(&msg).map_err(|source| Error::Serialize {
+        what: format!("control message {command:?}"),
+        source,
+    })?;
+    broker::send(broker, channel, &payload).await?;
+    let deadline = Instant::now() + timeout;
+    let mut assembler = Assembler::new(AssemblerLimits::default());
+    let mut out = Vec::new();
+    while expected.is_none_or(|n| out.len() < n) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = match tokio::time::timeout(left, replies.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => break,
+        };
+        let text = match decode(&next.payload) {
+            Ok((Decoded::Chunk(env), _)) => match assembler.push(env, Instant::now()) {
+                Ok(Some(whole)) => whole,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bad chunk in a control reply");
+                    continue;
+                }
+            },
+            _ => next.payload,
+        };
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v) => out.push(v),
+            Err(e) => tracing::warn!(error = %e, channel = %reply_to, "control reply is not JSON"),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,964 @@
+//! [`ProcessPool`]: the parent side. Starts workers, feeds them jobs over their sockets, enforces
+//! timeouts, cancels, detects deaths, recycles, scales and checks health.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dispatcher_core::call::now_epoch;
+use dispatcher_core::pool::{CallKey, Dispatched, Job, Pool, PoolEvent, PoolEvents};
+use dispatcher_core::{Outcome, WorkerState, WorkerStatus};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::protocol::{
+    encode, FromWorker, ToWorker, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID, MAX_FRAME,
+};
+
+/// Settings of a [`ProcessPool`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProcessPoolConfig {
+    /// The worker program. Default: this executable (`std::env::current_exe`).
+    pub program: Option<PathBuf>,
+    /// Arguments given to the worker program.
+    pub args: Vec<OsString>,
+    /// Extra environment for workers.
+    pub env: Vec<(OsString, OsString)>,
+    /// Workers kept at all times. Default 4.
+    pub min_workers: usize,
+    /// Most workers under queue pressure. Default 4.
+    pub max_workers: usize,
+    /// Replace a worker after it finished this many Calls. Default: never.
+    pub max_tasks_per_worker: Option<u64>,
+    /// Replace a worker once it is this old (when idle). Default: never.
+    pub max_worker_age: Option<Duration>,
+    /// A worker above `min_workers` idle this long is stopped. Default 30 s.
+    pub scale_down_after: Duration,
+    /// Between SIGTERM and SIGKILL when a worker is ended. Default 1 s.
+    pub kill_grace: Duration,
+    /// How long a new worker may take to connect. Default 10 s.
+    pub start_timeout: Duration,
+    /// How often idle workers are pinged. Default 5 s.
+    pub health_interval: Duration,
+    /// How long a ping may take before the worker is replaced. Default 2 s.
+    pub health_timeout: Duration,
+}
+
+impl Default for ProcessPoolConfig {
+    fn default() -> Self {
+        ProcessPoolConfig {
+            program: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            min_workers: 4,
+            max_workers: 4,
+            max_tasks_per_worker: None,
+            max_worker_age: None,
+            scale_down_after: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(10),
+            health_interval: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A pool of worker processes: the application's own executable started again in worker mode
+/// (see [`crate::run_if_worker`]).
+///
+/// A task's timeout, a cancel, or an unanswered health ping ends the worker (SIGTERM, a short
+/// grace, SIGKILL) and a new one takes its place; a worker that dies while running a Call makes
+/// that Call `worker_lost`. Workers die with the service, even when it is killed with SIGKILL.
+#[derive(Debug)]
+pub struct ProcessPool {
+    config: ProcessPoolConfig,
+    inner: Option<Arc<Inner>>,
+}
+
+impl ProcessPool {
+    /// A pool of exactly `workers` workers running this executable.
+    pub fn new(workers: usize) -> Self {
+        let n = workers.max(1);
+        ProcessPool::with_config(ProcessPoolConfig {
+            min_workers: n,
+            max_workers: n,
+            ..ProcessPoolConfig::default()
+        })
+    }
+
+    /// A pool with these settings.
+    pub fn with_config(config: ProcessPoolConfig) -> Self {
+        ProcessPool {
+            config,
+            inner: None,
+        }
+    }
+
+    /// Runs `program` as the worker instead of this executable.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.config.program = Some(program.into());
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ProcessPoolConfig {
+        &self.config
+    }
+}
+
+#[derive(Debug)]
+enum Cmd {
+    Cancel(CallKey, Outcome, String),
+    Ping,
+    Stop,
+}
+
+#[derive(Debug)]
+struct Slot {
+    pid: u32,
+    status: WorkerState,
+    running: Option<(CallKey, String, &'static str)>,
+    finished: u64,
+    started: Instant,
+    idle_since: Instant,
+    cmd: Option<mpsc::Sender<Cmd>>,
+    jobs: Option<mpsc::Sender<Job>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    workers: BTreeMap<u32, Slot>,
+    next_id: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ProcessPoolConfig,
+    program: PathBuf,
+    events: PoolEvents,
+    state: Mutex<State>,
+    hello: Mutex<HashMap<u32, oneshot::Sender<UnixStream>>>,
+    socket_dir: PathBuf,
+    socket_path: PathBuf,
+    token: String,
+    stopping: AtomicBool,
+    spawn_failures: AtomicU64,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The first failure to start a worker while the pool itself is starting.
+    startup_error: Mutex<Option<Error>>,
+    started: AtomicBool,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Workers counted toward the size (starting, idle, busy; not stopping).
+    fn live(&self, state: &State) -> usize {
+        state
+            .workers
+            .values()
+            .filter(|s| s.status != WorkerState::Stopping)
+            .count()
+    }
+
+    /// Starts workers until `want` are live (never above `max_workers`).
+    fn grow_to(self: &Arc<Self>, want: usize) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let want = want.min(self.config.max_workers);
+        let mut state = self.lock();
+        let live = self.live(&state);
+        for _ in live..want {
+            let id = state.next_id;
+            state.next_id += 1;
+            let now = Instant::now();
+            state.workers.insert(
+                id,
+                Slot {
+                    pid: 0,
+                    status: WorkerState::Starting,
+                    running: None,
+                    finished: 0,
+                    started: now,
+                    idle_since: now,
+                    cmd: None,
+                    jobs: None,
+                },
+            );
+            let inner = self.clone();
+            tokio::spawn(async move { inner.start_worker(id).await });
+        }
+    }
+
+    async fn start_worker(self: Arc<Self>, id: u32) {
+        match self.clone().launch(id).await {
+            Ok(()) => {
+                self.spawn_failures.store(0, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !self.started.load(Ordering::Relaxed) {
+                    self.lock().workers.remove(&id);
+                    let mut first = self.startup_error.lock().unwrap_or_else(|p| p.into_inner());
+                    first.get_or_insert(e);
+                    return;
+                }
+                let failures = self.spawn_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(worker = id, error = %e, failures, "could not start a worker");
+                self.lock().workers.remove(&id);
+                // Back off before trying again, so a broken program does not spin.
+                let wait = Duration::from_millis(100 * (1 << failures.min(6)));
+                tokio::time::sleep(wait).await;
+                self.grow_to(self.config.min_workers);
+            }
+        }
+    }
+
+    async fn launch(self: Arc<Self>, id: u32) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.hello
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.config.args)
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_SOCKET, &self.socket_path)
+            .env(ENV_WORKER_ID, id.to_string())
+            .env(ENV_TOKEN, &self.token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_output(out, id, "stdout"));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_output(err, id, "stderr"));
+        }
+        let timeout = self.config.start_timeout;
+        let stream = tokio::select! {
+            s = rx => s.ok(),
+            status = child.wait() => {
+                self.hello.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                return Err(Error::Environment(format!(
+                    "worker {id} (pid {pid}) exited with {} before connecting; does the program call `dispatcher_pool::run_if_worker` first thing in `main`? (its stderr is in the log)",
+                    status.map(describe_exit).unwrap_or_else(|e| e.to_string())
+                )));
+            }
+            _ = tokio::time::sleep(timeout) => None,
+        };
+        let Some(stream) = stream else {
+            self.hello
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let _ = child.start_kill();
+            return Err(Error::NoHello {
+                worker_id: id,
+                pid,
+                secs: timeout.as_secs_f64(),
+            });
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (job_tx, job_rx) = mpsc::channel(1);
+        {
+            let mut state = self.lock();
+            match state.workers.get_mut(&id) {
+                Some(slot) => {
+                    slot.pid = pid;
+                    slot.status = WorkerState::Idle;
+                    slot.cmd = Some(cmd_tx);
+                    slot.jobs = Some(job_tx);
+                    slot.started = Instant::now();
+                    slot.idle_since = Instant::now();
+                }
+                None => return Ok(()), // removed meanwhile (shutdown); kill_on_drop ends it
+            }
+        }
+        tracing::debug!(worker = id, pid, "worker ready");
+        let _ = self.events.send(PoolEvent::Ready).await;
+        tokio::spawn(self.supervise(id, pid, child, stream, cmd_rx, job_rx));
+        Ok(())
+    }
+
+    /// Owns one worker: its socket, its process, its current job.
+    async fn supervise(
+        self: Arc<Self>,
+        id: u32,
+        pid: u32,
+        mut child: Child,
+        stream: UnixStream,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut jobs: mpsc::Receiver<Job>,
+    ) {
+        let (rd, mut wr) = stream.into_split();
+        let mut frames = FrameReader::new(rd);
+        let mut wbuf = Vec::with_capacity(1024);
+        let mut running: Option<(CallKey, Instant, Option<Duration>)> = None;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut ping: Option<(u64, tokio::time::Instant)> = None;
+        let mut ping_n = 0u64;
+        // How this worker ended: None = keep going.
+        let end: End = loop {
+            let ping_deadline = ping.map(|(_, d)| d);
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    Ok(Some(FromWorker::Done { key, outcome, result, error })) => {
+                        if running.is_none_or(|(k, _, _)| k != key) {
+                            tracing::warn!(worker = id, key, "worker reported a job it was not given");
+                            continue;
+                        }
+                        running = None;
+                        deadline = None;
+                        let recycle = self.job_done(id);
+                        let _ = self.events.send(PoolEvent::Finished { key, outcome, result, error, at: now_epoch() }).await;
+                        if recycle {
+                            break End::Stop;
+                        }
+                    }
+                    Ok(Some(FromWorker::Pong { n })) => {
+                        if ping.is_some_and(|(p, _)| p == n) {
+                            ping = None;
+                        }
+                    }
+                    Ok(Some(FromWorker::Submit { parent_uuid, message })) => {
+                        let _ = self.events.send(PoolEvent::Submit { parent_uuid, message }).await;
+                    }
+                    Ok(Some(FromWorker::Hello { .. })) => {}
+                    Ok(None) => break End::Died,
+                    Err(e) => {
+                        tracing::warn!(worker = id, error = %e, "bad frame from worker");
+                        break End::Kill(None);
+                    }
+                },
+                Some(job) = jobs.recv() => {
+                    {
+                        let timeout = job.task.config().timeout;
+                        let frame = ToWorker::Run { key: job.key, uuid: job.uuid, task: job.task.name().to_owned(), args: job.args };
+                        wbuf.clear();
+                        let sent = match encode(&frame, &mut wbuf) {
+                            Ok(()) => wr.write_all(&wbuf).await.map_err(Error::Io),
+                            Err(e) => Err(e),
+                        };
+                        running = Some((job.key, Instant::now(), timeout));
+                        if let Err(e) = sent {
+                            tracing::warn!(worker = id, error = %e, "could not send a job to the worker");
+                            break End::Kill(Some((Outcome::WorkerLost, format!("could not send the job to worker {id}: {e}"))));
+                        }
+                        deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+                    }
+                },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Cancel(key, outcome, reason)) => {
+                        if running.is_some_and(|(k, _, _)| k == key) {
+                            break End::Kill(Some((outcome, reason)));
+                        }
+                    }
+                    Some(Cmd::Ping) => {
+                        if ping.is_none() && running.is_none() {
+                            ping_n += 1;
+                            wbuf.clear();
+                            if encode(&ToWorker::Ping { n: ping_n }, &mut wbuf).is_ok() && wr.write_all(&wbuf).await.is_ok() {
+                                ping = Some((ping_n, tokio::time::Instant::now() + self.config.health_timeout));
+                            } else {
+                                break End::Kill(None);
+                            }
+                        }
+                    }
+                    Some(Cmd::Stop) | None => break End::Stop,
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    let limit = running.and_then(|(_, _, t)| t).unwrap_or_default();
+                    break End::Kill(Some((Outcome::Timeout, format!("timed out after {:.3}s", limit.as_secs_f64()))));
+                }
+                _ = sleep_until(ping_deadline), if ping_deadline.is_some() && running.is_none() => {
+                    tracing::warn!(worker = id, pid, "worker did not answer a health ping in time; replacing it");
+                    break End::Kill(None);
+                }
+                status = child.wait() => {
+                    let how = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
+                    break End::Exited(how);
+                }
+            }
+        };
+        self.mark_stopping(id);
+        let report: Option<(Outcome, String)> = match end {
+            End::Stop => {
+                wbuf.clear();
+                if encode(&ToWorker::Stop, &mut wbuf).is_ok() {
+                    let _ = wr.write_all(&wbuf).await;
+                }
+                let grace = self.config.kill_grace;
+                if tokio::time::timeout(grace * 2, child.wait()).await.is_err() {
+                    terminate(&mut child, pid, grace).await;
+                }
+                running.map(|_| {
+                    (
+                        Outcome::WorkerLost,
+                        format!("worker {id} stopped while running the job"),
+                    )
+                })
+            }
+            End::Kill(reason) => {
+                terminate(&mut child, pid, self.config.kill_grace).await;
+                reason.or_else(|| {
+                    running.map(|_| {
+                        (
+                            Outcome::WorkerLost,
+                            format!("worker {id} (pid {pid}) was replaced"),
+                        )
+                    })
+                })
+            }
+            End::Died => {
+                let how = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+                    Ok(Ok(s)) => describe_exit(s),
+                    _ => {
+                        terminate(&mut child, pid, Duration::from_millis(100)).await;
+                        "closed its socket".to_owned()
+                    }
+                };
+                running.map(|_| {
+                    (
+                        Outcome::WorkerLost,
+                        format!("worker {id} (pid {pid}) {how} while running the job"),
+                    )
+                })
+            }
+            End::Exited(how) => running.map(|_| {
+                (
+                    Outcome::WorkerLost,
+                    format!("worker {id} (pid {pid}) exited with {how} while running the job"),
+                )
+            }),
+        };
+        let min = self.config.min_workers;
+        {
+            let mut state = self.lock();
+            state.workers.remove(&id);
+        }
+        if let (Some((key, _, _)), Some((outcome, error))) = (running, report) {
+            tracing::warn!(worker = id, pid, key, %outcome, %error, "job ended with its worker");
+            let _ = self
+                .events
+                .send(PoolEvent::Finished {
+                    key,
+                    outcome,
+                    result: None,
+                    error: Some(error),
+                    at: now_epoch(),
+                })
+                .await;
+        }
+        self.grow_to(min);
+    }
+
+    /// A job finished on worker `id`: mark it idle; true when it must be recycled now.
+    fn job_done(&self, id: u32) -> bool {
+        let mut state = self.lock();
+        let Some(slot) = state.workers.get_mut(&id) else {
+            return false;
+        };
+        slot.running = None;
+        slot.finished += 1;
+        slot.idle_since = Instant::now();
+        let recycle = self
+            .config
+            .max_tasks_per_worker
+            .is_some_and(|n| slot.finished >= n)
+            || self
+                .config
+                .max_worker_age
+                .is_some_and(|age| slot.started.elapsed() >= age);
+        slot.status = if recycle {
+            WorkerState::Stopping
+        } else {
+            WorkerState::Idle
+        };
+        recycle
+    }
+
+    fn mark_stopping(&self, id: u32) {
+        if let Some(slot) = self.lock().workers.get_mut(&id) {
+            slot.status = WorkerState::Stopping;
+        }
+    }
+
+    /// Periodic work: pings, scale-down, age recycling.
+    async fn maintain(self: Arc<Self>) {
+        let period = self
+            .config
+            .health_interval
+            .min(self.config.scale_down_after)
+            .max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_ping = Instant::now();
+        loop {
+            tick.tick().await;
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            let ping_now = last_ping.elapsed() >= self.config.health_interval;
+            if ping_now {
+                last_ping = Instant::now();
+            }
+            let mut to_ping = Vec::new();
+            let mut to_stop = Vec::new();
+            {
+                let mut state = self.lock();
+                let mut live = self.live(&state);
+                for (id, slot) in state.workers.iter_mut() {
+                    if slot.status != WorkerState::Idle {
+                        continue;
+                    }
+                    let Some(cmd) = slot.cmd.clone() else {
+                        continue;
+                    };
+                    let too_old = self
+                        .config
+                        .max_worker_age
+                        .is_some_and(|a| slot.started.elapsed() >= a);
+                    let surplus = live > self.config.min_workers
+                        && slot.idle_since.elapsed() >= self.config.scale_down_after;
+                    if too_old || surplus {
+                        slot.status = WorkerState::Stopping;
+                        live -= 1;
+                        tracing::debug!(worker = id, too_old, surplus, "stopping an idle worker");
+                        to_stop.push(cmd);
+                    } else if ping_now {
+                        to_ping.push(cmd);
+                    }
+                }
+            }
+            for c in to_stop {
+                let _ = c.try_send(Cmd::Stop);
+            }
+            for c in to_ping {
+                let _ = c.try_send(Cmd::Ping);
+            }
+        }
+    }
+
+    /// Accepts worker connections and hands each to the worker that is waiting for it.
+    async fn accept(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let hello =
+                    tokio::time::timeout(Duration::from_secs(5), read_hello(&mut stream)).await;
+                match hello {
+                    Ok(Ok((worker_id, token))) if token == inner.token => {
+                        let waiting = inner
+                            .hello
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&worker_id);
+                        if let Some(tx) = waiting {
+                            let _ = tx.send(stream);
+                        }
+                    }
+                    _ => tracing::warn!("rejected a connection on the worker socket (bad hello)"),
+                }
+            });
+        }
+    }
+}
+
+enum End {
+    Stop,
+    Kill(Option<(Outcome, String)>),
+    Died,
+    Exited(String),
+}
+
+async fn read_hello(stream: &mut UnixStream) -> Result<(u32, String)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(Error::Io)?;
+    let n = u32::from_le_bytes(len) as usize;
+    if n > 4096 {
+        return Err(Error::FrameTooLarge(n));
+    }
+    let mut buf = vec![0u8; n];
+    stream.read_exact(&mut buf).await.map_err(Error::Io)?;
+    match serde_json::from_slice(&buf).map_err(Error::Decode)? {
+        FromWorker::Hello {
+            worker_id, token, ..
+        } => Ok((worker_id, token)),
+        _ => Err(Error::Environment("first frame was not a hello".into())),
+    }
+}
+
+/// Reads frames; cancel-safe (bytes read are kept in the buffer).
+struct FrameReader<R> {
+    r: R,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(r: R) -> Self {
+        FrameReader {
+            r,
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+        }
+    }
+
+    fn parse(&mut self) -> Result<Option<FromWorker>> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let n = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if n > MAX_FRAME {
+            return Err(Error::FrameTooLarge(n));
+        }
+        if avail.len() < 4 + n {
+            return Ok(None);
+        }
+        let msg = serde_json::from_slice(&avail[4..4 + n]).map_err(Error::Decode)?;
+        self.start += 4 + n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(Some(msg))
+    }
+
+    async fn next(&mut self) -> Result<Option<FromWorker>> {
+        loop {
+            if let Some(m) = self.parse()? {
+                return Ok(Some(m));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            let n = self.r.read_buf(&mut self.buf).await.map_err(Error::Io)?;
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Logs a worker's stdout or stderr line by line, tagged with the worker id.
+async fn forward_output(mut out: impl AsyncRead + Unpin, worker: u32, stream: &'static str) {
+    let mut buf = Vec::with_capacity(8192);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match out.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            tracing::info!(target: "dispatcher_pool::worker_output", worker, stream, "{text}");
+        }
+        if buf.len() > 8192 {
+            let text = String::from_utf8_lossy(&buf);
+            tracing::info!(target: "dispatcher_pool::worker_output", worker, stream, "{text}");
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        let text = String::from_utf8_lossy(&buf);
+        tracing::info!(target: "dispatcher_pool::worker_output", worker, stream, "{text}");
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    if let Some(sig) = status.signal() {
+        let name = Signal::try_from(sig)
+            .map(|s| s.as_str())
+            .unwrap_or("unknown");
+        format!("signal {sig} ({name})")
+    } else {
+        match status.code() {
+            Some(c) => format!("exit code {c}"),
+            None => "an unknown status".to_owned(),
+        }
+    }
+}
+
+/// SIGTERM, wait up to `grace`, SIGKILL, wait.
+async fn terminate(child: &mut Child, pid: u32, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    if pid > 0 {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl Pool for ProcessPool {
+    async fn start(&mut self, events: PoolEvents) -> dispatcher_core::Result<()> {
+        if crate::worker::is_worker() {
+            return Err(Error::WorkerStartingPool { var: ENV_SOCKET }.into());
+        }
+        let c = self.config.clone();
+        if c.max_workers == 0 || c.min_workers > c.max_workers {
+            return Err(Error::Config(format!(
+                "min_workers ({}) must not exceed max_workers ({}), and max_workers must be at least 1",
+                c.min_workers, c.max_workers
+            ))
+            .into());
+        }
+        let program = match &c.program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(Error::Io)?,
+        };
+        let socket_dir =
+            std::env::temp_dir().join(format!("dispatcher-pool-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&socket_dir).map_err(Error::Io)?;
+        std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::Io)?;
+        let socket_path = socket_dir.join("pool.sock");
+        let listener = UnixListener::bind(&socket_path).map_err(Error::Io)?;
+        let inner = Arc::new(Inner {
+            config: c.clone(),
+            program,
+            events,
+            state: Mutex::new(State::default()),
+            hello: Mutex::new(HashMap::new()),
+            socket_dir,
+            socket_path,
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            stopping: AtomicBool::new(false),
+            spawn_failures: AtomicU64::new(0),
+            tasks: Mutex::new(Vec::new()),
+            startup_error: Mutex::new(None),
+            started: AtomicBool::new(false),
+        });
+        let acceptor = tokio::spawn(inner.clone().accept(listener));
+        let maintainer = tokio::spawn(inner.clone().maintain());
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([acceptor, maintainer]);
+        inner.grow_to(c.min_workers);
+        self.inner = Some(inner.clone());
+        // Wait for the first workers, so that a program that cannot be a worker fails here,
+        // loudly, instead of being restarted in a loop.
+        let limit = Instant::now() + c.start_timeout + Duration::from_secs(2);
+        loop {
+            let failed = inner
+                .startup_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(e) = failed {
+                self.shutdown(Duration::ZERO).await;
+                return Err(e.into());
+            }
+            let ready = {
+                let state = inner.lock();
+                state
+                    .workers
+                    .values()
+                    .filter(|s| s.status == WorkerState::Idle)
+                    .count()
+            };
+            if ready >= c.min_workers {
+                break;
+            }
+            if Instant::now() >= limit {
+                self.shutdown(Duration::ZERO).await;
+                return Err(Error::Config(format!(
+                    "only {ready} of {} workers started within {:?}",
+                    c.min_workers, c.start_timeout
+                ))
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        inner.started.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn try_dispatch(&mut self, job: Job) -> std::result::Result<Dispatched, Job> {
+        let Some(inner) = &self.inner else {
+            return Err(job);
+        };
+        let mut state = inner.lock();
+        let Some((id, slot)) = state
+            .workers
+            .iter_mut()
+            .find(|(_, s)| s.status == WorkerState::Idle && s.jobs.is_some())
+        else {
+            return Err(job);
+        };
+        let Some(jobs) = &slot.jobs else {
+            return Err(job);
+        };
+        let running = (job.key, job.uuid.clone(), job.task.name());
+        match jobs.try_send(job) {
+            Ok(()) => {
+                slot.status = WorkerState::Busy;
+                slot.running = Some(running);
+                Ok(Dispatched {
+                    worker_id: *id,
+                    pid: slot.pid,
+                })
+            }
+            Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
+                Err(job)
+            }
+        }
+    }
+
+    fn cancel(&mut self, key: CallKey) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        let state = inner.lock();
+        let Some(cmd) = state
+            .workers
+            .values()
+            .find(|s| s.running.as_ref().is_some_and(|r| r.0 == key))
+            .and_then(|s| s.cmd.clone())
+        else {
+            return false;
+        };
+        drop(state);
+        let sent = cmd.try_send(Cmd::Cancel(key, Outcome::Canceled, "canceled".to_owned()));
+        if let Err(mpsc::error::TrySendError::Full(c)) = sent {
+            tokio::spawn(async move {
+                let _ = cmd.send(c).await;
+            });
+        }
+        true
+    }
+
+    fn workers(&self) -> Vec<WorkerStatus> {
+        let Some(inner) = &self.inner else {
+            return Vec::new();
+        };
+        inner
+            .lock()
+            .workers
+            .iter()
+            .map(|(id, s)| WorkerStatus {
+                worker_id: *id,
+                pid: s.pid,
+                status: s.status,
+                finished_count: s.finished,
+                current_task: s.running.as_ref().map(|r| r.2.to_owned()),
+                current_task_uuid: s.running.as_ref().map(|r| r.1.clone()),
+                age: s.started.elapsed().as_secs_f64(),
+            })
+            .collect()
+    }
+
+    fn set_backlog(&mut self, waiting: usize) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if waiting == 0 {
+            return;
+        }
+        let live = inner.live(&inner.lock());
+        if live < inner.config.max_workers {
+            inner.grow_to(live + waiting);
+        }
+    }
+
+    async fn shutdown(&mut self, grace: Duration) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        inner.stopping.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + grace;
+        loop {
+            let busy = inner.lock().workers.values().any(|s| s.running.is_some());
+            if !busy || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cmds: Vec<(Option<CallKey>, mpsc::Sender<Cmd>)> = inner
+            .lock()
+            .workers
+            .values()
+            .filter_map(|s| s.cmd.clone().map(|c| (s.running.as_ref().map(|r| r.0), c)))
+            .collect();
+        for (running, cmd) in cmds {
+            let c = match running {
+                Some(key) => Cmd::Cancel(
+                    key,
+                    Outcome::Canceled,
+                    "still running at shutdown after the grace period".to_owned(),
+                ),
+                None => Cmd::Stop,
+            };
+            let _ = cmd.send(c).await;
+        }
+        // Workers end within the kill grace; wait a bounded time for their supervisors.
+        let wait_until = Instant::now() + inner.config.kill_grace * 3 + Duration::from_secs(1);
+        while !inner.lock().workers.is_empty() && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for t in inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        let _ = std::fs::remove_dir_all(&inner.socket_dir);
+    }
+}
+
+impl Drop for ProcessPool {
+    fn drop(&mut self) {
+        if let Some(inner) = &self.inner {
+            let _ = std::fs::remove_dir_all(&inner.socket_dir);
+        }
+    }
+}
