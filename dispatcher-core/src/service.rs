@@ -250,13 +250,12 @@ impl ServiceBuilder {
         let mut incoming = SelectAll::new();
         for (i, b) in self.brokers.iter().enumerate() {
             let sub = b.subscribe(&config.channels).await?;
-            incoming.push(sub.map(move |m| (i, m)).boxed());
+            incoming.push(tag_subscription(i, sub));
         }
         let (cmd_tx, cmd_rx) = mpsc::channel(capacity);
         let (finished_tx, finished_rx) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             history: Mutex::new(History::new(config.history_size)),
-            finished: finished_tx,
         });
         let mut producers = Vec::new();
         for m in self.on_start {
@@ -295,8 +294,11 @@ impl ServiceBuilder {
             pool,
             brokers: self.brokers,
             shared: shared.clone(),
+            finished: finished_tx,
+            finished_buf: Vec::new(),
             next_key: 0,
             pending: HashMap::new(),
+            running: 0,
             delayed: BinaryHeap::new(),
             queue: VecDeque::new(),
             dups: HashMap::new(),
@@ -320,7 +322,6 @@ impl ServiceBuilder {
 #[derive(Debug)]
 struct Shared {
     history: Mutex<History>,
-    finished: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -494,6 +495,8 @@ struct Loop {
     shared: Arc<Shared>,
     next_key: CallKey,
     pending: HashMap<CallKey, Pending>,
+    /// How many of `pending` are running (so `waiting_count` is O(1)).
+    running: usize,
     delayed: BinaryHeap<Reverse<(Instant, CallKey)>>,
     queue: VecDeque<CallKey>,
     dups: HashMap<String, DupState>,
@@ -502,9 +505,59 @@ struct Loop {
     started: Instant,
     producers: Vec<JoinHandle<()>>,
     stopping: bool,
+    /// Counts finished Calls for waiters; dropped with the loop, so waiters learn it stopped.
+    finished: watch::Sender<u64>,
+    /// Calls finished in this turn of the loop, not yet in the history: they go in together
+    /// (one lock, one wake-up of waiters) at the end of the turn, see [`Loop::flush_finished`].
+    finished_buf: Vec<Call>,
 }
 
-type IncomingStream = SelectAll<futures_core::stream::BoxStream<'static, (usize, Incoming)>>;
+/// Most pool events or commands handled in one turn of the service loop.
+const BATCH: usize = 64;
+
+/// Payloads from every broker, tagged with the broker's index; `None` marks the end of a
+/// broker's subscription.
+type IncomingStream =
+    SelectAll<futures_core::stream::BoxStream<'static, (usize, Option<Incoming>)>>;
+
+fn tag_subscription(
+    broker: usize,
+    sub: crate::broker::Subscription,
+) -> futures_core::stream::BoxStream<'static, (usize, Option<Incoming>)> {
+    sub.map(move |m| (broker, Some(m)))
+        .chain(futures_util::stream::once(async move { (broker, None) }))
+        .boxed()
+}
+
+/// Subscribes again after a broker's subscription ended, with backoff, until it works or the
+/// service stops (the receiver is gone).
+fn resubscribe(
+    broker: usize,
+    b: Arc<dyn Broker>,
+    channels: Vec<String>,
+    tx: mpsc::Sender<(usize, crate::broker::Subscription)>,
+) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(delay).await;
+            if tx.is_closed() {
+                return;
+            }
+            match b.subscribe(&channels).await {
+                Ok(sub) => {
+                    tracing::info!(broker, "subscribed again after the subscription ended");
+                    let _ = tx.send((broker, sub)).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(broker, error = %e, retry_in = ?delay, "resubscribe failed");
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+}
 
 impl Loop {
     async fn run(
@@ -516,32 +569,59 @@ impl Loop {
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop_at: Option<Instant> = None;
+        let (resub_tx, mut resubs) = mpsc::channel(self.brokers.len().max(1));
+        let mut event_batch = Vec::with_capacity(BATCH);
+        let mut command_batch = Vec::with_capacity(BATCH);
         loop {
             let next_delay = self.delayed.peek().map(|Reverse((t, _))| *t);
             let stopping = stop_at.is_some();
             tokio::select! {
                 biased;
-                Some(ev) = events.recv() => self.on_pool_event(ev),
-                Some(cmd) = commands.recv(), if !stopping => match cmd {
-                    Command::Submit { message, parent } => {
-                        let _ = self.accept_task(message, LOCAL_CHANNEL, parent);
+                // `recv_many` gives 0 only when the channel is closed and empty: that disables
+                // the branch for this turn, as `Some(_) = recv()` would.
+                1.. = events.recv_many(&mut event_batch, BATCH) => {
+                    for ev in event_batch.drain(..) {
+                        self.on_pool_event(ev);
                     }
-                    Command::Control { message, reply } => {
-                        let v = self.control(message);
-                        let _ = reply.send(v);
-                    }
-                    Command::Shutdown { grace } => {
-                        let grace = grace.unwrap_or(self.config.shutdown_grace);
-                        stop_at = Some(Instant::now() + grace);
-                        self.begin_shutdown(&mut incoming);
+                }
+                1.. = commands.recv_many(&mut command_batch, BATCH), if !stopping => {
+                    for cmd in command_batch.drain(..) {
+                        if stop_at.is_some() {
+                            // Not taken in after shutdown began (as if never received).
+                            continue;
+                        }
+                        match cmd {
+                            Command::Submit { message, parent } => {
+                                let _ = self.accept_task(message, LOCAL_CHANNEL, parent);
+                            }
+                            Command::Control { message, reply } => {
+                                let v = self.control(message);
+                                let _ = reply.send(v);
+                            }
+                            Command::Shutdown { grace } => {
+                                let grace = grace.unwrap_or(self.config.shutdown_grace);
+                                stop_at = Some(Instant::now() + grace);
+                                self.begin_shutdown(&mut incoming);
+                            }
+                        }
                     }
                 },
-                Some((b, msg)) = incoming.next(), if !stopping => self.on_incoming(b, msg),
+                Some((b, msg)) = incoming.next(), if !stopping => match msg {
+                    Some(msg) => self.on_incoming(b, msg),
+                    None => {
+                        tracing::error!(broker = b, "a broker's subscription ended; nothing arrives from it until it is subscribed again");
+                        if let Some(broker) = self.brokers.get(b).cloned() {
+                            resubscribe(b, broker, self.config.channels.clone(), resub_tx.clone());
+                        }
+                    }
+                },
+                Some((b, sub)) = resubs.recv(), if !stopping => incoming.push(tag_subscription(b, sub)),
                 _ = sleep_until(next_delay), if next_delay.is_some() && !stopping => self.release_delayed(),
                 _ = expiry.tick() => self.expire_chunks(),
                 _ = sleep_until(stop_at), if stopping => break,
             }
-            if stopping && self.pending.is_empty() {
+            self.flush_finished();
+            if stop_at.is_some() && self.pending.is_empty() {
                 break;
             }
         }
@@ -585,12 +665,16 @@ impl Loop {
     }
 
     async fn finish_shutdown(mut self, mut events: mpsc::Receiver<PoolEvent>) {
+        self.flush_finished();
         self.pool.shutdown(Duration::ZERO).await;
         // Collect what the pool reported while stopping.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         while !self.pending.is_empty() {
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(ev)) => self.on_pool_event(ev),
+                Ok(Some(ev)) => {
+                    self.on_pool_event(ev);
+                    self.flush_finished();
+                }
                 _ => break,
             }
         }
@@ -606,7 +690,7 @@ impl Loop {
             );
         }
         for k in left {
-            if let Some(p) = self.pending.remove(&k) {
+            if let Some(p) = self.take_pending(k) {
                 self.record(
                     p.call,
                     Outcome::Canceled,
@@ -616,6 +700,7 @@ impl Loop {
                 );
             }
         }
+        self.flush_finished();
         tracing::info!(node = %self.config.node_id, "service stopped");
     }
 
@@ -625,12 +710,16 @@ impl Loop {
     }
 
     fn waiting_count(&self) -> usize {
-        self.pending.len()
-            - self
-                .pending
-                .values()
-                .filter(|p| p.stage == Stage::Running)
-                .count()
+        self.pending.len() - self.running
+    }
+
+    /// Removes a Call from `pending`, keeping the running count.
+    fn take_pending(&mut self, key: CallKey) -> Option<Pending> {
+        let p = self.pending.remove(&key)?;
+        if p.stage == Stage::Running {
+            self.running -= 1;
+        }
+        Some(p)
     }
 
     fn reject(&mut self, mut call: Call, reason: String) {
@@ -664,8 +753,23 @@ impl Loop {
                 tracing::warn!(uuid = %call.uuid, task = %call.task, %outcome, error = call.error.as_deref(), "call failed")
             }
         }
-        self.shared.history().push(call);
-        self.shared.finished.send_modify(|n| *n += 1);
+        self.finished_buf.push(call);
+    }
+
+    /// Moves the Calls finished in this turn into the history, under one lock, then tells
+    /// waiters (history first, so a waiter that sees the count also finds the Calls).
+    fn flush_finished(&mut self) {
+        if self.finished_buf.is_empty() {
+            return;
+        }
+        let n = self.finished_buf.len() as u64;
+        {
+            let mut history = self.shared.history();
+            for call in self.finished_buf.drain(..) {
+                history.push(call);
+            }
+        }
+        self.finished.send_modify(|f| *f += n);
     }
 
     fn on_incoming(&mut self, broker: usize, msg: Incoming) {
@@ -866,7 +970,7 @@ impl Loop {
                 }
             }
             Action::Discard => {
-                if let Some(mut p) = self.pending.remove(&key) {
+                if let Some(mut p) = self.take_pending(key) {
                     p.dup_key = None;
                     let reason = format!(
                         "discarded: a duplicate is already running or waiting (on_duplicate = {})",
@@ -912,8 +1016,15 @@ impl Loop {
             return;
         };
         p.stage = Stage::Queued;
+        let was_empty = self.queue.is_empty();
         self.queue.push_back(key);
-        self.dispatch_queue();
+        if was_empty {
+            self.dispatch_queue();
+        } else {
+            // Calls already wait, so no worker is free: the pool reports one becoming free
+            // (`Finished`, `Ready`), and the queue is tried again then.
+            self.pool.set_backlog(self.queue.len());
+        }
         if let Some(p) = self.pending.get_mut(&key) {
             if p.stage == Stage::Queued {
                 p.call.queued_at.get_or_insert_with(now_epoch);
@@ -940,6 +1051,7 @@ impl Loop {
                 Ok(d) => {
                     self.queue.pop_front();
                     p.stage = Stage::Running;
+                    self.running += 1;
                     p.call.worker_id = Some(d.worker_id);
                     p.call.pid = Some(d.pid);
                     p.call.started_at = Some(now_epoch());
@@ -963,7 +1075,7 @@ impl Loop {
                 error,
                 at,
             } => {
-                let Some(p) = self.pending.remove(&key) else {
+                let Some(p) = self.take_pending(key) else {
                     tracing::debug!(key, "finish report for a Call no longer tracked");
                     return;
                 };
@@ -992,7 +1104,7 @@ impl Loop {
         {
             return;
         }
-        let Some(p) = self.pending.remove(&key) else {
+        let Some(p) = self.take_pending(key) else {
             return;
         };
         match p.stage {
@@ -1025,6 +1137,8 @@ impl Loop {
     // ----- control commands -----
 
     fn control(&mut self, msg: ControlMessage) -> Value {
+        // Replies read the history: it must hold every Call finished so far.
+        self.flush_finished();
         self.counters.control += 1;
         let data = msg.control_data;
         match msg.control.as_str() {

@@ -105,7 +105,13 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
         .build()
         .map_err(Error::Io)?;
     let mut buf = Vec::with_capacity(4096);
-    while read_frame_blocking(&mut reader, &mut buf)?.is_some() {
+    loop {
+        if reader.buffer().is_empty() {
+            wait_readable(reader.get_ref())?;
+        }
+        if read_frame_blocking(&mut reader, &mut buf)?.is_none() {
+            break;
+        }
         let msg: ToWorker = serde_json::from_slice(&buf).map_err(Error::Decode)?;
         match msg {
             ToWorker::Run {
@@ -147,6 +153,25 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Waits until `stream` has data (or is closed).
+///
+/// Waiting in `poll(POLLIN)` rather than in a blocking `read` matters on a Unix socket: every
+/// time the pool reads a frame this worker wrote, the kernel wakes the tasks waiting on this
+/// socket for write space, and a blocked `read` is woken too (and goes back to sleep), a wasted
+/// context switch per Call. A `poll` waiter asked only for input and is not woken.
+fn wait_readable(stream: &UnixStream) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Io(e.into())),
+        }
+    }
 }
 
 fn send(sink: &SocketSink, frame: &FromWorker) -> Result<()> {

@@ -6,6 +6,7 @@ mod control;
 mod outcomes;
 mod policy;
 mod publish;
+mod resilience;
 mod tasks;
 
 use std::time::Duration;

@@ -1,0 +1,41 @@
+//! The bench's error type.
+
+/// What can stop a benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The scenario name is not known.
+    #[error("unknown scenario {name:?}; available: {available}; planned, not yet implemented: {planned}")]
+    UnknownScenario {
+        /// The name given.
+        name: String,
+        /// Implemented scenarios.
+        available: String,
+        /// Planned scenarios.
+        planned: String,
+    },
+    /// The dispatcher failed.
+    #[error("{0}")]
+    Dispatcher(#[from] dispatcher_core::Error),
+    /// The async runtime could not start.
+    #[error("could not start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The run did not go as it must for its figures to mean anything.
+    #[error("{0}")]
+    Run(String),
+    /// The report could not be encoded.
+    #[error("could not encode the report: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl BenchError {
+    /// The process exit status for this error: 2 for a usage error, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BenchError::UnknownScenario { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Shorthand for results of the bench.
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;

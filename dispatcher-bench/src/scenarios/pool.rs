@@ -1,0 +1,197 @@
+//! `pool`: the process pool alone, no broker.
+//!
+//! A real service with a [`ProcessPool`] of `workers` worker processes; `publishers` tasks
+//! submit `tasks` no-op Calls between them through [`ServiceHandle::submit`], as fast as the
+//! service's command channel takes them. The clock runs from the first submission until the
+//! service has recorded the last Call in its history. The history holds every Call of the run,
+//! so the latency figures cover all of them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dispatcher_core::{CallFilter, Outcome, Service, ServiceConfig, ServiceHandle, TaskRegistry};
+use dispatcher_pool::ProcessPool;
+use serde_json::{Map, Value};
+
+use crate::error::{BenchError, Result};
+use crate::report::{percentile, proc_status_kb, round3, Report};
+use crate::scenarios::Options;
+use crate::tasks::noop;
+
+/// Runs the scenario.
+pub async fn run(options: Options, registry: TaskRegistry) -> Result<Report> {
+    if options.batch.is_some() {
+        eprintln!("pool: --batch has no effect here (local submissions are not batched)");
+    }
+    if options.database_url.is_some() {
+        eprintln!("pool: --database-url has no effect here (no broker)");
+    }
+    let n = options.tasks;
+    let capacity = usize::try_from(n)
+        .map_err(|_| BenchError::Run(format!("--tasks {n} is too large for this machine")))?;
+    let workers = usize::try_from(options.workers)
+        .map_err(|_| BenchError::Run(format!("--workers {} is too large", options.workers)))?;
+    let mut config = ServiceConfig::default();
+    config.node_id = format!("bench-{}", std::process::id());
+    config.channels = Vec::new();
+    config.history_size = capacity.max(config.history_size);
+    config.max_waiting = capacity.max(config.max_waiting);
+    let started = Instant::now();
+    let service = Service::builder()
+        .config(config)
+        .registry(registry)
+        .pool(ProcessPool::new(workers))
+        .start()
+        .await?;
+    eprintln!(
+        "pool: {workers} workers ready in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    let service = Arc::new(service);
+    let outcome = measure(&service, &options).await;
+    let shutdown = service
+        .shutdown_with_grace(Some(Duration::from_secs(5)))
+        .await;
+    let report = outcome?;
+    shutdown?;
+    Ok(report)
+}
+
+async fn measure(service: &Arc<ServiceHandle>, options: &Options) -> Result<Report> {
+    let n = options.tasks;
+    let publishers = options.publishers.min(n);
+    let start = Instant::now();
+    let mut submitters = Vec::new();
+    for p in 0..publishers {
+        let share = n / publishers + u64::from(p < n % publishers);
+        let service = service.clone();
+        submitters.push(tokio::spawn(async move {
+            for _ in 0..share {
+                service.submit(noop::call()).await?;
+            }
+            Ok::<(), dispatcher_core::Error>(())
+        }));
+    }
+    let progress = tokio::spawn(progress(service.clone(), n, start));
+    // Generous: a slow machine still finishes; a stuck service does not hang forever.
+    let limit = Duration::from_secs(60) + Duration::from_millis(n.saturating_mul(2));
+    let waited = service.wait_for_finished(n, limit).await;
+    let seconds = start.elapsed().as_secs_f64();
+    progress.abort();
+    for s in submitters {
+        s.await
+            .map_err(|e| BenchError::Run(format!("a publisher failed: {e}")))??;
+    }
+    waited?;
+    eprintln!(
+        "pool: {n} Calls finished in {seconds:.3}s ({:.0}/s)",
+        n as f64 / seconds
+    );
+
+    let rss_main_kb = proc_status_kb(std::process::id(), "VmRSS");
+    let rss_main_peak_kb = proc_status_kb(std::process::id(), "VmHWM");
+    let workers = service.control("workers", Map::new()).await?;
+    let rss_worker_kb = worker_pids(&workers)
+        .into_iter()
+        .filter_map(|pid| proc_status_kb(pid, "VmRSS"))
+        .max();
+
+    if std::env::var_os("BENCH_DEBUG_CTX").is_some() {
+        let mut sum = 0;
+        for pid in worker_pids(&workers) {
+            sum += proc_status_kb(pid, "voluntary_ctxt_switches").unwrap_or(0)
+                + proc_status_kb(pid, "nonvoluntary_ctxt_switches").unwrap_or(0);
+        }
+        let me = proc_status_kb(std::process::id(), "voluntary_ctxt_switches").unwrap_or(0);
+        eprintln!(
+            "DEBUG worker ctx switches per task: {:.2}, main thread vol: {:.2}",
+            sum as f64 / n as f64,
+            me as f64 / n as f64
+        );
+    }
+    let calls = service.history(&CallFilter::default());
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut run_ms = Vec::with_capacity(calls.len());
+    let mut total_ms = Vec::with_capacity(calls.len());
+    for c in &calls {
+        let o = c.outcome.map_or("none", Outcome::as_str);
+        *outcomes.entry(o.to_owned()).or_default() += 1;
+        run_ms.extend(c.run_ms);
+        total_ms.extend(c.total_ms);
+    }
+    let ok = outcomes.get("ok").copied().unwrap_or(0);
+    if ok != n {
+        return Err(BenchError::Run(format!(
+            "expected {n} Calls ending ok, the history has {ok} (outcomes: {outcomes:?})"
+        )));
+    }
+    run_ms.sort_unstable_by(f64::total_cmp);
+    total_ms.sort_unstable_by(f64::total_cmp);
+    let pct = |v: &[f64], p: f64| percentile(v, p).map(round3);
+    Ok(Report {
+        scenario: "pool".to_owned(),
+        tasks: n,
+        workers: options.workers,
+        publishers,
+        batch: options.batch,
+        seconds: round3(seconds),
+        tasks_per_sec: (n as f64 / seconds).round(),
+        p50_ms: pct(&run_ms, 0.50),
+        p99_ms: pct(&run_ms, 0.99),
+        max_ms: run_ms.last().copied().map(round3),
+        p50_total_ms: pct(&total_ms, 0.50),
+        p99_total_ms: pct(&total_ms, 0.99),
+        latency: "p50_ms/p99_ms: Call run_ms (finished_at - started_at); *_total_ms: total_ms (finished_at - received_at)",
+        rss_main_kb,
+        rss_main_peak_kb,
+        rss_worker_kb,
+        outcomes,
+        nproc: std::thread::available_parallelism().map_or(1, usize::from),
+    })
+}
+
+/// Prints the finished count to stderr once a second.
+async fn progress(service: Arc<ServiceHandle>, n: u64, start: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let done = service.finished_count();
+        eprintln!(
+            "pool: {done}/{n} finished after {:.1}s ({:.0}/s)",
+            start.elapsed().as_secs_f64(),
+            done as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// The worker pids in a `workers` control reply.
+fn worker_pids(reply: &Value) -> Vec<u32> {
+    reply
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|w| w.get("pid")?.as_u64())
+                .filter_map(|pid| u32::try_from(pid).ok())
+                .filter(|pid| *pid > 0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_from_a_workers_reply() {
+        let reply = serde_json::json!({
+            "worker-0": {"pid": 10, "status": "idle"},
+            "worker-1": {"pid": 0, "status": "starting"},
+            "worker-2": {"status": "idle"},
+        });
+        assert_eq!(worker_pids(&reply), vec![10]);
+        assert!(worker_pids(&Value::Null).is_empty());
+    }
+}

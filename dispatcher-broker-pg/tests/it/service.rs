@@ -1,0 +1,180 @@
+//! The service on PostgreSQL: tasks end to end, large arguments, other publishers, bad input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispatcher_core::{task, Broker, InProcessPool, Outcome, Publisher, Service, TaskRegistry};
+use dispatcher_testkit::expect::{assert_history, call};
+use serde_json::json;
+
+use crate::{broker, WAIT};
+
+#[task(name = "pg.echo")]
+fn echo(value: String) -> usize {
+    value.len()
+}
+
+#[task(name = "pg.add")]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+fn registry() -> TaskRegistry {
+    TaskRegistry::new().register::<echo>().register::<add>()
+}
+
+async fn psql(url: &str, sql: &str) -> std::process::Output {
+    tokio::process::Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .await
+        .expect("psql runs")
+}
+
+#[tokio::test]
+async fn task_end_to_end_with_large_arguments() {
+    let (_fx, b) = broker().await;
+    let svc = Service::builder()
+        .registry(registry())
+        .broker(b.clone())
+        .channels(["pg_e2e"])
+        .pool(InProcessPool::new(2))
+        .start()
+        .await
+        .unwrap();
+    let p = Publisher::new(b.clone(), "pg_e2e").unwrap();
+    p.publish(add::call(2, 3)).await.unwrap();
+    let big = "é".repeat(50_000); // 100 KB of UTF-8
+    p.publish(echo::call(big.clone())).await.unwrap();
+    svc.wait_for_finished(2, WAIT).await.unwrap();
+    let calls = svc.history(&Default::default());
+    assert_history(&calls)
+        .has(call().task("pg.add").outcome(Outcome::Ok))
+        .has(call().task("pg.echo").outcome(Outcome::Ok));
+    let e = calls.iter().find(|c| c.task == "pg.echo").unwrap();
+    assert_eq!(e.result, Some(json!(big.len())));
+    assert_eq!(e.channel, "pg_e2e");
+    let status = svc.control("status", Default::default()).await.unwrap();
+    assert_eq!(status["main"]["brokers"][0]["broker"], json!("postgres"));
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_from_psql_and_bad_payloads() {
+    let (fx, b) = broker().await;
+    let svc = Service::builder()
+        .registry(registry())
+        .broker(b.clone())
+        .channels(["pg_psql"])
+        .pool(InProcessPool::new(2))
+        .start()
+        .await
+        .unwrap();
+    let url = fx.url();
+    let sql = r#"
+        SELECT pg_notify('pg_psql', '{"task": "pg.add", "args": [40], "kwargs": {"b": 2}}');
+        SELECT pg_notify('pg_psql', 'pg.add');
+        SELECT pg_notify('pg_psql', '{"task": "pg.add", "args": [1,');
+        SELECT pg_notify('pg_psql', '{"task": "pg.nope"}');
+        SELECT pg_notify('pg_psql', '{"task": "pg.add", "args": ["one", 2]}');
+        SELECT pg_notify('pg_psql', '{"task": "pg.add", "args": [1, 2]}');
+    "#;
+    let out = psql(&url, sql).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    svc.wait_for_finished(6, WAIT).await.unwrap();
+    let calls = svc.history(&Default::default());
+    assert_history(&calls)
+        .count(6)
+        .has_exactly(2, call().task("pg.add").outcome(Outcome::Ok))
+        .has(
+            call()
+                .task("pg.add")
+                .outcome(Outcome::Rejected)
+                .error_contains("missing argument `a`"),
+        )
+        .has(
+            call()
+                .outcome(Outcome::Rejected)
+                .error_contains("invalid JSON"),
+        )
+        .has(
+            call()
+                .task("pg.nope")
+                .outcome(Outcome::Rejected)
+                .error_contains("unknown task"),
+        )
+        .has(
+            call()
+                .task("pg.add")
+                .outcome(Outcome::Rejected)
+                .error_contains("argument `a`: invalid type: string \"one\""),
+        );
+    let results: Vec<_> = calls.iter().filter_map(|c| c.result.clone()).collect();
+    assert!(
+        results.contains(&json!(42)) && results.contains(&json!(3)),
+        "{results:?}"
+    );
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn second_publisher_process_and_batches() {
+    let (fx, b) = broker().await;
+    let svc = Service::builder()
+        .registry(registry())
+        .broker(b.clone())
+        .channels(["pg_batch"])
+        .pool(InProcessPool::new(2))
+        .start()
+        .await
+        .unwrap();
+    // another process publishes 50 messages in one transaction
+    let sql = "BEGIN; SELECT pg_notify('pg_batch', json_build_object('task', 'pg.add', 'args', json_build_array(i, 1))::text) FROM generate_series(1, 50) AS i; COMMIT;";
+    let out = psql(&fx.url(), sql).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // and this one publishes a batch of 100 through its own broker
+    let other = Arc::new(
+        dispatcher_broker_pg::PgBroker::connect(&fx.url())
+            .await
+            .unwrap(),
+    );
+    let p = Publisher::new(other, "pg_batch").unwrap();
+    p.publish_batch((0..100).map(|i| add::call(i, 0)))
+        .await
+        .unwrap();
+    svc.wait_for_finished(150, WAIT).await.unwrap();
+    let calls = svc.history(&Default::default());
+    assert_history(&calls).has_exactly(150, call().task("pg.add").outcome(Outcome::Ok));
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_channel_names_are_errors_that_name_them() {
+    let (_fx, b) = broker().await;
+    let e = b
+        .publish(&"x".repeat(64), "{}")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("longer than 63 bytes"), "{e}");
+    // quotes are fine: they are quoted as an identifier
+    let name = "we\"ird chan".to_string();
+    let mut sub = b.subscribe(std::slice::from_ref(&name)).await.unwrap();
+    b.publish(&name, "hello").await.unwrap();
+    use futures_util::StreamExt;
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.payload, "hello");
+    assert_eq!(got.channel, name);
+}

@@ -1,0 +1,8 @@
+use dispatcher_core::{task, TaskContext};
+
+#[task(context)]
+fn whoami(ctx: TaskContext) -> String {
+    ctx.uuid().to_owned()
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(context)]
+fn lonely() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(name = 5)]
+fn five() {}
+
+fn main() {}

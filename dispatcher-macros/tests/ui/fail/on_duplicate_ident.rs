@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(on_duplicate = serial)]
+fn unquoted() {}
+
+fn main() {}

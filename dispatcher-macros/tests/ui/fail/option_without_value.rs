@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(name)]
+fn nameless() {}
+
+fn main() {}

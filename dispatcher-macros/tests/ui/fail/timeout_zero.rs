@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(timeout = 0)]
+fn instant() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(name = "typo", timout = 5)]
+fn typo() {}
+
+fn main() {}

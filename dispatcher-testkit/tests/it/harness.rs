@@ -1,0 +1,239 @@
+//! The service harness, with small tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispatcher_core::{task, InProcessPool, Outcome, Publisher, TaskRegistry};
+use dispatcher_testkit::expect::{assert_history, call};
+use dispatcher_testkit::{MemoryBroker, RecordingHook, TestService, TestkitError};
+use serde_json::json;
+
+use crate::WAIT;
+
+#[task(name = "tk.add")]
+pub fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[task(name = "tk.nap")]
+pub async fn nap(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+#[task(name = "tk.fail")]
+pub fn fail(why: String) -> Result<(), String> {
+    Err(why)
+}
+
+pub fn registry() -> TaskRegistry {
+    TaskRegistry::new()
+        .register::<add>()
+        .register::<nap>()
+        .register::<fail>()
+}
+
+#[tokio::test]
+async fn smoke_publish_run_and_assert() {
+    let svc = TestService::builder()
+        .registry(registry())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(svc.channel(), "dispatcher_test");
+    let p = svc.publisher();
+    let sent = p.publish(add::call(20, 22)).await.unwrap();
+    p.publish(fail::call("nope".into())).await.unwrap();
+    p.publish(nap::call(30)).await.unwrap();
+    let calls = svc.wait_for_calls(3, WAIT).await.unwrap();
+    assert_history(&calls)
+        .count(3)
+        .has(
+            call()
+                .uuid(sent.uuid())
+                .task("tk.add")
+                .args(json!([20, 22]))
+                .outcome(Outcome::Ok)
+                .result(json!(42))
+                .channel("dispatcher_test"),
+        )
+        .has_exactly(
+            1,
+            call()
+                .task("tk.fail")
+                .outcome(Outcome::Error)
+                .error_contains("nope"),
+        )
+        .has(
+            call()
+                .task("tk.nap")
+                .ran_longer_than(Duration::from_millis(20))
+                .ran_shorter_than(WAIT),
+        )
+        .has_none(call().outcome(Outcome::Rejected));
+    assert_eq!(svc.history(), calls);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn publish_raw_reaches_the_service_and_malformed_input_is_rejected() {
+    let svc = TestService::builder()
+        .registry(registry())
+        .start()
+        .await
+        .unwrap();
+    svc.publish_raw(r#"{"task": "tk.add", "kwargs": {"a": 1, "b": 2}}"#)
+        .await;
+    svc.publish_raw("{ not json").await;
+    svc.publish_raw(&format!(
+        r#"{{"task": "tk.add", "args": [1, 2], "guid": "{}"}}"#,
+        "g".repeat(20_000)
+    ))
+    .await;
+    let calls = svc.wait_for_calls(3, WAIT).await.unwrap();
+    assert_history(&calls)
+        .has(
+            call()
+                .task("tk.add")
+                .kwargs(json!({"a": 1, "b": 2}))
+                .result(json!(3)),
+        )
+        .has(
+            call()
+                .outcome(Outcome::Rejected)
+                .error_contains("invalid JSON"),
+        )
+        .has(call().outcome(Outcome::Rejected).error_contains("`guid`"));
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn wait_for_calls_times_out_showing_the_history() {
+    let svc = TestService::builder()
+        .registry(registry())
+        .start()
+        .await
+        .unwrap();
+    svc.publisher().publish(add::call(1, 2)).await.unwrap();
+    let e = svc
+        .wait_for_calls(2, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TestkitError::Timeout {
+                wanted: 2,
+                finished: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("waiting for 2 finished Calls (1 finished)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("history so far") && text.contains("tk.add") && text.contains("run_ms"),
+        "{text}"
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn custom_channel_broker_pool_and_configure() {
+    let bus = MemoryBroker::new();
+    let svc = TestService::builder()
+        .registry(registry())
+        .pool(InProcessPool::new(1))
+        .broker(bus.clone())
+        .channel("custom_chan")
+        .configure(|b| b.node_id("node-under-test").history_size(2))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(svc.handle().node_id(), "node-under-test");
+    assert_eq!(svc.channel(), "custom_chan");
+    // A publisher of our own on the same bus reaches the service.
+    let mine = Publisher::new(Arc::new(bus.clone()), "custom_chan").unwrap();
+    for i in 0..3 {
+        mine.publish(add::call(i, i)).await.unwrap();
+    }
+    // One worker: they run one after another; history keeps the newest 2.
+    let calls = svc.wait_for_calls(3, WAIT).await.unwrap();
+    assert_history(&calls)
+        .count(2)
+        .in_order([call().args(json!([1, 1])), call().args(json!([2, 2]))])
+        .has_none(call().channel("dispatcher_test"));
+    assert!(svc.broker().published_count() >= 3);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn hooks_on_the_harness_publisher() {
+    let svc = TestService::builder()
+        .registry(registry())
+        .start()
+        .await
+        .unwrap();
+    let rec = RecordingHook::new();
+    let p = svc.publisher().with_hook(rec.clone());
+    p.publish(add::call(5, 5)).await.unwrap();
+    svc.wait_for_calls(1, WAIT).await.unwrap();
+    assert_eq!(rec.tasks(), ["tk.add"]);
+    assert_eq!(rec.recorded()[0].channel, "dispatcher_test");
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_registry_or_bad_channel_is_an_error() {
+    let e = TestService::builder()
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no registry"), "{e}");
+    let e = TestService::builder()
+        .registry(registry())
+        .channel("")
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid channel name"), "{e}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_running_calls_after_the_short_grace() {
+    let svc = TestService::builder()
+        .registry(registry())
+        .start()
+        .await
+        .unwrap();
+    svc.publisher().publish(nap::call(60_000)).await.unwrap();
+    // Let it start.
+    for _ in 0..200 {
+        let running = svc
+            .handle()
+            .control("running", Default::default())
+            .await
+            .unwrap();
+        if running
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| k.starts_with("worker-")))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    svc.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_history(&svc.history()).has_exactly(1, call().task("tk.nap").outcome(Outcome::Canceled));
+}

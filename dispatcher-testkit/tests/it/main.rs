@@ -1,0 +1,17 @@
+//! Tests of the testkit: the conformance suite on `MemoryBroker` and on a broker written here,
+//! fault injection, publish hooks, history assertions and the service harness.
+
+// Test helpers outside `#[test]` functions unwrap too (clippy.toml allows it only inside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod assertions;
+mod conformance;
+mod custom_broker;
+mod faults;
+mod harness;
+mod hooks;
+
+use std::time::Duration;
+
+/// Generous bound for anything expected to happen.
+pub const WAIT: Duration = Duration::from_secs(10);
