@@ -31,6 +31,14 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// LISTEN failed.
+    #[error("PostgreSQL rejected {sql:?}: {reason}")]
+    Listen {
+        /// The statement.
+        sql: String,
+        /// The server's reason.
+        reason: String,
+    },
     /// The broker was closed.
     #[error("the PostgreSQL broker is closed")]
     Closed,

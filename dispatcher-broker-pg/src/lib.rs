@@ -35,10 +35,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use async_trait::async_trait;
 use dispatcher_core::broker::{validate_channel, Broker, Subscription};
+use futures_util::stream::{poll_fn, Stream, StreamExt};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 pub use error::{Error, Result};
 use listener::Listener;
@@ -65,6 +68,76 @@ pub struct PgBrokerConfig {
     /// Notifications buffered per subscription; when full, the listener waits (and PostgreSQL
     /// queues notifications server-side). Default 10,000.
     pub subscriber_capacity: usize,
+    /// Transport security. Default: none.
+    pub tls: Tls,
+}
+
+/// Transport security of the broker's connections.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum Tls {
+    /// Plain TCP (or a Unix socket).
+    #[default]
+    Disabled,
+    /// TLS with rustls (feature `tls`).
+    #[cfg(feature = "tls")]
+    Rustls(Arc<rustls::ClientConfig>),
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tls::Disabled => f.write_str("Disabled"),
+            #[cfg(feature = "tls")]
+            Tls::Rustls(_) => f.write_str("Rustls"),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Tls {
+    /// TLS with rustls, verifying the server against Mozilla's root certificates.
+    pub fn rustls_with_webpki_roots() -> Tls {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+        match config {
+            Ok(c) => Tls::Rustls(Arc::new(c)),
+            // The ring provider supports the default versions; this cannot fail in practice.
+            Err(e) => {
+                tracing::error!(error = %e, "rustls configuration failed; TLS disabled");
+                Tls::Disabled
+            }
+        }
+    }
+}
+
+/// A connection's messages (notifications, notices); polling the stream drives the connection.
+pub(crate) type Messages =
+    Pin<Box<dyn Stream<Item = std::result::Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
+
+/// Opens one connection with the configured transport.
+pub(crate) async fn open(
+    config: &PgBrokerConfig,
+    what: &'static str,
+) -> Result<(Client, Messages)> {
+    let err = |source| Error::Connect { what, source };
+    match &config.tls {
+        Tls::Disabled => {
+            let (client, mut conn) = config.pg.connect(NoTls).await.map_err(err)?;
+            Ok((client, Box::pin(poll_fn(move |cx| conn.poll_message(cx)))))
+        }
+        #[cfg(feature = "tls")]
+        Tls::Rustls(tls) => {
+            let make = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+            let (client, mut conn) = config.pg.connect(make).await.map_err(err)?;
+            Ok((client, Box::pin(poll_fn(move |cx| conn.poll_message(cx)))))
+        }
+    }
 }
 
 impl PgBrokerConfig {
@@ -101,6 +174,7 @@ impl PgBrokerConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             subscriber_capacity: 10_000,
+            tls: Tls::Disabled,
         }
     }
 }
@@ -203,17 +277,13 @@ impl PgBroker {
 }
 
 async fn open_publisher(config: &PgBrokerConfig) -> Result<PubConn> {
-    let (client, connection) = config
-        .pg
-        .connect(NoTls)
-        .await
-        .map_err(|source| Error::Connect {
-            what: "publisher",
-            source,
-        })?;
+    let (client, mut messages) = open(config, "publisher").await?;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "publishing connection ended");
+        while let Some(m) = messages.next().await {
+            if let Err(e) = m {
+                tracing::warn!(error = %e, "publishing connection ended");
+                break;
+            }
         }
     });
     let notify = client

@@ -9,13 +9,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use dispatcher_core::broker::{Incoming, Subscription};
-use futures_util::stream::{poll_fn, Stream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 use crate::error::{Error, Result};
-use crate::{quote_ident, PgBrokerConfig, PublishPath};
+use crate::{open, quote_ident, Messages, PgBrokerConfig, PublishPath};
 
 type Ack = oneshot::Sender<Result<()>>;
 
@@ -47,7 +47,8 @@ pub(crate) struct Listener {
     config: PgBrokerConfig,
     subs: Mutex<Subs>,
     cmds: mpsc::Sender<Cmd>,
-    pending: Mutex<Vec<Ack>>,
+    /// Subscribers waiting for their LISTEN while no connection is ready.
+    pending: Mutex<Vec<(Vec<String>, Ack)>>,
     pid: AtomicI32,
     connected: AtomicBool,
     stats: Mutex<Stats>,
@@ -198,28 +199,13 @@ impl Listener {
     }
 }
 
-async fn connect(
-    config: &PgBrokerConfig,
-) -> Result<(
-    Client,
-    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-)> {
-    config
-        .pg
-        .connect(NoTls)
-        .await
-        .map_err(|source| Error::Connect {
-            what: "listener",
-            source,
-        })
+async fn connect(config: &PgBrokerConfig) -> Result<(Client, Messages)> {
+    open(config, "listener").await
 }
 
 async fn run(
     listener: std::sync::Weak<Listener>,
-    first: (
-        Client,
-        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-    ),
+    first: (Client, Messages),
     mut cmds: mpsc::Receiver<Cmd>,
 ) {
     let mut next = Some(first);
@@ -237,7 +223,7 @@ async fn run(
                     tokio::select! {
                         _ = &mut wait => break,
                         cmd = cmds.recv() => match cmd {
-                            Some(Cmd::Listen(_, ack)) => lock(&l.pending).push(ack),
+                            Some(Cmd::Listen(channels, ack)) => lock(&l.pending).push((channels, ack)),
                             Some(Cmd::Unlisten(_)) => {}
                             None => return,
                         },
@@ -276,15 +262,10 @@ async fn run(
 /// Serves one connection until it must be replaced (the reason) or the broker is gone (`None`).
 async fn serve(
     l: &Arc<Listener>,
-    (client, connection): (
-        Client,
-        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-    ),
+    (client, mut messages): (Client, Messages),
     cmds: &mut mpsc::Receiver<Cmd>,
 ) -> Option<String> {
     let client = Arc::new(client);
-    let mut connection = connection;
-    let mut messages = poll_fn(move |cx| connection.poll_message(cx));
 
     // LISTEN everything, learn the backend pid, then answer waiting subscribers.
     let (ready_tx, mut ready_rx) = oneshot::channel::<std::result::Result<i32, String>>();
@@ -340,8 +321,30 @@ async fn serve(
                     l.pid.store(pid, Ordering::Relaxed);
                     l.connected.store(true, Ordering::Relaxed);
                     tracing::info!(backend_pid = pid, "LISTEN connection ready");
-                    for ack in lock(&l.pending).drain(..) {
-                        let _ = ack.send(Ok(()));
+                    // Channels asked for while the connection was being set up may have missed the
+                    // LISTEN of everything: LISTEN them now, then answer.
+                    let waiting: Vec<(Vec<String>, Ack)> = lock(&l.pending).drain(..).collect();
+                    if !waiting.is_empty() {
+                        let client = client.clone();
+                        let channels: Vec<String> = waiting.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+                        let sql = listen_sql("LISTEN", &channels);
+                        let l2 = l.clone();
+                        tokio::spawn(async move {
+                            match client.batch_execute(&sql).await {
+                                Ok(()) => {
+                                    for (_, ack) in waiting {
+                                        let _ = ack.send(Ok(()));
+                                    }
+                                }
+                                Err(_) if client.is_closed() => lock(&l2.pending).extend(waiting),
+                                Err(e) => {
+                                    let reason = e.to_string();
+                                    for (_, ack) in waiting {
+                                        let _ = ack.send(Err(Error::Listen { sql: sql.clone(), reason: reason.clone() }));
+                                    }
+                                }
+                            }
+                        });
                     }
                 }
                 Ok(Err(e)) => return Some(format!("LISTEN failed: {e}")),
@@ -353,7 +356,7 @@ async fn serve(
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Listen(channels, ack)) => {
                     if !ready {
-                        lock(&l.pending).push(ack);
+                        lock(&l.pending).push((channels, ack));
                         continue;
                     }
                     let client = client.clone();
@@ -363,7 +366,7 @@ async fn serve(
                         match client.batch_execute(&sql).await {
                             Ok(()) => { let _ = ack.send(Ok(())); }
                             // The connection is being replaced: the new one LISTENs for it.
-                            Err(_) if client.is_closed() => lock(&l2.pending).push(ack),
+                            Err(_) if client.is_closed() => lock(&l2.pending).push((channels, ack)),
                             Err(source) => { let _ = ack.send(Err(Error::Query { what: sql, source })); }
                         }
                     });

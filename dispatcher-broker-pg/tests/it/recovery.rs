@@ -93,3 +93,21 @@ async fn frozen_backend_is_detected_by_the_self_check() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn subscribing_while_the_listener_starts_is_not_lost() {
+    let (fx, _b) = broker().await;
+    for i in 0..10 {
+        let b = dispatcher_broker_pg::PgBroker::connect(&fx.url())
+            .await
+            .unwrap();
+        let channel = format!("early_{i}");
+        let mut sub = b.subscribe(std::slice::from_ref(&channel)).await.unwrap();
+        b.publish(&channel, "first").await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("round {i}: nothing arrived: {}", b.status()))
+            .unwrap();
+        assert_eq!(got.payload, "first");
+    }
+}

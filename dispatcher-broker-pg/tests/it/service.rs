@@ -178,3 +178,87 @@ async fn bad_channel_names_are_errors_that_name_them() {
     assert_eq!(got.payload, "hello");
     assert_eq!(got.channel, name);
 }
+
+#[tokio::test]
+async fn control_replies_from_two_services() {
+    let (fx, b) = broker().await;
+    let mut services = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let own = Arc::new(
+            dispatcher_broker_pg::PgBroker::connect(&fx.url())
+                .await
+                .unwrap(),
+        );
+        services.push(
+            Service::builder()
+                .registry(registry())
+                .broker(own)
+                .channels(["pg_ctl"])
+                .node_id(node)
+                .pool(InProcessPool::new(1))
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let replies = dispatcher_core::control::request(
+        &*b,
+        "pg_ctl",
+        "alive",
+        Default::default(),
+        Some(2),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let mut nodes: Vec<_> = replies
+        .iter()
+        .map(|r| r["node_id"].as_str().unwrap().to_owned())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node-a", "node-b"]);
+    // a large reply (the history of 200 Calls) arrives in chunks and is reassembled
+    let p = Publisher::new(b.clone(), "pg_ctl").unwrap();
+    p.publish_batch((0..100).map(|i| add::call(i, i)))
+        .await
+        .unwrap();
+    for s in &services {
+        s.wait_for_finished(100, WAIT).await.unwrap();
+    }
+    let replies = dispatcher_core::control::request(
+        &*b,
+        "pg_ctl",
+        "history",
+        serde_json::Map::new(),
+        Some(2),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(replies.len(), 2);
+    for r in &replies {
+        assert_eq!(
+            r["calls"].as_array().unwrap().len(),
+            100,
+            "{}",
+            r["node_id"]
+        );
+    }
+    // fewer replies than expected: the request returns what came when the time is up
+    let t = std::time::Instant::now();
+    let replies = dispatcher_core::control::request(
+        &*b,
+        "pg_ctl",
+        "alive",
+        Default::default(),
+        Some(3),
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    assert_eq!(replies.len(), 2);
+    assert!(t.elapsed() >= Duration::from_millis(500));
+    for s in services {
+        s.shutdown().await.unwrap();
+    }
+}

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     if std::env::var_os("POOL_TEST_SERVE").is_some() {
         return tests::serve_for_orphan_test(registry);
     }
+    tests::capture_logs();
     let args = libtest_mimic::Arguments::from_args();
     libtest_mimic::run(&args, tests::all()).exit_code()
 }
