@@ -13,6 +13,9 @@
 //!   connection exists are lost: that is LISTEN/NOTIFY's nature (see the cookbook for durable
 //!   delivery).
 //! * TCP keepalives and a TCP user timeout are set on every connection.
+//! * Metrics (through the `metrics` facade): `dispatcher_broker_recycles_total`,
+//!   `dispatcher_broker_self_checks_total`, `dispatcher_broker_self_check_failures_total`,
+//!   `dispatcher_broker_self_check_rtt_seconds` (gauge, last round trip).
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -195,6 +195,7 @@ impl Listener {
         let mut s = lock(&self.stats);
         s.recycles += 1;
         s.last_recycle_reason = Some(reason.to_owned());
+        metrics::counter!("dispatcher_broker_recycles_total").increment(1);
         tracing::warn!(recycles = s.recycles, %reason, "LISTEN connection recycled");
     }
 }
@@ -304,6 +305,8 @@ async fn serve(
                                 s.checks += 1;
                                 s.last_rtt = Some(rtt);
                                 s.max_rtt = s.max_rtt.max(rtt);
+                                metrics::gauge!("dispatcher_broker_self_check_rtt_seconds").set(rtt.as_secs_f64());
+                                metrics::counter!("dispatcher_broker_self_checks_total").increment(1);
                             }
                         }
                     } else {
@@ -396,6 +399,7 @@ async fn serve(
             }
             _ = sleep_until(check_deadline), if check_deadline.is_some() => {
                 lock(&l.stats).check_failures += 1;
+                metrics::counter!("dispatcher_broker_self_check_failures_total").increment(1);
                 return Some(format!(
                     "self-check notification not received within {:?}",
                     l.config.self_check_timeout

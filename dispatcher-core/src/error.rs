@@ -86,6 +86,9 @@ pub enum Error {
         /// Its capacity.
         capacity: usize,
     },
+    /// The service loop ended abnormally (a bug: please report it with the log).
+    #[error("the service loop failed: {0}")]
+    LoopFailed(String),
     /// Waiting for something took longer than allowed.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),

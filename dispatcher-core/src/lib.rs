@@ -51,6 +51,7 @@ mod error;
 pub mod hook;
 pub mod inprocess;
 pub mod message;
+pub mod metrics;
 pub mod pool;
 pub mod publisher;
 pub mod registry;
@@ -66,7 +67,7 @@ pub use message::{ControlMessage, TaskMessage};
 pub use pool::{Dispatched, Job, Pool, PoolEvent, WorkerState, WorkerStatus};
 pub use publisher::{Published, Publisher, Submission};
 pub use registry::{Registry, TaskRegistry};
-pub use service::{Service, ServiceBuilder, ServiceConfig, ServiceHandle};
+pub use service::{LogLevelControl, Service, ServiceBuilder, ServiceConfig, ServiceHandle};
 pub use task::{OnDuplicate, Task, TaskConfig, TaskContext, TaskDescriptor, TaskFailure};
 
 /// Declares a task. See the `dispatcher-macros` crate for the options.

@@ -6,6 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,16 @@ fn default_node_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Changes the log level of the running process (the `set_log_level` control command).
+///
+/// The service does not own logging; the application gives it this capability (for example over a
+/// `tracing_subscriber::reload` handle). Without one, `set_log_level` replies with an error.
+pub trait LogLevelControl: Send + Sync + 'static {
+    /// Sets the filter to `level` (e.g. `debug`, `info,dispatcher_core=trace`); returns the
+    /// previous one, or why `level` was refused.
+    fn set_level(&self, level: &str) -> std::result::Result<String, String>;
+}
+
 /// Builds and starts a service.
 ///
 /// ```
@@ -106,6 +117,7 @@ pub struct ServiceBuilder {
     on_start: Vec<TaskMessage>,
     scheduled: Vec<(TaskMessage, Duration)>,
     errors: Vec<Error>,
+    log_control: Option<Arc<dyn LogLevelControl>>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -133,6 +145,7 @@ impl Service {
             on_start: Vec::new(),
             scheduled: Vec::new(),
             errors: Vec::new(),
+            log_control: None,
         }
     }
 }
@@ -198,6 +211,12 @@ impl ServiceBuilder {
         self
     }
 
+    /// Lets the `set_log_level` control command change the log level.
+    pub fn log_control(mut self, control: Arc<dyn LogLevelControl>) -> Self {
+        self.log_control = Some(control);
+        self
+    }
+
     /// Submits this task once, when the service starts.
     pub fn on_start<T: Task>(mut self, submission: Submission<T>) -> Self {
         match submission.into_message(LOCAL_CHANNEL) {
@@ -256,6 +275,8 @@ impl ServiceBuilder {
         let (finished_tx, finished_rx) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             history: Mutex::new(History::new(config.history_size)),
+            finished: AtomicU64::new(0),
+            wanted: AtomicU64::new(u64::MAX),
         });
         let mut producers = Vec::new();
         for m in self.on_start {
@@ -295,6 +316,8 @@ impl ServiceBuilder {
             brokers: self.brokers,
             shared: shared.clone(),
             finished: finished_tx,
+            metrics: crate::metrics::ServiceMetrics::new(),
+            log_control: self.log_control,
             finished_buf: Vec::new(),
             next_key: 0,
             pending: HashMap::new(),
@@ -322,6 +345,12 @@ impl ServiceBuilder {
 #[derive(Debug)]
 struct Shared {
     history: Mutex<History>,
+    /// Calls finished so far (in the history or dropped from it).
+    finished: AtomicU64,
+    /// The smallest count a `wait_for_finished` waits for (`u64::MAX`: none). The loop signals
+    /// the `finished` watch only when the count reaches it, so a waiter is not woken for every
+    /// turn of the loop.
+    wanted: AtomicU64,
 }
 
 impl Shared {
@@ -403,20 +432,29 @@ impl ServiceHandle {
 
     /// Calls finished so far (all outcomes, rejected included).
     pub fn finished_count(&self) -> u64 {
-        *self.finished.borrow()
+        self.shared.finished.load(Ordering::SeqCst)
     }
 
     /// Waits until at least `count` Calls have finished.
     pub async fn wait_for_finished(&self, count: u64, timeout: Duration) -> Result<()> {
         let mut rx = self.finished.clone();
         let outcome = tokio::time::timeout(timeout, async {
-            rx.wait_for(|n| *n >= count).await.map(|_| ())
+            loop {
+                rx.borrow_and_update();
+                // Ask to be woken at `count`, then look: either the loop sees the wish or this
+                // sees the count (both sequentially consistent).
+                self.shared.wanted.fetch_min(count, Ordering::SeqCst);
+                if self.finished_count() >= count {
+                    return Ok(());
+                }
+                rx.changed().await?;
+            }
         })
         .await;
         match outcome {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => {
-                if *self.finished.borrow() >= count {
+            Ok(Err(watch::error::RecvError { .. })) => {
+                if self.finished_count() >= count {
                     Ok(())
                 } else {
                     Err(Error::ServiceStopped)
@@ -424,10 +462,7 @@ impl ServiceHandle {
             }
             Err(_) => Err(Error::Timeout(
                 timeout,
-                format!(
-                    "{count} finished Calls ({} finished)",
-                    *self.finished.borrow()
-                ),
+                format!("{count} finished Calls ({} finished)", self.finished_count()),
             )),
         }
     }
@@ -445,12 +480,15 @@ impl ServiceHandle {
         self.join().await
     }
 
-    /// Waits until the service loop has exited.
+    /// Waits until the service loop has exited. Cancel-safe: dropping the future and calling it
+    /// again later is fine.
     pub async fn join(&self) -> Result<()> {
+        // The loop owns the sender of `finished`: it closes when the loop is done.
+        let mut rx = self.finished.clone();
+        while rx.changed().await.is_ok() {}
         let handle = self.join.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
-            h.await
-                .map_err(|e| Error::Config(format!("service loop failed: {e}")))?;
+            h.await.map_err(|e| Error::LoopFailed(e.to_string()))?;
         }
         Ok(())
     }
@@ -479,6 +517,8 @@ struct Pending {
     args: Vec<Value>,
     stage: Stage,
     dup_key: Option<String>,
+    /// The Call's span (uuid, task): its log lines are recorded inside it.
+    span: tracing::Span,
 }
 
 #[derive(Default)]
@@ -507,9 +547,11 @@ struct Loop {
     stopping: bool,
     /// Counts finished Calls for waiters; dropped with the loop, so waiters learn it stopped.
     finished: watch::Sender<u64>,
+    log_control: Option<Arc<dyn LogLevelControl>>,
     /// Calls finished in this turn of the loop, not yet in the history: they go in together
     /// (one lock, one wake-up of waiters) at the end of the turn, see [`Loop::flush_finished`].
     finished_buf: Vec<Call>,
+    metrics: crate::metrics::ServiceMetrics,
 }
 
 /// Most pool events or commands handled in one turn of the service loop.
@@ -617,7 +659,7 @@ impl Loop {
                 },
                 Some((b, sub)) = resubs.recv(), if !stopping => incoming.push(tag_subscription(b, sub)),
                 _ = sleep_until(next_delay), if next_delay.is_some() && !stopping => self.release_delayed(),
-                _ = expiry.tick() => self.expire_chunks(),
+                _ = expiry.tick() => self.on_tick(),
                 _ = sleep_until(stop_at), if stopping => break,
             }
             self.flush_finished();
@@ -692,6 +734,7 @@ impl Loop {
         for k in left {
             if let Some(p) = self.take_pending(k) {
                 self.record(
+                    &p.span,
                     p.call,
                     Outcome::Canceled,
                     Some("ended at shutdown".into()),
@@ -723,9 +766,17 @@ impl Loop {
     }
 
     fn reject(&mut self, mut call: Call, reason: String) {
-        tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %reason, "message rejected");
+        let span = call_span(&call.uuid, &call.task);
+        span.in_scope(|| tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %reason, "message rejected"));
         call.queued_at = None;
-        self.record(call, Outcome::Rejected, Some(reason), None, now_epoch());
+        self.record(
+            &span,
+            call,
+            Outcome::Rejected,
+            Some(reason),
+            None,
+            now_epoch(),
+        );
     }
 
     fn reject_payload(&mut self, channel: &str, reason: String) {
@@ -736,6 +787,7 @@ impl Loop {
     /// Puts a finished Call into the history.
     fn record(
         &mut self,
+        span: &tracing::Span,
         mut call: Call,
         outcome: Outcome,
         error: Option<String>,
@@ -745,6 +797,7 @@ impl Loop {
         call.finish(outcome, error, at);
         call.result = result;
         self.counters.by_outcome[outcome as usize] += 1;
+        let _in_span = span.enter();
         match outcome {
             Outcome::Ok | Outcome::Discarded => {
                 tracing::debug!(uuid = %call.uuid, task = %call.task, %outcome, run_ms = call.run_ms, "call finished")
@@ -753,6 +806,7 @@ impl Loop {
                 tracing::warn!(uuid = %call.uuid, task = %call.task, %outcome, error = call.error.as_deref(), "call failed")
             }
         }
+        self.metrics.call_finished(&call);
         self.finished_buf.push(call);
     }
 
@@ -769,7 +823,13 @@ impl Loop {
                 history.push(call);
             }
         }
-        self.finished.send_modify(|f| *f += n);
+        let total = self.shared.finished.fetch_add(n, Ordering::SeqCst) + n;
+        if total >= self.shared.wanted.load(Ordering::SeqCst) {
+            // Every waiter wakes and asks again for what it still waits for.
+            self.shared.wanted.store(u64::MAX, Ordering::SeqCst);
+            self.finished.send_replace(total);
+        }
+        self.export_metrics();
     }
 
     fn on_incoming(&mut self, broker: usize, msg: Incoming) {
@@ -903,6 +963,7 @@ impl Loop {
             args,
             stage: Stage::Delayed,
             dup_key: None,
+            span: call_span(&uuid, task.name()),
         };
         if let Some(d) = delay {
             p.call.queued_at = Some(now_epoch());
@@ -976,7 +1037,14 @@ impl Loop {
                         "discarded: a duplicate is already running or waiting (on_duplicate = {})",
                         policy.as_str()
                     );
-                    self.record(p.call, Outcome::Discarded, Some(reason), None, now_epoch());
+                    self.record(
+                        &p.span,
+                        p.call,
+                        Outcome::Discarded,
+                        Some(reason),
+                        None,
+                        now_epoch(),
+                    );
                 }
                 self.drop_dup_state_if_idle(&dk);
             }
@@ -1082,7 +1150,7 @@ impl Loop {
                 if let Some(dk) = &p.dup_key {
                     self.release_dup(dk);
                 }
-                self.record(p.call, outcome, error, result, at);
+                self.record(&p.span, p.call, outcome, error, result, at);
                 self.dispatch_queue();
             }
             PoolEvent::Ready => self.dispatch_queue(),
@@ -1124,7 +1192,39 @@ impl Loop {
                 self.release_dup(dk);
             }
         }
-        self.record(p.call, outcome, Some(reason.to_owned()), None, now_epoch());
+        self.record(
+            &p.span,
+            p.call,
+            outcome,
+            Some(reason.to_owned()),
+            None,
+            now_epoch(),
+        );
+    }
+
+    /// Once a second: expire partial chunked messages, export metrics.
+    fn on_tick(&mut self) {
+        self.expire_chunks();
+        self.flush_finished();
+        self.export_metrics();
+        let workers = self.pool.workers();
+        self.metrics.gauges(
+            self.waiting_count(),
+            self.queue.len(),
+            self.running,
+            self.assembler.partial_count(),
+            &workers,
+        );
+    }
+
+    fn export_metrics(&mut self) {
+        let c = &self.counters;
+        self.metrics.sync(crate::metrics::Counts {
+            received: c.received,
+            control: c.control,
+            dispatched: c.dispatched,
+            finished: &c.by_outcome,
+        });
     }
 
     fn expire_chunks(&mut self) {
@@ -1166,6 +1266,22 @@ impl Loop {
                     Err(reason) => json!({ "error": reason }),
                 },
                 Err(e) => json!({ "error": format!("control_data is not a task message: {e}") }),
+            },
+            "set_log_level" => match (data.get("level").and_then(Value::as_str), &self.log_control)
+            {
+                (Some(level), Some(ctl)) => match ctl.set_level(level) {
+                    Ok(previous) => {
+                        tracing::info!(%level, %previous, "log level changed");
+                        json!({ "level": level, "previous_level": previous })
+                    }
+                    Err(e) => json!({ "error": format!("log level {level:?} refused: {e}") }),
+                },
+                (None, _) => {
+                    json!({ "error": "set_log_level needs control_data {\"level\": \"<filter>\"}, e.g. {\"level\": \"debug\"}" })
+                }
+                (Some(_), None) => {
+                    json!({ "error": "this service has no log level control (ServiceBuilder::log_control)" })
+                }
             },
             other => json!({ "error": format!("No control method {other}") }),
         }
@@ -1342,6 +1458,11 @@ fn message_json(call: &Call) -> Value {
         "kwargs": call.kwargs,
         "time_pub": call.time_pub,
     })
+}
+
+/// The span of one Call.
+fn call_span(uuid: &str, task: &str) -> tracing::Span {
+    tracing::info_span!("call", uuid = %uuid, task = %task)
 }
 
 async fn sleep_until(at: Option<Instant>) {

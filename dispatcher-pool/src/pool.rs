@@ -17,15 +17,16 @@ use dispatcher_core::pool::{CallKey, Dispatched, Job, Pool, PoolEvent, PoolEvent
 use dispatcher_core::{Outcome, WorkerState, WorkerStatus};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    encode, FromWorker, ToWorker, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID, MAX_FRAME,
+    encode, encode_run, FromWorker, ToWorker, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID, MAX_FRAME,
 };
 
 /// Settings of a [`ProcessPool`].
@@ -87,6 +88,8 @@ impl Default for ProcessPoolConfig {
 pub struct ProcessPool {
     config: ProcessPoolConfig,
     inner: Option<Arc<Inner>>,
+    /// Reused buffer for encoding `Run` frames.
+    wbuf: Vec<u8>,
 }
 
 impl ProcessPool {
@@ -105,6 +108,7 @@ impl ProcessPool {
         ProcessPool {
             config,
             inner: None,
+            wbuf: Vec::with_capacity(1024),
         }
     }
 
@@ -120,23 +124,103 @@ impl ProcessPool {
     }
 }
 
+/// What a worker's supervisor is told.
 #[derive(Debug)]
 enum Cmd {
+    /// End the job `key` if it still runs, with this outcome and error.
     Cancel(CallKey, Outcome, String),
+    /// The job `key` started at `.1` and may run for `.2`.
+    Deadline(CallKey, tokio::time::Instant, Duration),
+    /// Ping the worker if it is idle.
     Ping,
+    /// Ask the worker to exit.
     Stop,
+    /// The connection is broken: end the worker (it is replaced).
+    Replace(String),
+}
+
+/// The job a worker runs.
+#[derive(Debug)]
+struct Running {
+    key: CallKey,
+    uuid: String,
+    task: &'static str,
+}
+
+/// The sending side of a worker's socket.
+///
+/// Frames are written by whoever holds the pool's state lock, without waiting: the service
+/// (`try_dispatch`) writes a job straight into the socket, so a dispatch costs no hop through
+/// another task. What the socket cannot take at once goes to `backlog`, which the worker's
+/// supervisor writes when the socket has room; while it is not empty, later frames queue behind
+/// it, so frames never interleave.
+#[derive(Debug)]
+struct Link {
+    wr: Arc<OwnedWriteHalf>,
+    backlog: Vec<u8>,
+    flush: Arc<Notify>,
+}
+
+impl Link {
+    /// Writes `frame` now or queues it behind the backlog. An error means nothing of it was
+    /// written and the connection is broken.
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        if !self.backlog.is_empty() {
+            self.backlog.extend_from_slice(frame);
+            return Ok(());
+        }
+        let mut written = 0;
+        while written < frame.len() {
+            match self.wr.try_write(&frame[written..]) {
+                Ok(0) => {
+                    if written == 0 {
+                        return Err(std::io::ErrorKind::WriteZero.into());
+                    }
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Part of the frame is out: the rest goes to the backlog, whose writer meets
+                // the same error and ends the worker.
+                Err(_) if written > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if written < frame.len() {
+            self.backlog.extend_from_slice(&frame[written..]);
+            self.flush.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes as much of the backlog as the socket takes now; true when it is empty.
+    fn write_backlog(&mut self) -> std::io::Result<bool> {
+        while !self.backlog.is_empty() {
+            match self.wr.try_write(&self.backlog) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.backlog.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 }
 
 #[derive(Debug)]
 struct Slot {
     pid: u32,
     status: WorkerState,
-    running: Option<(CallKey, String, &'static str)>,
+    running: Option<Running>,
     finished: u64,
     started: Instant,
     idle_since: Instant,
     cmd: Option<mpsc::Sender<Cmd>>,
-    jobs: Option<mpsc::Sender<Job>>,
+    link: Option<Link>,
 }
 
 #[derive(Debug, Default)]
@@ -199,7 +283,7 @@ impl Inner {
                     started: now,
                     idle_since: now,
                     cmd: None,
-                    jobs: None,
+                    link: None,
                 },
             );
             let inner = self.clone();
@@ -281,8 +365,10 @@ impl Inner {
                 secs: timeout.as_secs_f64(),
             });
         };
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let (job_tx, job_rx) = mpsc::channel(1);
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (rd, wr) = stream.into_split();
+        let wr = Arc::new(wr);
+        let flush = Arc::new(Notify::new());
         {
             let mut state = self.lock();
             match state.workers.get_mut(&id) {
@@ -290,7 +376,11 @@ impl Inner {
                     slot.pid = pid;
                     slot.status = WorkerState::Idle;
                     slot.cmd = Some(cmd_tx);
-                    slot.jobs = Some(job_tx);
+                    slot.link = Some(Link {
+                        wr: wr.clone(),
+                        backlog: Vec::new(),
+                        flush: flush.clone(),
+                    });
                     slot.started = Instant::now();
                     slot.idle_since = Instant::now();
                 }
@@ -299,40 +389,42 @@ impl Inner {
         }
         tracing::debug!(worker = id, pid, "worker ready");
         let _ = self.events.send(PoolEvent::Ready).await;
-        tokio::spawn(self.supervise(id, pid, child, stream, cmd_rx, job_rx));
+        tokio::spawn(self.supervise(id, pid, child, rd, wr, flush, cmd_rx));
         Ok(())
     }
 
-    /// Owns one worker: its socket, its process, its current job.
+    /// Owns one worker: reads its socket, watches its process, enforces its job's deadline,
+    /// pings it, and writes what the socket could not take at once. Jobs are written by
+    /// `try_dispatch`; the job a worker runs is `Slot::running`, under the state lock.
+    #[allow(clippy::too_many_arguments)]
     async fn supervise(
         self: Arc<Self>,
         id: u32,
         pid: u32,
         mut child: Child,
-        stream: UnixStream,
+        rd: OwnedReadHalf,
+        wr: Arc<OwnedWriteHalf>,
+        flush: Arc<Notify>,
         mut cmds: mpsc::Receiver<Cmd>,
-        mut jobs: mpsc::Receiver<Job>,
     ) {
-        let (rd, mut wr) = stream.into_split();
         let mut frames = FrameReader::new(rd);
-        let mut wbuf = Vec::with_capacity(1024);
-        let mut running: Option<(CallKey, Instant, Option<Duration>)> = None;
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut deadline: Option<(CallKey, tokio::time::Instant, Duration)> = None;
         let mut ping: Option<(u64, tokio::time::Instant)> = None;
         let mut ping_n = 0u64;
-        // How this worker ended: None = keep going.
+        // How this worker ended.
         let end: End = loop {
             let ping_deadline = ping.map(|(_, d)| d);
+            let job_deadline = deadline.map(|(_, d, _)| d);
             tokio::select! {
                 frame = frames.next() => match frame {
                     Ok(Some(FromWorker::Done { key, outcome, result, error })) => {
-                        if running.is_none_or(|(k, _, _)| k != key) {
+                        let Some(recycle) = self.job_done(id, key) else {
                             tracing::warn!(worker = id, key, "worker reported a job it was not given");
                             continue;
+                        };
+                        if deadline.is_some_and(|(k, _, _)| k == key) {
+                            deadline = None;
                         }
-                        running = None;
-                        deadline = None;
-                        let recycle = self.job_done(id);
                         let _ = self.events.send(PoolEvent::Finished { key, outcome, result, error, at: now_epoch() }).await;
                         if recycle {
                             break End::Stop;
@@ -353,49 +445,59 @@ impl Inner {
                         break End::Kill(None);
                     }
                 },
-                Some(job) = jobs.recv() => {
-                    {
-                        let timeout = job.task.config().timeout;
-                        let frame = ToWorker::Run { key: job.key, uuid: job.uuid, task: job.task.name().to_owned(), args: job.args };
-                        wbuf.clear();
-                        let sent = match encode(&frame, &mut wbuf) {
-                            Ok(()) => wr.write_all(&wbuf).await.map_err(Error::Io),
-                            Err(e) => Err(e),
-                        };
-                        running = Some((job.key, Instant::now(), timeout));
-                        if let Err(e) = sent {
-                            tracing::warn!(worker = id, error = %e, "could not send a job to the worker");
-                            break End::Kill(Some((Outcome::WorkerLost, format!("could not send the job to worker {id}: {e}"))));
-                        }
-                        deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-                    }
-                },
                 cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Deadline(key, at, limit)) => {
+                        // The job may have ended already: then there is nothing to time.
+                        if self.runs(id, key) {
+                            deadline = Some((key, at, limit));
+                        }
+                    }
                     Some(Cmd::Cancel(key, outcome, reason)) => {
-                        if running.is_some_and(|(k, _, _)| k == key) {
-                            break End::Kill(Some((outcome, reason)));
+                        if self.runs(id, key) {
+                            break End::Kill(Some((key, outcome, reason)));
                         }
                     }
                     Some(Cmd::Ping) => {
-                        if ping.is_none() && running.is_none() {
+                        if ping.is_none() {
                             ping_n += 1;
-                            wbuf.clear();
-                            if encode(&ToWorker::Ping { n: ping_n }, &mut wbuf).is_ok() && wr.write_all(&wbuf).await.is_ok() {
-                                ping = Some((ping_n, tokio::time::Instant::now() + self.config.health_timeout));
-                            } else {
-                                break End::Kill(None);
+                            match self.ping(id, ping_n) {
+                                Ok(true) => ping = Some((ping_n, tokio::time::Instant::now() + self.config.health_timeout)),
+                                Ok(false) => {}
+                                Err(e) => {
+                                    tracing::warn!(worker = id, error = %e, "could not ping the worker");
+                                    break End::Kill(None);
+                                }
                             }
                         }
                     }
+                    Some(Cmd::Replace(why)) => {
+                        tracing::warn!(worker = id, pid, "{why}; replacing the worker");
+                        break End::Kill(None);
+                    }
                     Some(Cmd::Stop) | None => break End::Stop,
                 },
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    let limit = running.and_then(|(_, _, t)| t).unwrap_or_default();
-                    break End::Kill(Some((Outcome::Timeout, format!("timed out after {:.3}s", limit.as_secs_f64()))));
+                () = flush.notified() => {
+                    if let Err(e) = self.write_backlog(id, &wr).await {
+                        tracing::warn!(worker = id, error = %e, "could not write to the worker");
+                        break End::Kill(None);
+                    }
                 }
-                _ = sleep_until(ping_deadline), if ping_deadline.is_some() && running.is_none() => {
-                    tracing::warn!(worker = id, pid, "worker did not answer a health ping in time; replacing it");
-                    break End::Kill(None);
+                _ = sleep_until(job_deadline), if job_deadline.is_some() => {
+                    if let Some((key, _, limit)) = deadline.take() {
+                        if self.runs(id, key) {
+                            break End::Kill(Some((key, Outcome::Timeout, format!("timed out after {:.3}s", limit.as_secs_f64()))));
+                        }
+                    }
+                }
+                _ = sleep_until(ping_deadline), if ping_deadline.is_some() => {
+                    // A job given after the ping is answered after it: wait for the job's end
+                    // (or its timeout) instead.
+                    if self.busy(id) {
+                        ping = None;
+                    } else {
+                        tracing::warn!(worker = id, pid, "worker did not answer a health ping in time; replacing it");
+                        break End::Kill(None);
+                    }
                 }
                 status = child.wait() => {
                     let how = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
@@ -404,17 +506,24 @@ impl Inner {
             }
         };
         self.mark_stopping(id);
+        // The job (if any) is known now for good: a stopping worker gets no new one, and its
+        // `Done` can no longer arrive (this task stopped reading).
+        let running_key = self.running_key(id);
         let report: Option<(Outcome, String)> = match end {
             End::Stop => {
-                wbuf.clear();
-                if encode(&ToWorker::Stop, &mut wbuf).is_ok() {
-                    let _ = wr.write_all(&wbuf).await;
+                let mut stop = Vec::new();
+                if encode(&ToWorker::Stop, &mut stop).is_ok() {
+                    let sent = self.send_frame(id, &stop).is_ok();
+                    if sent {
+                        let grace = self.config.kill_grace;
+                        let _ = tokio::time::timeout(grace, self.write_backlog(id, &wr)).await;
+                    }
                 }
                 let grace = self.config.kill_grace;
                 if tokio::time::timeout(grace * 2, child.wait()).await.is_err() {
                     terminate(&mut child, pid, grace).await;
                 }
-                running.map(|_| {
+                running_key.map(|_| {
                     (
                         Outcome::WorkerLost,
                         format!("worker {id} stopped while running the job"),
@@ -423,14 +532,17 @@ impl Inner {
             }
             End::Kill(reason) => {
                 terminate(&mut child, pid, self.config.kill_grace).await;
-                reason.or_else(|| {
-                    running.map(|_| {
+                match reason {
+                    Some((key, outcome, error)) if running_key == Some(key) => {
+                        Some((outcome, error))
+                    }
+                    _ => running_key.map(|_| {
                         (
                             Outcome::WorkerLost,
                             format!("worker {id} (pid {pid}) was replaced"),
                         )
-                    })
-                })
+                    }),
+                }
             }
             End::Died => {
                 let how = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
@@ -440,14 +552,14 @@ impl Inner {
                         "closed its socket".to_owned()
                     }
                 };
-                running.map(|_| {
+                running_key.map(|_| {
                     (
                         Outcome::WorkerLost,
                         format!("worker {id} (pid {pid}) {how} while running the job"),
                     )
                 })
             }
-            End::Exited(how) => running.map(|_| {
+            End::Exited(how) => running_key.map(|_| {
                 (
                     Outcome::WorkerLost,
                     format!("worker {id} (pid {pid}) exited with {how} while running the job"),
@@ -455,11 +567,12 @@ impl Inner {
             }),
         };
         let min = self.config.min_workers;
-        {
+        let running = {
             let mut state = self.lock();
-            state.workers.remove(&id);
-        }
-        if let (Some((key, _, _)), Some((outcome, error))) = (running, report) {
+            state.workers.remove(&id).and_then(|s| s.running)
+        };
+        if let (Some(r), Some((outcome, error))) = (running, report) {
+            let key = r.key;
             tracing::warn!(worker = id, pid, key, %outcome, %error, "job ended with its worker");
             let _ = self
                 .events
@@ -475,12 +588,14 @@ impl Inner {
         self.grow_to(min);
     }
 
-    /// A job finished on worker `id`: mark it idle; true when it must be recycled now.
-    fn job_done(&self, id: u32) -> bool {
+    /// A job finished on worker `id`: mark it idle. `None` when `key` is not the job it runs;
+    /// else whether the worker must be recycled now.
+    fn job_done(&self, id: u32, key: CallKey) -> Option<bool> {
         let mut state = self.lock();
-        let Some(slot) = state.workers.get_mut(&id) else {
-            return false;
-        };
+        let slot = state.workers.get_mut(&id)?;
+        if slot.running.as_ref().is_none_or(|r| r.key != key) {
+            return None;
+        }
         slot.running = None;
         slot.finished += 1;
         slot.idle_since = Instant::now();
@@ -497,7 +612,68 @@ impl Inner {
         } else {
             WorkerState::Idle
         };
-        recycle
+        Some(recycle)
+    }
+
+    /// True when worker `id` runs the job `key`.
+    fn runs(&self, id: u32, key: CallKey) -> bool {
+        self.running_key(id) == Some(key)
+    }
+
+    /// The job worker `id` runs.
+    fn running_key(&self, id: u32) -> Option<CallKey> {
+        self.lock()
+            .workers
+            .get(&id)
+            .and_then(|s| s.running.as_ref().map(|r| r.key))
+    }
+
+    /// True when worker `id` runs a job.
+    fn busy(&self, id: u32) -> bool {
+        self.running_key(id).is_some()
+    }
+
+    /// Sends a ping to worker `id` when it is idle; true when sent.
+    fn ping(&self, id: u32, n: u64) -> Result<bool> {
+        let mut frame = Vec::with_capacity(32);
+        encode(&ToWorker::Ping { n }, &mut frame)?;
+        let mut state = self.lock();
+        let Some(slot) = state.workers.get_mut(&id) else {
+            return Ok(false);
+        };
+        if slot.running.is_some() || slot.status != WorkerState::Idle {
+            return Ok(false);
+        }
+        match slot.link.as_mut() {
+            Some(link) => link.send(&frame).map(|()| true).map_err(Error::Io),
+            None => Ok(false),
+        }
+    }
+
+    /// Writes (or queues) a frame to worker `id`.
+    fn send_frame(&self, id: u32, frame: &[u8]) -> Result<()> {
+        let mut state = self.lock();
+        match state.workers.get_mut(&id).and_then(|s| s.link.as_mut()) {
+            Some(link) => link.send(frame).map_err(Error::Io),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes worker `id`'s backlog, waiting for room in its socket as needed.
+    async fn write_backlog(&self, id: u32, wr: &OwnedWriteHalf) -> Result<()> {
+        loop {
+            let done = {
+                let mut state = self.lock();
+                match state.workers.get_mut(&id).and_then(|s| s.link.as_mut()) {
+                    Some(link) => link.write_backlog().map_err(Error::Io)?,
+                    None => true,
+                }
+            };
+            if done {
+                return Ok(());
+            }
+            wr.writable().await.map_err(Error::Io)?;
+        }
     }
 
     fn mark_stopping(&self, id: u32) {
@@ -593,7 +769,8 @@ impl Inner {
 
 enum End {
     Stop,
-    Kill(Option<(Outcome, String)>),
+    /// End the worker; the job `.0`, if it still runs, ends with outcome `.1` and error `.2`.
+    Kill(Option<(CallKey, Outcome, String)>),
     Died,
     Exited(String),
 }
@@ -727,6 +904,15 @@ async fn terminate(child: &mut Child, pid: u32, grace: Duration) {
     }
 }
 
+/// Sends `cmd` to a supervisor without waiting (from a task when its channel is full).
+fn tell(to: mpsc::Sender<Cmd>, cmd: Cmd) {
+    if let Err(mpsc::error::TrySendError::Full(c)) = to.try_send(cmd) {
+        tokio::spawn(async move {
+            let _ = to.send(c).await;
+        });
+    }
+}
+
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -825,31 +1011,78 @@ impl Pool for ProcessPool {
         let Some(inner) = &self.inner else {
             return Err(job);
         };
+        // Encoded before taking the lock; written into the worker's socket under it.
+        self.wbuf.clear();
+        let encoded = encode_run(
+            job.key,
+            &job.uuid,
+            job.task.name(),
+            &job.args,
+            &mut self.wbuf,
+        );
         let mut state = inner.lock();
-        let Some((id, slot)) = state
-            .workers
-            .iter_mut()
-            .find(|(_, s)| s.status == WorkerState::Idle && s.jobs.is_some())
-        else {
-            return Err(job);
-        };
-        let Some(jobs) = &slot.jobs else {
-            return Err(job);
-        };
-        let running = (job.key, job.uuid.clone(), job.task.name());
-        match jobs.try_send(job) {
-            Ok(()) => {
-                slot.status = WorkerState::Busy;
-                slot.running = Some(running);
-                Ok(Dispatched {
-                    worker_id: *id,
-                    pid: slot.pid,
-                })
+        let mut broken = Vec::new();
+        let mut placed = None;
+        for (id, slot) in state.workers.iter_mut() {
+            if slot.status != WorkerState::Idle {
+                continue;
             }
-            Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
-                Err(job)
+            let Some(link) = slot.link.as_mut() else {
+                continue;
+            };
+            if let Err(e) = &encoded {
+                // Cannot happen short of a frame over the protocol's limit: the job fails, as
+                // a job its worker could not be sent does, and the worker is replaced.
+                let why = format!("could not send the job to worker {id}: {e}");
+                placed = Some((*id, slot.pid, Some(why)));
+                break;
+            }
+            match link.send(&self.wbuf) {
+                Ok(()) => {
+                    placed = Some((*id, slot.pid, None));
+                    break;
+                }
+                Err(e) => {
+                    // Nothing reached it: keep the job for another worker, replace this one.
+                    slot.status = WorkerState::Stopping;
+                    if let Some(cmd) = slot.cmd.clone() {
+                        broken.push((cmd, format!("could not write to worker {id}: {e}")));
+                    }
+                }
             }
         }
+        let result = match placed {
+            Some((worker_id, pid, failed)) => {
+                let slot = state.workers.get_mut(&worker_id);
+                let cmd = slot.as_ref().and_then(|s| s.cmd.clone());
+                if let Some(slot) = slot {
+                    slot.status = WorkerState::Busy;
+                    slot.running = Some(Running {
+                        key: job.key,
+                        uuid: job.uuid,
+                        task: job.task.name(),
+                    });
+                }
+                drop(state);
+                if let Some(cmd) = cmd {
+                    if let Some(why) = failed {
+                        tell(cmd, Cmd::Cancel(job.key, Outcome::WorkerLost, why));
+                    } else if let Some(limit) = job.task.config().timeout {
+                        let at = tokio::time::Instant::now() + limit;
+                        tell(cmd, Cmd::Deadline(job.key, at, limit));
+                    }
+                }
+                Ok(Dispatched { worker_id, pid })
+            }
+            None => {
+                drop(state);
+                Err(job)
+            }
+        };
+        for (cmd, why) in broken {
+            tell(cmd, Cmd::Replace(why));
+        }
+        result
     }
 
     fn cancel(&mut self, key: CallKey) -> bool {
@@ -860,18 +1093,16 @@ impl Pool for ProcessPool {
         let Some(cmd) = state
             .workers
             .values()
-            .find(|s| s.running.as_ref().is_some_and(|r| r.0 == key))
+            .find(|s| s.running.as_ref().is_some_and(|r| r.key == key))
             .and_then(|s| s.cmd.clone())
         else {
             return false;
         };
         drop(state);
-        let sent = cmd.try_send(Cmd::Cancel(key, Outcome::Canceled, "canceled".to_owned()));
-        if let Err(mpsc::error::TrySendError::Full(c)) = sent {
-            tokio::spawn(async move {
-                let _ = cmd.send(c).await;
-            });
-        }
+        tell(
+            cmd,
+            Cmd::Cancel(key, Outcome::Canceled, "canceled".to_owned()),
+        );
         true
     }
 
@@ -888,8 +1119,8 @@ impl Pool for ProcessPool {
                 pid: s.pid,
                 status: s.status,
                 finished_count: s.finished,
-                current_task: s.running.as_ref().map(|r| r.2.to_owned()),
-                current_task_uuid: s.running.as_ref().map(|r| r.1.clone()),
+                current_task: s.running.as_ref().map(|r| r.task.to_owned()),
+                current_task_uuid: s.running.as_ref().map(|r| r.uuid.clone()),
                 age: s.started.elapsed().as_secs_f64(),
             })
             .collect()
@@ -925,7 +1156,11 @@ impl Pool for ProcessPool {
             .lock()
             .workers
             .values()
-            .filter_map(|s| s.cmd.clone().map(|c| (s.running.as_ref().map(|r| r.0), c)))
+            .filter_map(|s| {
+                s.cmd
+                    .clone()
+                    .map(|c| (s.running.as_ref().map(|r| r.key), c))
+            })
             .collect();
         for (running, cmd) in cmds {
             let c = match running {

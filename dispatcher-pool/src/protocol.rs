@@ -98,6 +98,34 @@ pub fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// Encodes a [`ToWorker::Run`] frame into `buf` from borrowed parts (the same bytes as encoding
+/// the enum, without building it).
+pub fn encode_run(
+    key: u64,
+    uuid: &str,
+    task: &str,
+    args: &[Value],
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    #[derive(Serialize)]
+    #[serde(tag = "t", rename = "run")]
+    struct Run<'a> {
+        key: u64,
+        uuid: &'a str,
+        task: &'a str,
+        args: &'a [Value],
+    }
+    encode(
+        &Run {
+            key,
+            uuid,
+            task,
+            args,
+        },
+        buf,
+    )
+}
+
 /// Reads one frame body (blocking). `Ok(None)` at a clean end of stream.
 pub fn read_frame_blocking(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<()>> {
     let mut len = [0u8; 4];
@@ -122,4 +150,30 @@ pub fn write_frame_blocking<T: Serialize>(w: &mut impl Write, msg: &T) -> Result
     encode(msg, &mut buf)?;
     w.write_all(&buf).map_err(Error::Io)?;
     w.flush().map_err(Error::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_run_matches_the_enum() {
+        let args = vec![Value::from(1), Value::from("x")];
+        let mut a = Vec::new();
+        encode_run(7, "u-1", "t.x", &args, &mut a).unwrap();
+        let mut b = Vec::new();
+        encode(
+            &ToWorker::Run {
+                key: 7,
+                uuid: "u-1".into(),
+                task: "t.x".into(),
+                args,
+            },
+            &mut b,
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        let back: ToWorker = serde_json::from_slice(&a[4..]).unwrap();
+        assert!(matches!(back, ToWorker::Run { key: 7, .. }));
+    }
 }

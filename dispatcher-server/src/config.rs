@@ -1,0 +1,397 @@
+//! The service's configuration file (TOML).
+//!
+//! Every key is optional except `broker.url` (which `DATABASE_URL` may supply); unknown keys and
+//! bad values are errors that name the key and the expected form.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A complete example, the one the README shows (every key with its default or an example).
+pub const EXAMPLE: &str = r#"# Name of this service in replies and Calls (default: <hostname>-<pid>).
+node_id = "worker-1"
+# Channels to listen on.
+channels = ["dispatcher"]
+# Finished Calls kept for the `history` command.
+history_size = 10000
+# Most Calls waiting at once (delayed + blocked + queued); more are rejected.
+max_waiting = 100000
+# Seconds running Calls may finish at shutdown before they are ended.
+shutdown_grace = 30.0
+# Log filter (tracing-subscriber EnvFilter syntax); the set_log_level command changes it.
+log_level = "info"
+
+[broker]
+# PostgreSQL connection URL or key=value string. DATABASE_URL, when set, takes precedence.
+url = "postgres://postgres@127.0.0.1:5432/postgres"
+# Connections used to publish (replies, batches).
+publish_connections = 1
+# Seconds between self-checks of the LISTEN connection, and the bound on each.
+self_check_interval = 2.0
+self_check_timeout = 3.0
+
+[pool]
+# Worker processes: at least min_workers, up to max_workers under queue pressure.
+min_workers = 4
+max_workers = 4
+# Replace a worker after this many Calls or this many seconds (omit: never).
+max_tasks_per_worker = 10000
+max_worker_age = 3600.0
+# Seconds an extra idle worker waits before it is stopped.
+scale_down_after = 30.0
+# Seconds between SIGTERM and SIGKILL when a worker is ended.
+kill_grace = 1.0
+# Seconds between health pings of idle workers, and the bound on each.
+health_interval = 5.0
+health_timeout = 2.0
+
+[metrics]
+# Serve Prometheus metrics on http://<address>/metrics (omit the section: no endpoint).
+address = "127.0.0.1:9187"
+"#;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Node id.
+    pub node_id: Option<String>,
+    /// Channels to listen on. Default `["dispatcher"]`.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<String>,
+    /// History size. Default 10,000.
+    #[serde(default = "default_history")]
+    pub history_size: usize,
+    /// Most waiting Calls. Default 100,000.
+    #[serde(default = "default_waiting")]
+    pub max_waiting: usize,
+    /// Shutdown grace in seconds. Default 30.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: f64,
+    /// Log filter. Default `info`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// The broker.
+    #[serde(default)]
+    pub broker: BrokerSection,
+    /// The worker pool.
+    #[serde(default)]
+    pub pool: PoolSection,
+    /// The metrics endpoint.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[broker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BrokerSection {
+    /// Connection URL (or `DATABASE_URL`).
+    pub url: Option<String>,
+    /// Publishing connections. Default 1.
+    #[serde(default = "one")]
+    pub publish_connections: usize,
+    /// Seconds between self-checks. Default 2.
+    #[serde(default = "two")]
+    pub self_check_interval: f64,
+    /// Seconds a self-check may take. Default 3.
+    #[serde(default = "three")]
+    pub self_check_timeout: f64,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            url: None,
+            publish_connections: 1,
+            self_check_interval: 2.0,
+            self_check_timeout: 3.0,
+        }
+    }
+}
+
+/// `[pool]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PoolSection {
+    /// Minimum workers. Default 4.
+    #[serde(default = "four")]
+    pub min_workers: usize,
+    /// Maximum workers. Default 4.
+    #[serde(default = "four")]
+    pub max_workers: usize,
+    /// Recycle after this many Calls.
+    pub max_tasks_per_worker: Option<u64>,
+    /// Recycle after this many seconds.
+    pub max_worker_age: Option<f64>,
+    /// Seconds before an extra idle worker stops. Default 30.
+    #[serde(default = "thirty")]
+    pub scale_down_after: f64,
+    /// Seconds between SIGTERM and SIGKILL. Default 1.
+    #[serde(default = "one_f")]
+    pub kill_grace: f64,
+    /// Seconds between health pings. Default 5.
+    #[serde(default = "five")]
+    pub health_interval: f64,
+    /// Seconds a ping may take. Default 2.
+    #[serde(default = "two")]
+    pub health_timeout: f64,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        PoolSection {
+            min_workers: 4,
+            max_workers: 4,
+            max_tasks_per_worker: None,
+            max_worker_age: None,
+            scale_down_after: 30.0,
+            kill_grace: 1.0,
+            health_interval: 5.0,
+            health_timeout: 2.0,
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsSection {
+    /// `host:port` to serve `/metrics` on.
+    pub address: String,
+}
+
+fn default_channels() -> Vec<String> {
+    vec!["dispatcher".to_owned()]
+}
+fn default_history() -> usize {
+    10_000
+}
+fn default_waiting() -> usize {
+    100_000
+}
+fn default_grace() -> f64 {
+    30.0
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn two() -> f64 {
+    2.0
+}
+fn three() -> f64 {
+    3.0
+}
+fn four() -> usize {
+    4
+}
+fn five() -> f64 {
+    5.0
+}
+fn thirty() -> f64 {
+    30.0
+}
+
+/// Seconds from the file as a duration; `key` names it in the error.
+pub(crate) fn seconds(key: &str, v: f64) -> Result<Duration> {
+    if !v.is_finite() || v <= 0.0 || v > 1e9 {
+        return Err(Error::Config(format!(
+            "`{key}` must be a number of seconds above 0, e.g. `{key} = 2.5`; got {v}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            node_id: None,
+            channels: default_channels(),
+            history_size: default_history(),
+            max_waiting: default_waiting(),
+            shutdown_grace: default_grace(),
+            log_level: default_log_level(),
+            broker: BrokerSection::default(),
+            pool: PoolSection::default(),
+            metrics: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parses TOML text and checks every value.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let c: ServerConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        ServerConfig::from_toml(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies environment overrides: `DATABASE_URL` replaces `broker.url`.
+    pub fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !url.is_empty() {
+                self.broker.url = Some(url);
+            }
+        }
+    }
+
+    /// Checks every value; errors name the key and the expected form.
+    pub fn validate(&self) -> Result<()> {
+        if self.channels.is_empty() {
+            return Err(Error::Config(
+                "`channels` must list at least one channel, e.g. `channels = [\"dispatcher\"]`"
+                    .into(),
+            ));
+        }
+        for c in &self.channels {
+            dispatcher_core::broker::validate_channel(c)
+                .map_err(|e| Error::Config(format!("`channels`: {e}")))?;
+        }
+        if self.history_size == 0 {
+            return Err(Error::Config("`history_size` must be at least 1".into()));
+        }
+        if self.max_waiting == 0 {
+            return Err(Error::Config("`max_waiting` must be at least 1".into()));
+        }
+        seconds("shutdown_grace", self.shutdown_grace)?;
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
+            Error::Config(format!(
+                "`log_level` {:?} is not a valid filter (e.g. \"info\" or \"info,dispatcher_core=debug\"): {e}",
+                self.log_level
+            ))
+        })?;
+        let b = &self.broker;
+        if b.publish_connections == 0 {
+            return Err(Error::Config(
+                "`broker.publish_connections` must be at least 1".into(),
+            ));
+        }
+        seconds("broker.self_check_interval", b.self_check_interval)?;
+        seconds("broker.self_check_timeout", b.self_check_timeout)?;
+        let p = &self.pool;
+        if p.max_workers == 0 {
+            return Err(Error::Config(
+                "`pool.max_workers` must be at least 1".into(),
+            ));
+        }
+        if p.min_workers > p.max_workers {
+            return Err(Error::Config(format!(
+                "`pool.min_workers` ({}) must not exceed `pool.max_workers` ({})",
+                p.min_workers, p.max_workers
+            )));
+        }
+        if p.max_tasks_per_worker == Some(0) {
+            return Err(Error::Config(
+                "`pool.max_tasks_per_worker` must be at least 1 (omit it for no limit)".into(),
+            ));
+        }
+        if let Some(a) = p.max_worker_age {
+            seconds("pool.max_worker_age", a)?;
+        }
+        seconds("pool.scale_down_after", p.scale_down_after)?;
+        seconds("pool.kill_grace", p.kill_grace)?;
+        seconds("pool.health_interval", p.health_interval)?;
+        seconds("pool.health_timeout", p.health_timeout)?;
+        if let Some(m) = &self.metrics {
+            m.address.parse::<SocketAddr>().map_err(|e| {
+                Error::Config(format!(
+                    "`metrics.address` {:?} is not host:port (e.g. \"127.0.0.1:9187\"): {e}",
+                    m.address
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses() {
+        let c = ServerConfig::from_toml(EXAMPLE).unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("worker-1"));
+        assert_eq!(c.pool.max_tasks_per_worker, Some(10000));
+        assert_eq!(c.metrics.unwrap().address, "127.0.0.1:9187");
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = ServerConfig::from_toml("").unwrap();
+        assert_eq!(c.channels, ["dispatcher"]);
+        assert_eq!(c.history_size, 10_000);
+        assert_eq!(c.pool.min_workers, 4);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = ServerConfig::from_toml("colour = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = ServerConfig::from_toml("[pool]\nworkers = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `workers`") && e.contains("min_workers"),
+            "{e}"
+        );
+        let e = ServerConfig::from_toml("[metric]\naddress = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `metric`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_form() {
+        let cases = [
+            ("history_size = \"lots\"", "invalid type"),
+            (
+                "shutdown_grace = -1",
+                "`shutdown_grace` must be a number of seconds above 0",
+            ),
+            (
+                "[pool]\nmin_workers = 5\nmax_workers = 2",
+                "`pool.min_workers` (5) must not exceed `pool.max_workers` (2)",
+            ),
+            ("[pool]\nkill_grace = 0", "`pool.kill_grace`"),
+            (
+                "[metrics]\naddress = \"nowhere\"",
+                "`metrics.address` \"nowhere\" is not host:port",
+            ),
+            ("channels = []", "`channels` must list at least one channel"),
+            ("channels = [\"\"]", "invalid channel name"),
+            ("log_level = \"info,[\"", "`log_level`"),
+            (
+                "[broker]\nself_check_interval = 0",
+                "`broker.self_check_interval`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = ServerConfig::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in `dispatcher-server`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The metrics endpoint could not be started.
+    #[error("metrics endpoint on {address}: {reason}")]
+    Metrics {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The service failed.
+    #[error(transparent)]
+    Service(#[from] dispatcher_core::Error),
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] dispatcher_broker_pg::Error),
+    /// Signal handling could not be set up.
+    #[error("signal handling: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
