@@ -1,5 +1,6 @@
 //! The [`Pool`] trait: where dispatched Calls run.
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -128,6 +129,20 @@ pub trait Pool: Send + 'static {
         let _ = waiting;
     }
 
+    /// Events the pool hands over in the service's own task, besides the events channel.
+    ///
+    /// The service loop polls this whenever it waits. A pool that reads its workers here (as
+    /// the process pool reads their sockets) spares every Call a hop through another task and
+    /// the events channel. Push the events to `events` and return `Ready(())` when there are
+    /// any; otherwise register `cx`'s waker with the sources and return `Pending`. Events may
+    /// come through either path; each job still ends in exactly one `Finished`.
+    ///
+    /// The default has no such sources: everything comes through the channel.
+    fn poll_events(&mut self, cx: &mut Context<'_>, events: &mut Vec<PoolEvent>) -> Poll<()> {
+        let _ = (cx, events);
+        Poll::Pending
+    }
+
     /// Stops every worker; jobs still running after `grace` are ended and reported `canceled`.
     async fn shutdown(&mut self, grace: Duration);
 }
@@ -148,6 +163,9 @@ impl<P: Pool + ?Sized> Pool for Box<P> {
     }
     fn set_backlog(&mut self, waiting: usize) {
         (**self).set_backlog(waiting)
+    }
+    fn poll_events(&mut self, cx: &mut Context<'_>, events: &mut Vec<PoolEvent>) -> Poll<()> {
+        (**self).poll_events(cx, events)
     }
     async fn shutdown(&mut self, grace: Duration) {
         (**self).shutdown(grace).await

@@ -25,6 +25,9 @@ use crate::publisher::Submission;
 use crate::registry::Registry;
 use crate::task::{OnDuplicate, Task, TaskDescriptor};
 
+/// How many of the newest Calls the `status` command includes.
+const STATUS_HISTORY: u64 = 20;
+
 /// The channel name recorded on Calls that did not come through a broker.
 pub const LOCAL_CHANNEL: &str = "local";
 
@@ -462,7 +465,10 @@ impl ServiceHandle {
             }
             Err(_) => Err(Error::Timeout(
                 timeout,
-                format!("{count} finished Calls ({} finished)", self.finished_count()),
+                format!(
+                    "{count} finished Calls ({} finished)",
+                    self.finished_count()
+                ),
             )),
         }
     }
@@ -613,6 +619,7 @@ impl Loop {
         let mut stop_at: Option<Instant> = None;
         let (resub_tx, mut resubs) = mpsc::channel(self.brokers.len().max(1));
         let mut event_batch = Vec::with_capacity(BATCH);
+        let mut polled = Vec::with_capacity(BATCH);
         let mut command_batch = Vec::with_capacity(BATCH);
         loop {
             let next_delay = self.delayed.peek().map(|Reverse((t, _))| *t);
@@ -623,6 +630,11 @@ impl Loop {
                 // the branch for this turn, as `Some(_) = recv()` would.
                 1.. = events.recv_many(&mut event_batch, BATCH) => {
                     for ev in event_batch.drain(..) {
+                        self.on_pool_event(ev);
+                    }
+                }
+                () = std::future::poll_fn(|cx| self.pool.poll_events(cx, &mut polled)) => {
+                    for ev in polled.drain(..) {
                         self.on_pool_event(ev);
                     }
                 }
@@ -1255,6 +1267,8 @@ impl Loop {
                 "workers": self.workers_status(),
                 "running": self.running(&Map::new()),
                 "metrics": self.metrics(),
+                // The newest Calls only: the whole history is the `history` command's.
+                "history": self.history(&[("limit".to_owned(), json!(STATUS_HISTORY))].into_iter().collect()),
             }),
             "run" => match serde_json::from_value::<TaskMessage>(Value::Object(data.clone())) {
                 Ok(m) => match self.accept_task(m, LOCAL_CHANNEL, None) {
@@ -1379,7 +1393,16 @@ impl Loop {
                 continue;
             };
             let name = match p.stage {
-                Stage::Running => format!("worker-{}", p.call.worker_id.unwrap_or(0)),
+                Stage::Running => match p.call.worker_id {
+                    Some(w) if !out.contains_key(&format!("worker-{w}")) => format!("worker-{w}"),
+                    // A pool without worker ids, or two Calls on one worker: keep both.
+                    _ => {
+                        let n = counts.entry("running").or_default();
+                        let name = format!("running-{n}");
+                        *n += 1;
+                        name
+                    }
+                },
                 other => {
                     let prefix = match other {
                         Stage::Delayed => "delayed",

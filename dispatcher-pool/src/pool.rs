@@ -6,9 +6,11 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,7 +19,7 @@ use dispatcher_core::pool::{CallKey, Dispatched, Job, Pool, PoolEvent, PoolEvent
 use dispatcher_core::{Outcome, WorkerState, WorkerStatus};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
@@ -90,6 +92,8 @@ pub struct ProcessPool {
     inner: Option<Arc<Inner>>,
     /// Reused buffer for encoding `Run` frames.
     wbuf: Vec<u8>,
+    /// The workers' sockets, read in the service's task.
+    readers: Readers,
 }
 
 impl ProcessPool {
@@ -109,6 +113,7 @@ impl ProcessPool {
             config,
             inner: None,
             wbuf: Vec::with_capacity(1024),
+            readers: Readers::default(),
         }
     }
 
@@ -137,6 +142,8 @@ enum Cmd {
     Stop,
     /// The connection is broken: end the worker (it is replaced).
     Replace(String),
+    /// The worker closed its socket.
+    Closed,
 }
 
 /// The job a worker runs.
@@ -221,6 +228,8 @@ struct Slot {
     idle_since: Instant,
     cmd: Option<mpsc::Sender<Cmd>>,
     link: Option<Link>,
+    /// The health ping sent and not answered yet.
+    ping: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -245,6 +254,8 @@ struct Inner {
     /// The first failure to start a worker while the pool itself is starting.
     startup_error: Mutex<Option<Error>>,
     started: AtomicBool,
+    /// Hands the reading side of each new worker's socket to the pool's [`Readers`].
+    conns: mpsc::UnboundedSender<Conn>,
 }
 
 impl Inner {
@@ -284,6 +295,7 @@ impl Inner {
                     idle_since: now,
                     cmd: None,
                     link: None,
+                    ping: None,
                 },
             );
             let inner = self.clone();
@@ -366,6 +378,7 @@ impl Inner {
             });
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let cmd_tx_reader = cmd_tx.clone();
         let (rd, wr) = stream.into_split();
         let wr = Arc::new(wr);
         let flush = Arc::new(Notify::new());
@@ -387,27 +400,30 @@ impl Inner {
                 None => return Ok(()), // removed meanwhile (shutdown); kill_on_drop ends it
             }
         }
+        let _ = self.conns.send(Conn {
+            id,
+            frames: FrameReader::new(rd),
+            cmd: cmd_tx_reader,
+        });
         tracing::debug!(worker = id, pid, "worker ready");
         let _ = self.events.send(PoolEvent::Ready).await;
-        tokio::spawn(self.supervise(id, pid, child, rd, wr, flush, cmd_rx));
+        tokio::spawn(self.supervise(id, pid, child, wr, flush, cmd_rx));
         Ok(())
     }
 
-    /// Owns one worker: reads its socket, watches its process, enforces its job's deadline,
-    /// pings it, and writes what the socket could not take at once. Jobs are written by
-    /// `try_dispatch`; the job a worker runs is `Slot::running`, under the state lock.
-    #[allow(clippy::too_many_arguments)]
+    /// Owns one worker: watches its process, enforces its job's deadline, pings it, and
+    /// writes what its socket could not take at once. Jobs are written by `try_dispatch`, frames
+    /// are read by [`Readers`] in the service's task; the job a worker runs is `Slot::running`,
+    /// under the state lock, and whoever takes it from there reports its end.
     async fn supervise(
         self: Arc<Self>,
         id: u32,
         pid: u32,
         mut child: Child,
-        rd: OwnedReadHalf,
         wr: Arc<OwnedWriteHalf>,
         flush: Arc<Notify>,
         mut cmds: mpsc::Receiver<Cmd>,
     ) {
-        let mut frames = FrameReader::new(rd);
         let mut deadline: Option<(CallKey, tokio::time::Instant, Duration)> = None;
         let mut ping: Option<(u64, tokio::time::Instant)> = None;
         let mut ping_n = 0u64;
@@ -416,35 +432,6 @@ impl Inner {
             let ping_deadline = ping.map(|(_, d)| d);
             let job_deadline = deadline.map(|(_, d, _)| d);
             tokio::select! {
-                frame = frames.next() => match frame {
-                    Ok(Some(FromWorker::Done { key, outcome, result, error })) => {
-                        let Some(recycle) = self.job_done(id, key) else {
-                            tracing::warn!(worker = id, key, "worker reported a job it was not given");
-                            continue;
-                        };
-                        if deadline.is_some_and(|(k, _, _)| k == key) {
-                            deadline = None;
-                        }
-                        let _ = self.events.send(PoolEvent::Finished { key, outcome, result, error, at: now_epoch() }).await;
-                        if recycle {
-                            break End::Stop;
-                        }
-                    }
-                    Ok(Some(FromWorker::Pong { n })) => {
-                        if ping.is_some_and(|(p, _)| p == n) {
-                            ping = None;
-                        }
-                    }
-                    Ok(Some(FromWorker::Submit { parent_uuid, message })) => {
-                        let _ = self.events.send(PoolEvent::Submit { parent_uuid, message }).await;
-                    }
-                    Ok(Some(FromWorker::Hello { .. })) => {}
-                    Ok(None) => break End::Died,
-                    Err(e) => {
-                        tracing::warn!(worker = id, error = %e, "bad frame from worker");
-                        break End::Kill(None);
-                    }
-                },
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Deadline(key, at, limit)) => {
                         // The job may have ended already: then there is nothing to time.
@@ -474,6 +461,7 @@ impl Inner {
                         tracing::warn!(worker = id, pid, "{why}; replacing the worker");
                         break End::Kill(None);
                     }
+                    Some(Cmd::Closed) => break End::Died,
                     Some(Cmd::Stop) | None => break End::Stop,
                 },
                 () = flush.notified() => {
@@ -490,11 +478,10 @@ impl Inner {
                     }
                 }
                 _ = sleep_until(ping_deadline), if ping_deadline.is_some() => {
+                    let Some((n, _)) = ping.take() else { continue };
                     // A job given after the ping is answered after it: wait for the job's end
                     // (or its timeout) instead.
-                    if self.busy(id) {
-                        ping = None;
-                    } else {
+                    if self.ping_unanswered(id, n) && !self.busy(id) {
                         tracing::warn!(worker = id, pid, "worker did not answer a health ping in time; replacing it");
                         break End::Kill(None);
                     }
@@ -607,6 +594,10 @@ impl Inner {
                 .config
                 .max_worker_age
                 .is_some_and(|age| slot.started.elapsed() >= age);
+        if slot.status == WorkerState::Stopping {
+            // Being ended (timeout, cancel, shutdown) as the job finished: it stays stopping.
+            return Some(false);
+        }
         slot.status = if recycle {
             WorkerState::Stopping
         } else {
@@ -644,9 +635,66 @@ impl Inner {
         if slot.running.is_some() || slot.status != WorkerState::Idle {
             return Ok(false);
         }
-        match slot.link.as_mut() {
-            Some(link) => link.send(&frame).map(|()| true).map_err(Error::Io),
-            None => Ok(false),
+        let Some(link) = slot.link.as_mut() else {
+            return Ok(false);
+        };
+        link.send(&frame).map_err(Error::Io)?;
+        slot.ping = Some(n);
+        Ok(true)
+    }
+
+    /// True when worker `id` has not answered ping `n`.
+    fn ping_unanswered(&self, id: u32, n: u64) -> bool {
+        self.lock()
+            .workers
+            .get(&id)
+            .is_some_and(|s| s.ping == Some(n))
+    }
+
+    /// Worker `id` answered ping `n`.
+    fn pong(&self, id: u32, n: u64) {
+        if let Some(slot) = self.lock().workers.get_mut(&id) {
+            if slot.ping == Some(n) {
+                slot.ping = None;
+            }
+        }
+    }
+
+    /// Handles one frame from worker `id`; events for the service go to `out`.
+    fn on_frame(&self, conn: &Conn, frame: FromWorker, out: &mut Vec<PoolEvent>) {
+        let id = conn.id;
+        match frame {
+            FromWorker::Done {
+                key,
+                outcome,
+                result,
+                error,
+            } => match self.job_done(id, key) {
+                Some(recycle) => {
+                    out.push(PoolEvent::Finished {
+                        key,
+                        outcome,
+                        result,
+                        error,
+                        at: now_epoch(),
+                    });
+                    if recycle {
+                        tell(conn.cmd.clone(), Cmd::Stop);
+                    }
+                }
+                None => {
+                    tracing::warn!(worker = id, key, "worker reported a job it was not given");
+                }
+            },
+            FromWorker::Pong { n } => self.pong(id, n),
+            FromWorker::Submit {
+                parent_uuid,
+                message,
+            } => out.push(PoolEvent::Submit {
+                parent_uuid,
+                message,
+            }),
+            FromWorker::Hello { .. } => {}
         }
     }
 
@@ -792,59 +840,156 @@ async fn read_hello(stream: &mut UnixStream) -> Result<(u32, String)> {
     }
 }
 
+/// The reading side of one worker's socket.
+struct Conn {
+    id: u32,
+    frames: FrameReader<OwnedReadHalf>,
+    /// The worker's supervisor.
+    cmd: mpsc::Sender<Cmd>,
+}
+
+/// Most frames taken from one worker in one poll, so one chatty worker cannot starve the
+/// others (nor the service loop).
+const FRAMES_PER_POLL: usize = 64;
+
+/// The reading sides of all workers' sockets, owned by the pool and polled in the service's task
+/// ([`Pool::poll_events`]): a finished job reaches the service without a hop through another
+/// task, and the service answers it with the next job at once.
+#[derive(Default)]
+struct Readers {
+    conns: Vec<Conn>,
+    /// New workers' sockets (from `Inner::launch`).
+    new: Option<mpsc::UnboundedReceiver<Conn>>,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field(
+                "workers",
+                &self.conns.iter().map(|c| c.id).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Readers {
+    /// Reads every frame available now; `Ready` when that made events for the service.
+    fn poll(&mut self, inner: &Inner, cx: &mut Context<'_>, out: &mut Vec<PoolEvent>) -> Poll<()> {
+        if let Some(new) = &mut self.new {
+            while let Poll::Ready(Some(conn)) = new.poll_recv(cx) {
+                self.conns.push(conn);
+            }
+        }
+        let before = out.len();
+        self.conns.retain_mut(|conn| {
+            for _ in 0..FRAMES_PER_POLL {
+                match conn.frames.poll_frame(cx) {
+                    Poll::Pending => return true,
+                    Poll::Ready(Ok(Some(frame))) => inner.on_frame(conn, frame, out),
+                    Poll::Ready(Ok(None)) => {
+                        tell(conn.cmd.clone(), Cmd::Closed);
+                        return false;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        let why = format!("bad frame from worker {}: {e}", conn.id);
+                        tell(conn.cmd.clone(), Cmd::Replace(why));
+                        return false;
+                    }
+                }
+            }
+            // More may be waiting: come back soon.
+            cx.waker().wake_by_ref();
+            true
+        });
+        if out.len() > before {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Size of a frame reader's buffer; it grows for larger frames and shrinks back after them.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Reads frames; cancel-safe (bytes read are kept in the buffer).
 struct FrameReader<R> {
     r: R,
+    /// `buf[start..end]` is read and not parsed yet.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     fn new(r: R) -> Self {
         FrameReader {
             r,
-            buf: Vec::with_capacity(64 * 1024),
+            buf: vec![0; READ_BUFFER],
             start: 0,
+            end: 0,
         }
     }
 
+    /// The length announced by the frame at `start`, once its prefix is in.
+    fn announced(&self) -> Option<usize> {
+        let p = self.buf.get(self.start..self.start + 4)?;
+        (self.end - self.start >= 4).then(|| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize)
+    }
+
     fn parse(&mut self) -> Result<Option<FromWorker>> {
-        let avail = &self.buf[self.start..];
-        if avail.len() < 4 {
+        let Some(n) = self.announced() else {
             return Ok(None);
-        }
-        let n = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        };
         if n > MAX_FRAME {
             return Err(Error::FrameTooLarge(n));
         }
-        if avail.len() < 4 + n {
+        if self.end - self.start < 4 + n {
             return Ok(None);
         }
-        let msg = serde_json::from_slice(&avail[4..4 + n]).map_err(Error::Decode)?;
+        let body = &self.buf[self.start + 4..self.start + 4 + n];
+        let msg = serde_json::from_slice(body).map_err(Error::Decode)?;
         self.start += 4 + n;
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_BUFFER {
+                self.buf.truncate(READ_BUFFER);
+                self.buf.shrink_to_fit();
+            }
         }
         Ok(Some(msg))
     }
 
-    async fn next(&mut self) -> Result<Option<FromWorker>> {
+    /// The next frame; `Ok(None)` at the end of the stream.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<FromWorker>>> {
         loop {
             if let Some(m) = self.parse()? {
-                return Ok(Some(m));
+                return Poll::Ready(Ok(Some(m)));
             }
             if self.start > 0 {
-                self.buf.drain(..self.start);
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
                 self.start = 0;
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(64 * 1024);
+            if self.end == self.buf.len() {
+                // A frame larger than the buffer (its size is checked by `parse`).
+                let need = self.announced().map_or(0, |n| n + 4);
+                let len = need.max(self.buf.len() * 2);
+                self.buf.resize(len, 0);
             }
-            let n = self.r.read_buf(&mut self.buf).await.map_err(Error::Io)?;
+            let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
+            match Pin::new(&mut self.r).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let n = rb.filled().len();
             if n == 0 {
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
+            self.end += n;
         }
     }
 }
@@ -945,6 +1090,11 @@ impl Pool for ProcessPool {
             .map_err(Error::Io)?;
         let socket_path = socket_dir.join("pool.sock");
         let listener = UnixListener::bind(&socket_path).map_err(Error::Io)?;
+        let (conns_tx, conns_rx) = mpsc::unbounded_channel();
+        self.readers = Readers {
+            conns: Vec::new(),
+            new: Some(conns_rx),
+        };
         let inner = Arc::new(Inner {
             config: c.clone(),
             program,
@@ -959,6 +1109,7 @@ impl Pool for ProcessPool {
             tasks: Mutex::new(Vec::new()),
             startup_error: Mutex::new(None),
             started: AtomicBool::new(false),
+            conns: conns_tx,
         });
         let acceptor = tokio::spawn(inner.clone().accept(listener));
         let maintainer = tokio::spawn(inner.clone().maintain());
@@ -1126,6 +1277,13 @@ impl Pool for ProcessPool {
             .collect()
     }
 
+    fn poll_events(&mut self, cx: &mut Context<'_>, events: &mut Vec<PoolEvent>) -> Poll<()> {
+        match &self.inner {
+            Some(inner) => self.readers.poll(inner, cx, events),
+            None => Poll::Pending,
+        }
+    }
+
     fn set_backlog(&mut self, waiting: usize) {
         let Some(inner) = &self.inner else {
             return;
@@ -1150,7 +1308,7 @@ impl Pool for ProcessPool {
             if !busy || Instant::now() >= deadline {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.pump(&inner, Duration::from_millis(10)).await;
         }
         let cmds: Vec<(Option<CallKey>, mpsc::Sender<Cmd>)> = inner
             .lock()
@@ -1176,8 +1334,9 @@ impl Pool for ProcessPool {
         // Workers end within the kill grace; wait a bounded time for their supervisors.
         let wait_until = Instant::now() + inner.config.kill_grace * 3 + Duration::from_secs(1);
         while !inner.lock().workers.is_empty() && Instant::now() < wait_until {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.pump(&inner, Duration::from_millis(10)).await;
         }
+        self.readers = Readers::default();
         for t in inner
             .tasks
             .lock()
@@ -1187,6 +1346,23 @@ impl Pool for ProcessPool {
             t.abort();
         }
         let _ = std::fs::remove_dir_all(&inner.socket_dir);
+    }
+}
+
+impl ProcessPool {
+    /// Reads the workers for up to `wait` (while the service does not: at shutdown) and passes
+    /// the events on through the events channel.
+    async fn pump(&mut self, inner: &Arc<Inner>, wait: Duration) {
+        let mut events = Vec::new();
+        let readers = &mut self.readers;
+        let _ = tokio::time::timeout(
+            wait,
+            std::future::poll_fn(|cx| readers.poll(inner, cx, &mut events)),
+        )
+        .await;
+        for ev in events {
+            let _ = inner.events.send(ev).await;
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Runnable examples of the dispatcher. See `src/bin/quickstart.rs`.
+//! Runnable examples of the dispatcher: the demo application (`src/bin/dispatcher-demo.rs`) and
+//! the cookbook. This library holds what they share.
 #![warn(missing_docs)]
 
 use dispatcher_core::Call;

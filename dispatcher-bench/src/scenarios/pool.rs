@@ -77,9 +77,13 @@ async fn measure(service: &Arc<ServiceHandle>, options: &Options) -> Result<Repo
     // Generous: a slow machine still finishes; a stuck service does not hang forever.
     let limit = Duration::from_secs(60) + Duration::from_millis(n.saturating_mul(2));
     let waited = if std::env::var_os("BENCH_POLLWAIT").is_some() {
-        while service.finished_count() < n { tokio::time::sleep(Duration::from_millis(5)).await; }
+        while service.finished_count() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         Ok(())
-    } else { service.wait_for_finished(n, limit).await };
+    } else {
+        service.wait_for_finished(n, limit).await
+    };
     let seconds = start.elapsed().as_secs_f64();
     progress.abort();
     for s in submitters {
