@@ -104,19 +104,6 @@ async fn measure(service: &Arc<ServiceHandle>, options: &Options) -> Result<Repo
         .filter_map(|pid| proc_status_kb(pid, "VmRSS"))
         .max();
 
-    if std::env::var_os("BENCH_DEBUG_CTX").is_some() {
-        let mut sum = 0;
-        for pid in worker_pids(&workers) {
-            sum += proc_status_kb(pid, "voluntary_ctxt_switches").unwrap_or(0)
-                + proc_status_kb(pid, "nonvoluntary_ctxt_switches").unwrap_or(0);
-        }
-        let me = proc_status_kb(std::process::id(), "voluntary_ctxt_switches").unwrap_or(0);
-        eprintln!(
-            "DEBUG worker ctx switches per task: {:.2}, main thread vol: {:.2}",
-            sum as f64 / n as f64,
-            me as f64 / n as f64
-        );
-    }
     let calls = service.history(&CallFilter::default());
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     let mut run_ms = Vec::with_capacity(calls.len());
