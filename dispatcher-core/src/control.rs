@@ -9,6 +9,7 @@ use crate::broker::{self, Broker};
 use crate::chunk::{Assembler, AssemblerLimits};
 use crate::error::{Error, Result};
 use crate::message::{decode, ControlMessage, Decoded};
+use crate::signing::SigningKey;
 
 /// Sends `command` with `data` on `channel` and collects replies until `expected` arrived (when
 /// given) or `timeout` passed. Replies are returned in arrival order; fewer than `expected` is not
@@ -24,6 +25,20 @@ pub async fn request(
     expected: Option<usize>,
     timeout: Duration,
 ) -> Result<Vec<Value>> {
+    request_signed(broker, channel, command, data, expected, timeout, None).await
+}
+
+/// Like [`request`], signing the command with `signing` and accepting only replies signed with
+/// it (others are logged and dropped) when a key is given.
+pub async fn request_signed(
+    broker: &dyn Broker,
+    channel: &str,
+    command: &str,
+    data: Map<String, Value>,
+    expected: Option<usize>,
+    timeout: Duration,
+    signing: Option<&SigningKey>,
+) -> Result<Vec<Value>> {
     broker::validate_channel(channel)?;
     let reply_to = format!("reply_to_{}", uuid::Uuid::new_v4().simple());
     let mut replies = broker.subscribe(std::slice::from_ref(&reply_to)).await?;
@@ -36,6 +51,10 @@ pub async fn request(
         what: format!("control message {command:?}"),
         source,
     })?;
+    let payload = match signing {
+        Some(k) => k.sign(&payload)?,
+        None => payload,
+    };
     broker::send(broker, channel, &payload).await?;
     let deadline = Instant::now() + timeout;
     let mut assembler = Assembler::new(AssemblerLimits::default());
@@ -56,6 +75,16 @@ pub async fn request(
                 }
             },
             _ => next.payload,
+        };
+        let text = match signing {
+            Some(k) => match k.verify(&text) {
+                Ok(inner) => inner,
+                Err(e) => {
+                    tracing::warn!(error = %e, channel = %reply_to, "control reply dropped");
+                    continue;
+                }
+            },
+            None => text,
         };
         match serde_json::from_str::<Value>(&text) {
             Ok(v) => out.push(v),

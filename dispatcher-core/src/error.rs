@@ -86,6 +86,9 @@ pub enum Error {
         /// Its capacity.
         capacity: usize,
     },
+    /// A signature is missing, wrong or too old.
+    #[error("signature check failed: {0}")]
+    Signature(String),
     /// The service loop ended abnormally (a bug: please report it with the log).
     #[error("the service loop failed: {0}")]
     LoopFailed(String),

@@ -2,7 +2,7 @@
 //! [`Broker`], [`Pool`], [`Registry`] and [`PublishHook`] traits, the [`Publisher`] and the
 //! service loop.
 //!
-//! Declare tasks with [`task`], collect them in a [`TaskRegistry`], run a [`Service`] with a broker
+//! Declare tasks with [`#[task]`](macro@task), collect them in a [`TaskRegistry`], run a [`Service`] with a broker
 //! and a pool, and publish with a [`Publisher`]. Every execution is recorded as a [`Call`].
 //!
 //! ```
@@ -56,6 +56,7 @@ pub mod pool;
 pub mod publisher;
 pub mod registry;
 pub mod service;
+pub mod signing;
 pub mod task;
 
 pub use broker::{Broker, Incoming, Subscription};

@@ -158,6 +158,7 @@ pub struct Publisher {
     broker: Arc<dyn Broker>,
     hooks: Arc<Vec<Arc<dyn PublishHook>>>,
     default_channel: String,
+    signing: Option<crate::signing::SigningKey>,
 }
 
 impl fmt::Debug for Publisher {
@@ -178,6 +179,7 @@ impl Publisher {
             broker,
             hooks: Arc::new(Vec::new()),
             default_channel,
+            signing: None,
         })
     }
 
@@ -185,6 +187,19 @@ impl Publisher {
     pub fn with_hook(mut self, hook: impl PublishHook) -> Self {
         Arc::make_mut(&mut self.hooks).push(Arc::new(hook));
         self
+    }
+
+    /// Signs every message with `key` (see [`crate::signing`]).
+    pub fn with_signing(mut self, key: crate::signing::SigningKey) -> Self {
+        self.signing = Some(key);
+        self
+    }
+
+    fn seal(&self, payload: String) -> Result<String> {
+        match &self.signing {
+            Some(k) => k.sign(&payload),
+            None => Ok(payload),
+        }
     }
 
     /// Adds a shared publish hook (one the caller keeps a handle to).
@@ -226,6 +241,7 @@ impl Publisher {
         }
         out.message.time_pub = Some(now_epoch());
         let payload = out.message.to_json()?;
+        let payload = self.seal(payload)?;
         broker::send(&*self.broker, &out.channel, &payload).await?;
         for hook in self.hooks.iter() {
             hook.after_publish(&out);
@@ -254,7 +270,7 @@ impl Publisher {
                 continue;
             }
             out.message.time_pub = Some(now);
-            batch.push((out.channel.clone(), out.message.to_json()?));
+            batch.push((out.channel.clone(), self.seal(out.message.to_json()?)?));
             results.push(Published::Sent {
                 uuid: out.message.uuid.clone().unwrap_or_default(),
                 channel: out.channel.clone(),

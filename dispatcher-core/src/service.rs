@@ -121,6 +121,7 @@ pub struct ServiceBuilder {
     scheduled: Vec<(TaskMessage, Duration)>,
     errors: Vec<Error>,
     log_control: Option<Arc<dyn LogLevelControl>>,
+    signing: Option<crate::signing::SigningKey>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -149,6 +150,7 @@ impl Service {
             scheduled: Vec::new(),
             errors: Vec::new(),
             log_control: None,
+            signing: None,
         }
     }
 }
@@ -211,6 +213,14 @@ impl ServiceBuilder {
     /// Sets the shutdown grace period.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Requires every task and control message to be signed with `key` (see
+    /// [`crate::signing`]); unsigned, forged and stale ones are rejected and counted. Replies are
+    /// signed too.
+    pub fn require_signatures(mut self, key: crate::signing::SigningKey) -> Self {
+        self.signing = Some(key);
         self
     }
 
@@ -321,6 +331,7 @@ impl ServiceBuilder {
             finished: finished_tx,
             metrics: crate::metrics::ServiceMetrics::new(),
             log_control: self.log_control,
+            signing: self.signing,
             finished_buf: Vec::new(),
             next_key: 0,
             pending: HashMap::new(),
@@ -506,6 +517,7 @@ struct Counters {
     control: u64,
     dispatched: u64,
     ignored_fields: u64,
+    signature_failures: u64,
     by_outcome: [u64; 8],
 }
 
@@ -554,6 +566,7 @@ struct Loop {
     /// Counts finished Calls for waiters; dropped with the loop, so waiters learn it stopped.
     finished: watch::Sender<u64>,
     log_control: Option<Arc<dyn LogLevelControl>>,
+    signing: Option<crate::signing::SigningKey>,
     /// Calls finished in this turn of the loop, not yet in the history: they go in together
     /// (one lock, one wake-up of waiters) at the end of the turn, see [`Loop::flush_finished`].
     finished_buf: Vec<Call>,
@@ -855,6 +868,11 @@ impl Loop {
             self.reject_payload(&msg.channel, e.to_string());
             return;
         }
+        if self.signing.is_some() && !msg.payload.contains("\"__dispatcherd_chunk__\"") {
+            // Not a piece of a larger payload: it must be a signed envelope itself.
+            self.on_payload(broker, &msg.channel, &msg.payload);
+            return;
+        }
         match decode(&msg.payload) {
             Ok((Decoded::Chunk(env), _)) => match self.assembler.push(env, Instant::now()) {
                 Ok(Some(whole)) => self.on_payload(broker, &msg.channel, &whole),
@@ -872,7 +890,25 @@ impl Loop {
         }
     }
 
+    /// A whole payload (unchunked or reassembled): verified when signatures are required, then
+    /// decoded.
     fn on_payload(&mut self, broker: usize, channel: &str, payload: &str) {
+        let verified;
+        let payload = match &self.signing {
+            Some(key) => match key.verify(payload) {
+                Ok(inner) => {
+                    verified = inner;
+                    verified.as_str()
+                }
+                Err(e) => {
+                    self.counters.received += 1;
+                    self.counters.signature_failures += 1;
+                    self.reject_payload(channel, e.to_string());
+                    return;
+                }
+            },
+            None => payload,
+        };
         match decode(payload) {
             Ok((Decoded::Chunk(_), _)) => {
                 self.counters.received += 1;
@@ -903,8 +939,18 @@ impl Loop {
                         m.entry("node_id")
                             .or_insert_with(|| Value::from(self.config.node_id.clone()));
                     }
+                    let signing = self.signing.clone();
                     tokio::spawn(async move {
-                        let payload = reply.to_string();
+                        let payload = match &signing {
+                            Some(k) => match k.sign(&reply.to_string()) {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "could not sign a control reply");
+                                    return;
+                                }
+                            },
+                            None => reply.to_string(),
+                        };
                         if let Err(e) = broker::send(&*b, &reply_to, &payload).await {
                             tracing::warn!(channel = %reply_to, error = %e, "could not publish control reply");
                         }
@@ -1351,6 +1397,7 @@ impl Loop {
             "control": c.control,
             "dispatched": c.dispatched,
             "ignored_fields": c.ignored_fields,
+            "signature_failures": c.signature_failures,
             "finished": finished,
             "waiting": self.waiting_count(),
             "queue_depth": self.queue.len(),

@@ -86,6 +86,12 @@ impl Default for ProcessPoolConfig {
 /// A task's timeout, a cancel, or an unanswered health ping ends the worker (SIGTERM, a short
 /// grace, SIGKILL) and a new one takes its place; a worker that dies while running a Call makes
 /// that Call `worker_lost`. Workers die with the service, even when it is killed with SIGKILL.
+///
+/// The hot path stays in the service's task: [`Pool::try_dispatch`] writes the job straight into
+/// an idle worker's socket, and [`Pool::poll_events`] reads the workers' sockets, so a Call
+/// costs no hop through another task. One supervisor task per worker handles the rest (its
+/// process's exit, the job's timeout, cancel, pings, and writing frames too large for the
+/// socket at once).
 #[derive(Debug)]
 pub struct ProcessPool {
     config: ProcessPoolConfig,
@@ -1371,5 +1377,111 @@ impl Drop for ProcessPool {
         if let Some(inner) = &self.inner {
             let _ = std::fs::remove_dir_all(&inner.socket_dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[tokio::test]
+    async fn link_queues_what_the_socket_cannot_take_and_keeps_the_order() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (_keep, wa) = a.into_split();
+        let mut link = Link {
+            wr: Arc::new(wa),
+            backlog: Vec::new(),
+            flush: Arc::new(Notify::new()),
+        };
+        let big: Vec<u8> = (0..4_000_000u32).map(|i| i as u8).collect();
+        link.send(&big).unwrap();
+        assert!(!link.backlog.is_empty(), "a socket takes no 4 MB at once");
+        link.send(b"tail").unwrap();
+        let reader = tokio::spawn(async move {
+            let mut b = b;
+            let mut out = Vec::new();
+            b.read_to_end(&mut out).await.unwrap();
+            out
+        });
+        let wr = link.wr.clone();
+        while !link.write_backlog().unwrap() {
+            wr.writable().await.unwrap();
+        }
+        drop((link, wr));
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), big.len() + 4);
+        assert_eq!(&got[..big.len()], &big[..]);
+        assert_eq!(&got[big.len()..], b"tail");
+    }
+
+    #[tokio::test]
+    async fn frame_reader_takes_frames_of_any_size_in_any_pieces() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut bytes = Vec::new();
+        let large = "x".repeat(3 * READ_BUFFER);
+        for i in 0..3u64 {
+            encode(&FromWorker::Pong { n: i }, &mut bytes).unwrap();
+        }
+        encode(
+            &FromWorker::Done {
+                key: 9,
+                outcome: Outcome::Ok,
+                result: Some(Value::from(large.clone())),
+                error: None,
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        encode(&FromWorker::Pong { n: 3 }, &mut bytes).unwrap();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut a = a;
+            // Odd pieces, so frames and length prefixes are cut anywhere.
+            for piece in bytes.chunks(7_777) {
+                a.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let (rd, _wr) = b.into_split();
+        let mut frames = FrameReader::new(rd);
+        let mut got = Vec::new();
+        while let Some(f) = std::future::poll_fn(|cx| frames.poll_frame(cx))
+            .await
+            .unwrap()
+        {
+            got.push(f);
+        }
+        writer.await.unwrap();
+        assert_eq!(got.len(), 5);
+        assert!(matches!(got[2], FromWorker::Pong { n: 2 }));
+        match &got[3] {
+            FromWorker::Done {
+                key: 9,
+                result: Some(v),
+                ..
+            } => {
+                assert_eq!(v.as_str().map(str::len), Some(large.len()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(got[4], FromWorker::Pong { n: 3 }));
+        assert_eq!(frames.buf.len(), READ_BUFFER, "the buffer shrinks back");
+    }
+
+    #[tokio::test]
+    async fn frame_reader_rejects_an_oversized_prefix() {
+        let (a, b) = UnixStream::pair().unwrap();
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut a = a;
+            a.write_all(&((MAX_FRAME as u32) + 1).to_le_bytes())
+                .await
+                .unwrap();
+        }
+        let (rd, _wr) = b.into_split();
+        let mut frames = FrameReader::new(rd);
+        let r = std::future::poll_fn(|cx| frames.poll_frame(cx)).await;
+        assert!(matches!(r, Err(Error::FrameTooLarge(_))), "{r:?}");
     }
 }

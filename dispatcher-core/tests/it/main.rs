@@ -7,6 +7,7 @@ mod outcomes;
 mod policy;
 mod publish;
 mod resilience;
+mod signing;
 mod tasks;
 
 use std::time::Duration;
