@@ -59,6 +59,17 @@ pub struct ProcessPoolConfig {
     pub health_interval: Duration,
     /// How long a ping may take before the worker is replaced. Default 2 s.
     pub health_timeout: Duration,
+    /// A worker whose resident memory (RSS) grows beyond this many bytes while it runs a Call is
+    /// ended, and the Call is `worker_lost` with a reason naming the limit. Default: no limit.
+    pub max_worker_rss: Option<u64>,
+    /// Most processes a worker and what it starts may have at once (counted in the worker's own
+    /// process group); beyond that the whole group is killed and the Call is `worker_lost`.
+    /// Default: no limit. Whatever the limit, every process a worker started in its group is
+    /// killed with the worker.
+    pub max_worker_processes: Option<usize>,
+    /// How often a busy worker's memory and processes are checked against the limits.
+    /// Default 100 ms.
+    pub limit_check_interval: Duration,
 }
 
 impl Default for ProcessPoolConfig {
@@ -76,6 +87,9 @@ impl Default for ProcessPoolConfig {
             start_timeout: Duration::from_secs(10),
             health_interval: Duration::from_secs(5),
             health_timeout: Duration::from_secs(2),
+            max_worker_rss: None,
+            max_worker_processes: None,
+            limit_check_interval: Duration::from_millis(100),
         }
     }
 }
@@ -347,7 +361,9 @@ impl Inner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group: whatever the task starts can be counted and killed with it.
+            .process_group(0);
         let mut child = cmd.spawn().map_err(|source| Error::Spawn {
             program: self.program.display().to_string(),
             source,
@@ -433,6 +449,14 @@ impl Inner {
         let mut deadline: Option<(CallKey, tokio::time::Instant, Duration)> = None;
         let mut ping: Option<(u64, tokio::time::Instant)> = None;
         let mut ping_n = 0u64;
+        let limited =
+            self.config.max_worker_rss.is_some() || self.config.max_worker_processes.is_some();
+        let mut limit_tick = tokio::time::interval(
+            self.config
+                .limit_check_interval
+                .max(Duration::from_millis(10)),
+        );
+        limit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // How this worker ended.
         let end: End = loop {
             let ping_deadline = ping.map(|(_, d)| d);
@@ -490,6 +514,13 @@ impl Inner {
                     if self.ping_unanswered(id, n) && !self.busy(id) {
                         tracing::warn!(worker = id, pid, "worker did not answer a health ping in time; replacing it");
                         break End::Kill(None);
+                    }
+                }
+                _ = limit_tick.tick(), if limited => {
+                    if let Some(key) = self.running_key(id) {
+                        if let Some(reason) = self.over_limits(id, pid) {
+                            break End::Kill(Some((key, Outcome::WorkerLost, reason)));
+                        }
                     }
                 }
                 status = child.wait() => {
@@ -559,6 +590,8 @@ impl Inner {
                 )
             }),
         };
+        // Whatever the task started dies with its worker.
+        kill_group(pid);
         let min = self.config.min_workers;
         let running = {
             let mut state = self.lock();
@@ -579,6 +612,30 @@ impl Inner {
                 .await;
         }
         self.grow_to(min);
+    }
+
+    /// Why worker `id` (process `pid`) must be ended now, if it broke a limit.
+    fn over_limits(&self, id: u32, pid: u32) -> Option<String> {
+        if let Some(limit) = self.config.max_worker_rss {
+            if let Some(rss) = rss_bytes(pid) {
+                if rss > limit {
+                    return Some(format!(
+                        "worker {id} (pid {pid}) exceeded its memory limit: RSS {:.1} MB > max_worker_rss {:.1} MB",
+                        rss as f64 / 1_048_576.0,
+                        limit as f64 / 1_048_576.0
+                    ));
+                }
+            }
+        }
+        if let Some(limit) = self.config.max_worker_processes {
+            let n = group_size(pid);
+            if n > limit {
+                return Some(format!(
+                    "worker {id} (pid {pid}) has {n} processes, more than max_worker_processes {limit}; its process group was killed"
+                ));
+            }
+        }
+        None
     }
 
     /// A job finished on worker `id`: mark it idle. `None` when `key` is not the job it runs;
@@ -1039,6 +1096,45 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
             None => "an unknown status".to_owned(),
         }
     }
+}
+
+/// SIGKILLs the process group `pgid` (a worker's: its pid), ignoring a group already gone.
+fn kill_group(pgid: u32) {
+    if pgid > 1 {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+    }
+}
+
+/// Resident memory of `pid` in bytes, from `/proc/<pid>/status` (`VmRSS`).
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Live (not zombie) processes in process group `pgid`, from `/proc/*/stat`.
+fn group_size(pgid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // Fields after the command name (which may hold spaces) start after the last ')'.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let mut f = rest.split_whitespace();
+            let state = f.next();
+            let _ppid = f.next();
+            let pgrp = f.next().and_then(|p| p.parse::<u32>().ok());
+            state != Some("Z") && pgrp == Some(pgid)
+        })
+        .count()
 }
 
 /// SIGTERM, wait up to `grace`, SIGKILL, wait.

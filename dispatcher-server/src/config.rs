@@ -48,6 +48,28 @@ kill_grace = 1.0
 # Seconds between health pings of idle workers, and the bound on each.
 health_interval = 5.0
 health_timeout = 2.0
+# A worker whose resident memory passes this many MB while running a Call is ended (the Call is
+# worker_lost); omit for no limit.
+max_worker_memory_mb = 512
+# Most processes a worker and what its task starts may have at once; omit for no limit.
+max_worker_processes = 64
+
+[limits]
+# Largest payload, also after reassembly of chunks, in bytes.
+max_payload_bytes = 16777216
+# Chunked payloads being assembled at once, the bytes they may hold, and their expiry in seconds.
+max_partial_messages = 1024
+max_partial_bytes = 67108864
+partial_expiry = 60.0
+# Longest delay a message may ask for, in seconds.
+max_delay = 86400.0
+
+[security]
+# Require HMAC-SHA256 signatures on task and control messages (and sign replies). The secret is
+# read from this file (or from DISPATCHER_SIGNING_SECRET); it never goes in this file itself.
+signing_secret_file = "/etc/dispatcher/signing.key"
+# Seconds a signature stays valid (bounds replays).
+signature_max_age = 300.0
 
 [metrics]
 # Serve Prometheus metrics on http://<address>/metrics (omit the section: no endpoint).
@@ -84,7 +106,78 @@ pub struct ServerConfig {
     pub pool: PoolSection,
     /// The metrics endpoint.
     pub metrics: Option<MetricsSection>,
+    /// Bounds on input.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Message signing.
+    #[serde(default)]
+    pub security: SecuritySection,
 }
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LimitsSection {
+    /// Largest payload in bytes. Default 16 MiB.
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    /// Chunked payloads being assembled at once. Default 1024.
+    #[serde(default = "default_max_partials")]
+    pub max_partial_messages: usize,
+    /// Bytes held by partial payloads. Default 64 MiB.
+    #[serde(default = "default_max_partial_bytes")]
+    pub max_partial_bytes: usize,
+    /// Seconds before a partial payload expires. Default 60.
+    #[serde(default = "default_partial_expiry")]
+    pub partial_expiry: f64,
+    /// Longest delay in seconds. Default 86,400.
+    #[serde(default = "default_max_delay")]
+    pub max_delay: f64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_payload_bytes: default_max_payload(),
+            max_partial_messages: default_max_partials(),
+            max_partial_bytes: default_max_partial_bytes(),
+            partial_expiry: default_partial_expiry(),
+            max_delay: default_max_delay(),
+        }
+    }
+}
+
+fn default_max_payload() -> usize {
+    16 * 1024 * 1024
+}
+fn default_max_partials() -> usize {
+    1024
+}
+fn default_max_partial_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_partial_expiry() -> f64 {
+    60.0
+}
+fn default_max_delay() -> f64 {
+    86_400.0
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SecuritySection {
+    /// A file holding the signing secret; signatures are required when a secret is configured
+    /// (here or in `DISPATCHER_SIGNING_SECRET`).
+    pub signing_secret_file: Option<std::path::PathBuf>,
+    /// Seconds a signature stays valid. Default 300.
+    pub signature_max_age: Option<f64>,
+}
+
+/// Environment variable that holds the signing secret (it wins over the file).
+pub const SECRET_ENV: &str = "DISPATCHER_SIGNING_SECRET";
 
 /// `[broker]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +219,10 @@ pub struct PoolSection {
     /// Maximum workers. Default 4.
     #[serde(default = "four")]
     pub max_workers: usize,
+    /// Memory limit per worker in MB (RSS).
+    pub max_worker_memory_mb: Option<u64>,
+    /// Process limit per worker (its process group).
+    pub max_worker_processes: Option<usize>,
     /// Recycle after this many Calls.
     pub max_tasks_per_worker: Option<u64>,
     /// Recycle after this many seconds.
@@ -149,6 +246,8 @@ impl Default for PoolSection {
         PoolSection {
             min_workers: 4,
             max_workers: 4,
+            max_worker_memory_mb: None,
+            max_worker_processes: None,
             max_tasks_per_worker: None,
             max_worker_age: None,
             scale_down_after: 30.0,
@@ -227,6 +326,8 @@ impl Default for ServerConfig {
             broker: BrokerSection::default(),
             pool: PoolSection::default(),
             metrics: None,
+            limits: LimitsSection::default(),
+            security: SecuritySection::default(),
         }
     }
 }
@@ -245,6 +346,32 @@ impl ServerConfig {
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         ServerConfig::from_toml(&text)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The signing key, when signatures are configured: `DISPATCHER_SIGNING_SECRET`, else the
+    /// contents of `security.signing_secret_file` (surrounding whitespace removed).
+    pub fn signing_key(&self) -> Result<Option<dispatcher_core::signing::SigningKey>> {
+        let secret = match std::env::var(SECRET_ENV) {
+            Ok(s) if !s.is_empty() => s.into_bytes(),
+            _ => match &self.security.signing_secret_file {
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "`security.signing_secret_file` {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim_ascii()
+                    .to_vec(),
+                None => return Ok(None),
+            },
+        };
+        let mut key = dispatcher_core::signing::SigningKey::new(&secret)
+            .map_err(|e| Error::Config(format!("signing secret: {e}")))?;
+        if let Some(age) = self.security.signature_max_age {
+            key = key.with_max_age(seconds("security.signature_max_age", age)?);
+        }
+        Ok(Some(key))
     }
 
     /// Applies environment overrides: `DATABASE_URL` replaces `broker.url`.
@@ -313,6 +440,31 @@ impl ServerConfig {
         seconds("pool.kill_grace", p.kill_grace)?;
         seconds("pool.health_interval", p.health_interval)?;
         seconds("pool.health_timeout", p.health_timeout)?;
+        if p.max_worker_memory_mb == Some(0) {
+            return Err(Error::Config(
+                "`pool.max_worker_memory_mb` must be at least 1 (omit it for no limit)".into(),
+            ));
+        }
+        if p.max_worker_processes == Some(0) {
+            return Err(Error::Config(
+                "`pool.max_worker_processes` must be at least 1 (omit it for no limit)".into(),
+            ));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_payload_bytes", l.max_payload_bytes),
+            ("limits.max_partial_messages", l.max_partial_messages),
+            ("limits.max_partial_bytes", l.max_partial_bytes),
+        ] {
+            if v == 0 {
+                return Err(Error::Config(format!("`{key}` must be at least 1")));
+            }
+        }
+        seconds("limits.partial_expiry", l.partial_expiry)?;
+        seconds("limits.max_delay", l.max_delay)?;
+        if let Some(a) = self.security.signature_max_age {
+            seconds("security.signature_max_age", a)?;
+        }
         if let Some(m) = &self.metrics {
             m.address.parse::<SocketAddr>().map_err(|e| {
                 Error::Config(format!(
@@ -335,6 +487,8 @@ mod tests {
         assert_eq!(c.node_id.as_deref(), Some("worker-1"));
         assert_eq!(c.pool.max_tasks_per_worker, Some(10000));
         assert_eq!(c.metrics.unwrap().address, "127.0.0.1:9187");
+        assert_eq!(c.pool.max_worker_memory_mb, Some(512));
+        assert_eq!(c.limits.max_partial_messages, 1024);
     }
 
     #[test]
@@ -387,6 +541,15 @@ mod tests {
             (
                 "[broker]\nself_check_interval = 0",
                 "`broker.self_check_interval`",
+            ),
+            (
+                "[limits]\nmax_payload_bytes = 0",
+                "`limits.max_payload_bytes` must be at least 1",
+            ),
+            ("[limits]\npartial_expiry = -2", "`limits.partial_expiry`"),
+            (
+                "[security]\nsigning_secret = \"x\"",
+                "unknown field `signing_secret`",
             ),
         ];
         for (text, want) in cases {

@@ -113,6 +113,8 @@ impl Server {
         c.kill_grace = config::seconds("pool.kill_grace", p.kill_grace)?;
         c.health_interval = config::seconds("pool.health_interval", p.health_interval)?;
         c.health_timeout = config::seconds("pool.health_timeout", p.health_timeout)?;
+        c.max_worker_rss = p.max_worker_memory_mb.map(|mb| mb * 1024 * 1024);
+        c.max_worker_processes = p.max_worker_processes;
         Ok(c)
     }
 
@@ -148,6 +150,12 @@ impl Server {
         sc.history_size = c.history_size;
         sc.max_waiting = c.max_waiting;
         sc.shutdown_grace = config::seconds("shutdown_grace", c.shutdown_grace)?;
+        sc.max_delay = config::seconds("limits.max_delay", c.limits.max_delay)?;
+        sc.chunks.max_payload_bytes = c.limits.max_payload_bytes;
+        sc.chunks.max_partials = c.limits.max_partial_messages;
+        sc.chunks.max_buffered_bytes = c.limits.max_partial_bytes;
+        sc.chunks.expiry = config::seconds("limits.partial_expiry", c.limits.partial_expiry)?;
+        let signing = c.signing_key()?;
         let mut builder = Service::builder()
             .config(sc)
             .shared_registry(self.registry)
@@ -155,6 +163,10 @@ impl Server {
             .pool(ProcessPool::with_config(pool));
         if let Some(log) = self.log {
             builder = builder.log_control(log);
+        }
+        if let Some(key) = signing {
+            tracing::info!("message signing required");
+            builder = builder.require_signatures(key);
         }
         if let Some(f) = self.configure {
             builder = f(builder);

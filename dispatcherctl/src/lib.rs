@@ -126,6 +126,29 @@ pub struct Cli {
     /// cancels everything)
     #[arg(long, value_name = "JSON", value_parser = parse_data)]
     pub data: Option<Map<String, Value>>,
+
+    /// Sign the command with the secret in this file (services that require signatures accept
+    /// only signed commands) and accept only signed replies. DISPATCHER_SIGNING_SECRET holds the
+    /// secret itself and wins over the file
+    #[arg(long, value_name = "FILE")]
+    pub signing_secret_file: Option<std::path::PathBuf>,
+}
+
+/// The signing key from `DISPATCHER_SIGNING_SECRET` or `--signing-secret-file`, if any.
+fn signing_key(cli: &Cli) -> Result<Option<dispatcher_core::signing::SigningKey>, String> {
+    let secret = match std::env::var("DISPATCHER_SIGNING_SECRET") {
+        Ok(s) if !s.is_empty() => s.into_bytes(),
+        _ => match &cli.signing_secret_file {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| format!("--signing-secret-file {}: {e}", path.display()))?
+                .trim_ascii()
+                .to_vec(),
+            None => return Ok(None),
+        },
+    };
+    dispatcher_core::signing::SigningKey::new(&secret)
+        .map(Some)
+        .map_err(|e| format!("signing secret: {e}"))
 }
 
 /// What a run produced: text for stdout, lines for stderr and the exit code.
@@ -336,6 +359,10 @@ pub async fn run(cli: &Cli) -> Report {
     if let Err(e) = check(cli) {
         return Report::failure(exit::USAGE, e);
     }
+    let signing = match signing_key(cli) {
+        Ok(k) => k,
+        Err(e) => return Report::failure(exit::USAGE, e),
+    };
     let shown = redact_url(&cli.database_url);
     let config = match PgBrokerConfig::from_url(&cli.database_url) {
         Ok(c) => c,
@@ -374,13 +401,14 @@ pub async fn run(cli: &Cli) -> Report {
     };
     let data = cli.data.clone().unwrap_or_default();
     let expected = cli.expected_replies.map(|n| n as usize);
-    let replies = match dispatcher_core::control::request(
+    let replies = match dispatcher_core::control::request_signed(
         &broker,
         &cli.channel,
         &cli.command,
         data,
         expected,
         cli.timeout,
+        signing.as_ref(),
     )
     .await
     {

@@ -62,6 +62,36 @@ pub fn fanout(ctx: &TaskContext, n: i64) -> Result<(), dispatcher_core::Error> {
     Ok(())
 }
 
+/// Allocates and touches `mb` megabytes, a megabyte at a time, then holds them.
+#[task(name = "p.eat")]
+pub fn eat(mb: usize) -> usize {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..mb {
+        held.push(vec![1u8; 1 << 20]);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_secs(30));
+    held.len()
+}
+
+/// Starts `n` `sleep 60` processes, writes their pids to `path`, then waits.
+#[task(name = "p.spawn_many")]
+pub fn spawn_many(n: usize, path: String) -> Result<(), String> {
+    let mut pids = Vec::new();
+    let mut children = Vec::new();
+    for _ in 0..n {
+        let c = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        pids.push(c.id().to_string());
+        children.push(c);
+    }
+    std::fs::write(&path, pids.join(" ")).map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
 pub fn registry() -> TaskRegistry {
     TaskRegistry::new()
         .register::<double>()
@@ -74,4 +104,6 @@ pub fn registry() -> TaskRegistry {
         .register::<panics>()
         .register::<print>()
         .register::<fanout>()
+        .register::<eat>()
+        .register::<spawn_many>()
 }
