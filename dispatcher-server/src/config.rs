@@ -492,6 +492,22 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_shows_this_example() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("### Configuration file")
+            .expect("README has the section");
+        let block = &readme[start..];
+        let a = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let b = block[a..].find("```").expect("the block ends") + a;
+        assert_eq!(
+            &block[a..b],
+            EXAMPLE,
+            "README.md's configuration example differs from config::EXAMPLE"
+        );
+    }
+
+    #[test]
     fn empty_file_is_all_defaults() {
         let c = ServerConfig::from_toml("").unwrap();
         assert_eq!(c.channels, ["dispatcher"]);
