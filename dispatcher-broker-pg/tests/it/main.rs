@@ -5,6 +5,8 @@
 mod conformance;
 mod recovery;
 mod service;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
