@@ -386,6 +386,10 @@ async fn serve(
                 None => return None,
             },
             _ = tick.tick(), if ready && check.is_none() => {
+                // No check before the broker gave its publishing path (right after connecting).
+                if l.publisher.get().is_none() {
+                    continue;
+                }
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 check = Some((token.clone(), Instant::now()));
                 let l2 = l.clone();

@@ -2,6 +2,8 @@
 //! the cookbook. This library holds what they share.
 #![warn(missing_docs)]
 
+pub mod cookbook;
+
 use dispatcher_core::Call;
 
 /// Renders Calls as a plain-text table: uuid, task, outcome, wait, run, error or result.

@@ -111,3 +111,17 @@ async fn subscribing_while_the_listener_starts_is_not_lost() {
         assert_eq!(got.payload, "first");
     }
 }
+
+#[tokio::test]
+async fn a_healthy_listener_is_never_recycled() {
+    // Regression: the first self-check used to fire before the publishing path existed, time out
+    // and recycle a healthy connection once after start.
+    let (_fx, b) = broker().await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(b.recycles(), 0, "{}", b.status());
+    assert!(
+        b.status()["self_check"]["count"].as_u64().unwrap() >= 3,
+        "{}",
+        b.status()
+    );
+}
