@@ -4,15 +4,16 @@
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// The scenario name is not known.
-    #[error("unknown scenario {name:?}; available: {available}; planned, not yet implemented: {planned}")]
+    #[error("unknown scenario {name:?}; available: {available}")]
     UnknownScenario {
         /// The name given.
         name: String,
         /// Implemented scenarios.
         available: String,
-        /// Planned scenarios.
-        planned: String,
     },
+    /// `serve` mode ended normally: there is no report to print.
+    #[error("served")]
+    Served,
     /// The dispatcher failed.
     #[error("{0}")]
     Dispatcher(#[from] dispatcher_core::Error),
@@ -22,6 +23,21 @@ pub enum BenchError {
     /// The run did not go as it must for its figures to mean anything.
     #[error("{0}")]
     Run(String),
+    /// The broker failed.
+    #[error("{0}")]
+    Broker(#[from] dispatcher_broker_pg::Error),
+    /// A database statement failed.
+    #[error("{what}: {source}")]
+    Db {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The service process could not be run or failed.
+    #[error("{0}")]
+    Server(#[from] dispatcher_server::Error),
     /// The report could not be encoded.
     #[error("could not encode the report: {0}")]
     Encode(#[from] serde_json::Error),
@@ -32,6 +48,7 @@ impl BenchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             BenchError::UnknownScenario { .. } => 2,
+            BenchError::Served => 0,
             _ => 1,
         }
     }

@@ -16,8 +16,19 @@
 //!   concurrent publishers, with full Call bookkeeping: every Call goes into the history, which
 //!   is made large enough to hold all `N`. See [`scenarios::pool`].
 //!
-//! `pg`, `latency` and `control` are planned; naming them (or any other unknown scenario) exits
-//! with status 2 and a message listing what exists.
+//! - `pg`: end to end through PostgreSQL, the service in a separate process (this binary in
+//!   `serve` mode: a `dispatcher_server::Server` with a `PgBroker` and a `ProcessPool` of `W`
+//!   workers, history at its default 10,000). `P` publishing connections send `N`
+//!   `{"task":"bench.noop"}` messages (`B` per transaction with `--batch`); the run ends when the
+//!   service has finished all `N` Calls (polled with the `metrics` control command; the end time
+//!   is the last Call's `finished_at`). The same run measures the raw `SELECT pg_notify(...)`
+//!   rate from `P` clients (pgbench) and reports the ratio. See [`scenarios::pg`].
+//! - `latency`: one message at a time with a pause between; publish-to-start latency of each
+//!   Call (`started_at - time_pub`). See [`scenarios::latency`].
+//! - `control`: round trips of the `alive` control command through PostgreSQL
+//!   ([`dispatcher_core::control::request`], expecting one reply). See [`scenarios::control`].
+//!
+//! An unknown scenario exits with status 2 and a message listing what exists.
 //!
 //! # Figures
 //!
@@ -27,9 +38,10 @@
 //!   the finish report reached the service). `p50_total_ms`/`p99_total_ms` are the Calls'
 //!   `total_ms` (`finished_at - received_at`), which includes the time queued behind the
 //!   backlog, and so grows with `N` when all tasks are submitted at once.
-//! - `rss_main_kb`: `VmRSS` of the service process after the run (the history then holds all
-//!   `N` Calls); `rss_main_peak_kb` is its `VmHWM`. `rss_worker_kb`: the largest `VmRSS` among
-//!   the worker processes listed by the `workers` control command.
+//! - `rss_main_kb`: `VmRSS` of the service process after the run (`pool`: the history then
+//!   holds all `N` Calls; `pg`: the history holds its 10,000, and `rss_main_history_full_kb` is
+//!   the RSS when it first became full); `rss_main_peak_kb` is its `VmHWM`. `rss_worker_kb`: the
+//!   largest `VmRSS` among the worker processes listed by the `workers` control command.
 #![warn(missing_docs)]
 
 mod error;
@@ -50,23 +62,46 @@ use clap::Parser;
     about = "Benchmarks of the dispatcher"
 )]
 pub struct Cli {
-    /// What to measure: `pool` (the process pool alone). Planned: `pg`, `latency`, `control`.
+    /// What to measure: `pool` (the process pool alone), `pg` (end to end through PostgreSQL),
+    /// `latency` (publish-to-start latency), `control` (`alive` round trips). `serve` runs the
+    /// service the PostgreSQL scenarios measure (they start it themselves).
     pub scenario: String,
-    /// Tasks to run.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub tasks: u64,
+    /// Tasks to run (`control`: requests). Default: 100,000 (`pool`, `pg`), 2,000 (`latency`),
+    /// 1,000 (`control`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tasks: Option<u64>,
     /// Worker processes.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub workers: u64,
-    /// Concurrent publishers (tasks submitting work).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub publishers: u64,
-    /// Messages per publish batch (scenarios that publish through a broker).
-    #[arg(long)]
+    /// Concurrent publishers (tasks submitting work; `pg`: publishing connections, and the
+    /// clients of the raw pg_notify measurement). Default: 4 for `pg`, else 1.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub publishers: Option<u64>,
+    /// Messages per publish transaction (`pg`; one `pg_notify` over `unnest`, as
+    /// `PgBroker::publish_batch` sends). Default: one message per transaction.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch: Option<u64>,
     /// PostgreSQL connection string (scenarios that use a database).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Seconds of the raw pg_notify measurement (`pg`).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub raw_seconds: u64,
+    /// How `pg` measures the raw pg_notify rate: `pgbench` (a custom script, `-c P -j P -T
+    /// S`), `loop` (P tokio-postgres connections running the prepared statement), `auto`
+    /// (pgbench when found, else the loop), `none`.
+    #[arg(long, default_value = "auto")]
+    pub raw: scenarios::pg::RawTool,
+    /// Pause between two messages, milliseconds (`latency`).
+    #[arg(long, default_value_t = 2.0)]
+    pub pause_ms: f64,
+    /// The service's history size. Default: 10,000 (`pg`), at least the task count (`pool`,
+    /// `latency`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub history: Option<u64>,
+    /// `serve` only: the channel to listen on.
+    #[arg(long, hide = true)]
+    pub channel: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +131,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Err(error::BenchError::Served) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dispatcher-bench: {e}");
             ExitCode::from(e.exit_code())

@@ -6,42 +6,88 @@ use serde::Serialize;
 
 use crate::error::Result;
 
-/// The figures of one run: the last line on stdout.
-#[derive(Debug, Clone, Serialize)]
+/// The figures of one run: the last line on stdout. Fields without meaning for a scenario are
+/// left out.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
-    /// Tasks run.
+    /// Tasks run (for `control`: requests made).
     pub tasks: u64,
     /// Worker processes.
     pub workers: u64,
     /// Concurrent publishers.
-    pub publishers: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publishers: Option<u64>,
     /// Messages per publish batch, where the scenario batches.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<u64>,
     /// Seconds from the first submission until the last Call finished.
     pub seconds: f64,
     /// `tasks / seconds`.
     pub tasks_per_sec: f64,
-    /// Median dispatch-to-finish latency (Call `run_ms`), milliseconds.
+    /// Seconds the publishers took to send everything (scenarios that publish through a broker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_seconds: Option<f64>,
+    /// Raw `SELECT pg_notify(...)` transactions per second from `publishers` clients, measured
+    /// in the same run (`pg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_notify_per_sec: Option<f64>,
+    /// How the raw rate was measured (`pgbench ...` or `tokio-postgres loop ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_notify_tool: Option<String>,
+    /// `tasks_per_sec / raw_notify_per_sec`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_raw: Option<f64>,
+    /// Median latency, milliseconds (what it measures: see `latency`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub p50_ms: Option<f64>,
-    /// 99th percentile dispatch-to-finish latency (Call `run_ms`), milliseconds.
+    /// 99th percentile latency, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<f64>,
-    /// Largest dispatch-to-finish latency (Call `run_ms`), milliseconds.
+    /// Largest latency, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<f64>,
-    /// Median receipt-to-finish latency (Call `total_ms`, queueing included), milliseconds.
+    /// Median of a second latency figure (see `latency`), milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub p50_total_ms: Option<f64>,
-    /// 99th percentile receipt-to-finish latency (Call `total_ms`), milliseconds.
+    /// 99th percentile of the second latency figure, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_total_ms: Option<f64>,
-    /// What `p50_ms`/`p99_ms` measure.
+    /// What `p50_ms`/`p99_ms` (and `*_total_ms`) measure.
     pub latency: &'static str,
     /// Resident set of the service process after the run, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_main_kb: Option<u64>,
+    /// The anonymous part of `rss_main_kb` (heap, stacks: what the service allocated), KiB. The
+    /// rest is file pages of the program and its libraries, which depend on the page cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_main_anon_kb: Option<u64>,
+    /// Resident set of the service process when the history first became full, KiB (compare
+    /// with `rss_main_kb`: running more Calls than the history holds must not grow it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_main_history_full_kb: Option<u64>,
     /// Peak resident set of the service process, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_main_peak_kb: Option<u64>,
     /// Largest resident set among the worker processes, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_worker_kb: Option<u64>,
+    /// CPU time of the service process per task during the run, microseconds (`pg`: from
+    /// `/proc/<pid>/stat`, 10 ms ticks; a load-independent view of its cost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_main_us_per_task: Option<f64>,
+    /// CPU time of all worker processes per task during the run, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_workers_us_per_task: Option<f64>,
+    /// CPU time of the service's LISTEN backend (a PostgreSQL process) per task, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_pg_listener_us_per_task: Option<f64>,
+    /// The service's history size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_size: Option<usize>,
     /// Calls by outcome.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub outcomes: BTreeMap<String, u64>,
     /// Logical CPUs of the machine.
     pub nproc: usize,
@@ -61,6 +107,34 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let rank = (p * sorted.len() as f64).ceil() as usize;
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// CPU time (user + system, all threads, finished ones included) a process has used so far,
+/// milliseconds; `None` when unreadable. From `/proc/<pid>/stat`, in clock ticks of 10 ms.
+pub fn proc_cpu_ms(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 of `rest` (from 1).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 * 10.0)
+}
+
+/// Logical CPUs of this machine.
+pub fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Sorts `v` and returns its rounded p50, p99 and maximum.
+pub fn summary(v: &mut [f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    v.sort_unstable_by(f64::total_cmp);
+    (
+        percentile(v, 0.50).map(round3),
+        percentile(v, 0.99).map(round3),
+        v.last().copied().map(round3),
+    )
 }
 
 /// Rounds to three decimals (microseconds, for milliseconds).
@@ -90,6 +164,15 @@ mod tests {
         assert_eq!(percentile(&v, 0.0), Some(1.0));
         assert_eq!(percentile(&[], 0.5), None);
         assert_eq!(percentile(&[7.0], 0.99), Some(7.0));
+    }
+
+    #[test]
+    fn reads_own_cpu() {
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {}
+        let ms = proc_cpu_ms(std::process::id());
+        assert!(ms.is_some_and(|m| m > 0.0), "{ms:?}");
+        assert_eq!(proc_cpu_ms(u32::MAX), None);
     }
 
     #[test]

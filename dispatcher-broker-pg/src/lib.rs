@@ -176,7 +176,7 @@ impl PgBrokerConfig {
             self_check_timeout: Duration::from_secs(3),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
-            subscriber_capacity: 10_000,
+            subscriber_capacity: 1_000,
             tls: Tls::Disabled,
         }
     }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use dispatcher_core::broker::{Incoming, Subscription};
 use futures_util::stream::{Stream, StreamExt};
+use futures_util::FutureExt;
 use serde_json::json;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client};
 
@@ -168,20 +170,37 @@ impl Listener {
         }
     }
 
+    /// Hands a notification to every subscription of its channel. A full subscription is
+    /// waited for (outside the lock), so each gets every notification, in order.
     async fn deliver(&self, channel: &str, payload: &str) {
-        let targets: Vec<(u64, mpsc::Sender<Incoming>)> =
-            match lock(&self.subs).by_channel.get(channel) {
-                Some(list) => list.clone(),
-                None => return,
+        // The usual case, every subscription has room: one message per subscription and nothing
+        // else allocated, no waiting.
+        let mut full = Vec::new();
+        let mut closed = Vec::new();
+        {
+            let subs = lock(&self.subs);
+            let Some(list) = subs.by_channel.get(channel) else {
+                return;
             };
-        for (id, tx) in targets {
-            let msg = Incoming {
-                channel: channel.to_owned(),
-                payload: payload.to_owned(),
-            };
-            if tx.send(msg).await.is_err() {
-                self.unsubscribe(id);
+            for (id, tx) in list {
+                let msg = Incoming {
+                    channel: channel.to_owned(),
+                    payload: payload.to_owned(),
+                };
+                match tx.try_send(msg) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(msg)) => full.push((*id, tx.clone(), msg)),
+                    Err(TrySendError::Closed(_)) => closed.push(*id),
+                }
             }
+        }
+        for (id, tx, msg) in full {
+            if tx.send(msg).await.is_err() {
+                closed.push(id);
+            }
+        }
+        for id in closed {
+            self.unsubscribe(id);
         }
     }
 
@@ -288,36 +307,33 @@ async fn serve(
     let mut tick = tokio::time::interval(l.config.self_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut check: Option<(String, Instant)> = None;
+    // When the connection last delivered something. The self-check's bound runs from the later
+    // of its publish and this: a connection busy delivering a backlog (the self-check
+    // notification queued behind it), or waiting for a full subscription, is alive.
+    let mut progress = Instant::now();
     let setup_deadline = tokio::time::Instant::now() + l.config.self_check_timeout * 2;
 
     loop {
-        let check_deadline = check
-            .as_ref()
-            .map(|(_, sent)| tokio::time::Instant::from_std(*sent + l.config.self_check_timeout));
+        let check_deadline = check.as_ref().map(|(_, sent)| {
+            tokio::time::Instant::from_std((*sent).max(progress) + l.config.self_check_timeout)
+        });
         tokio::select! {
-            msg = messages.next() => match msg {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if n.channel() == l.self_channel {
-                        if check.as_ref().is_some_and(|(t, _)| t == n.payload()) {
-                            if let Some((_, sent)) = check.take() {
-                                let rtt = sent.elapsed();
-                                let mut s = lock(&l.stats);
-                                s.checks += 1;
-                                s.last_rtt = Some(rtt);
-                                s.max_rtt = s.max_rtt.max(rtt);
-                                metrics::gauge!("dispatcher_broker_self_check_rtt_seconds").set(rtt.as_secs_f64());
-                                metrics::counter!("dispatcher_broker_self_checks_total").increment(1);
-                            }
-                        }
-                    } else {
-                        l.deliver(n.channel(), n.payload()).await;
+            msg = messages.next() => {
+                if let Some(reason) = on_message(l, &mut check, msg).await {
+                    return Some(reason);
+                }
+                // More may be buffered already: take them in this turn, up to a bound, so that
+                // commands and the self-check timer still get theirs.
+                for _ in 1..DRAIN {
+                    let Some(msg) = messages.next().now_or_never() else {
+                        break;
+                    };
+                    if let Some(reason) = on_message(l, &mut check, msg).await {
+                        return Some(reason);
                     }
                 }
-                Some(Ok(AsyncMessage::Notice(n))) => tracing::debug!(notice = %n, "notice on the LISTEN connection"),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Some(format!("connection error: {e}")),
-                None => return Some("connection closed".to_owned()),
-            },
+                progress = Instant::now();
+            }
             r = &mut ready_rx, if !ready => match r {
                 Ok(Ok(pid)) => {
                     ready = true;
@@ -410,6 +426,45 @@ async fn serve(
                 ));
             }
         }
+    }
+}
+
+/// Most messages taken from the connection in one turn of the listener's loop.
+const DRAIN: usize = 64;
+
+/// Handles one message from the connection; `Some(reason)` when the connection must be replaced.
+async fn on_message(
+    l: &Listener,
+    check: &mut Option<(String, Instant)>,
+    msg: Option<std::result::Result<AsyncMessage, tokio_postgres::Error>>,
+) -> Option<String> {
+    match msg {
+        Some(Ok(AsyncMessage::Notification(n))) => {
+            if n.channel() == l.self_channel {
+                if check.as_ref().is_some_and(|(t, _)| t == n.payload()) {
+                    if let Some((_, sent)) = check.take() {
+                        let rtt = sent.elapsed();
+                        let mut s = lock(&l.stats);
+                        s.checks += 1;
+                        s.last_rtt = Some(rtt);
+                        s.max_rtt = s.max_rtt.max(rtt);
+                        metrics::gauge!("dispatcher_broker_self_check_rtt_seconds")
+                            .set(rtt.as_secs_f64());
+                        metrics::counter!("dispatcher_broker_self_checks_total").increment(1);
+                    }
+                }
+            } else {
+                l.deliver(n.channel(), n.payload()).await;
+            }
+            None
+        }
+        Some(Ok(AsyncMessage::Notice(n))) => {
+            tracing::debug!(notice = %n, "notice on the LISTEN connection");
+            None
+        }
+        Some(Ok(_)) => None,
+        Some(Err(e)) => Some(format!("connection error: {e}")),
+        None => Some("connection closed".to_owned()),
     }
 }
 

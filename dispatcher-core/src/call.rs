@@ -1,10 +1,137 @@
 //! Calls: the lifecycle record of one execution, and the bounded history of finished ones.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+
+/// An immutable string shared by reference count: cloning it allocates nothing.
+///
+/// [`Call::node_id`] and [`Call::channel`] are the same for many Calls, so every Call shares one
+/// copy. It reads, prints, compares and serializes like a `String` (`call.channel == "x"`,
+/// `&*call.channel`, `call.channel.to_string()`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SharedStr(Arc<str>);
+
+impl SharedStr {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for SharedStr {
+    fn default() -> Self {
+        SharedStr::from("")
+    }
+}
+
+impl Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        SharedStr(Arc::from(s))
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        SharedStr(Arc::from(s))
+    }
+}
+
+impl From<Arc<str>> for SharedStr {
+    fn from(s: Arc<str>) -> Self {
+        SharedStr(s)
+    }
+}
+
+impl From<SharedStr> for String {
+    fn from(s: SharedStr) -> Self {
+        s.0.to_string()
+    }
+}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for SharedStr {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<SharedStr> for str {
+    fn eq(&self, other: &SharedStr) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<SharedStr> for &str {
+    fn eq(&self, other: &SharedStr) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<SharedStr> for String {
+    fn eq(&self, other: &SharedStr) -> bool {
+        **self == *other.0
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(deserializer).map(SharedStr::from)
+    }
+}
 
 /// How a Call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,10 +229,11 @@ pub struct Call {
     /// The task's return value, for `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// The service that received it.
-    pub node_id: String,
-    /// The channel it arrived on (`local` for on-start, scheduled and child submissions).
-    pub channel: String,
+    /// The service that received it (shared by all its Calls).
+    pub node_id: SharedStr,
+    /// The channel it arrived on (`local` for on-start, scheduled and child submissions; shared
+    /// by all Calls of the channel).
+    pub channel: SharedStr,
     /// Worker that ran it.
     pub worker_id: Option<u32>,
     /// Process id of that worker.
@@ -134,8 +262,14 @@ pub struct Call {
 }
 
 impl Call {
-    /// A Call received now.
-    pub fn received(uuid: String, task: String, node_id: &str, channel: &str) -> Self {
+    /// A Call received now. `node_id` and `channel` are anything that becomes a [`SharedStr`]:
+    /// pass a `SharedStr` (a clone) to share one copy among many Calls.
+    pub fn received(
+        uuid: String,
+        task: String,
+        node_id: impl Into<SharedStr>,
+        channel: impl Into<SharedStr>,
+    ) -> Self {
         Call {
             uuid,
             task,
@@ -144,8 +278,8 @@ impl Call {
             outcome: None,
             error: None,
             result: None,
-            node_id: node_id.to_owned(),
-            channel: channel.to_owned(),
+            node_id: node_id.into(),
+            channel: channel.into(),
             worker_id: None,
             pid: None,
             parent_uuid: None,
@@ -209,7 +343,7 @@ impl History {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         History {
-            calls: VecDeque::with_capacity(capacity.min(4096)),
+            calls: VecDeque::with_capacity(capacity.min(1024)),
             capacity,
             total: 0,
         }
@@ -219,6 +353,12 @@ impl History {
     pub fn push(&mut self, call: Call) {
         if self.calls.len() == self.capacity {
             self.calls.pop_front();
+        } else if self.calls.len() == self.calls.capacity() {
+            // Grow by doubling as usual, but never past `capacity`: a ring buffer larger than
+            // what it holds touches all of its memory as it turns.
+            let len = self.calls.len();
+            let target = len.saturating_mul(2).max(16).min(self.capacity);
+            self.calls.reserve_exact(target - len);
         }
         self.calls.push_back(call);
         self.total += 1;
@@ -299,6 +439,36 @@ mod tests {
         });
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].uuid, "u4");
+    }
+
+    #[test]
+    fn history_never_holds_more_room_than_its_capacity() {
+        for cap in [1, 3, 1000, 1025, 10_000] {
+            let mut h = History::new(cap);
+            for i in 0..cap * 3 {
+                h.push(Call::received(format!("u{i}"), "t".into(), "n", "c"));
+            }
+            assert_eq!(h.len(), cap);
+            assert_eq!(h.calls.capacity(), cap, "capacity {cap}");
+        }
+    }
+
+    #[test]
+    fn shared_str_reads_like_a_string() {
+        let c = Call::received("u".into(), "t".into(), "node", String::from("chan"));
+        assert_eq!(c.channel, "chan");
+        assert_eq!("chan", c.channel);
+        assert_eq!(String::from("node"), c.node_id);
+        assert_eq!(c.node_id.as_str(), "node");
+        assert_eq!(format!("{} {:?}", c.channel, c.channel), "chan \"chan\"");
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["channel"], "chan");
+        assert_eq!(json["node_id"], "node");
+        let back: Call = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c);
+        let shared = SharedStr::from("x");
+        let a = Call::received("a".into(), "t".into(), shared.clone(), shared.clone());
+        assert!(std::ptr::eq(a.channel.as_str(), shared.as_str()));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! whole payload once every piece arrived. Partial payloads are bounded in number, in bytes and in
 //! age; whatever breaks a bound is an error that names it, never a silent drop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -65,36 +65,53 @@ pub fn split(payload: &str, max_bytes: usize) -> Result<Vec<String>> {
     let mut slices: Vec<&str> = Vec::new();
     let mut start = 0;
     let mut used = 0;
-    for (i, c) in payload.char_indices() {
-        let n = escaped_len(c);
+    // By byte rather than by character: a byte of a multi-byte character is copied as it is (one
+    // byte each), an ASCII byte takes its escaped length. A cut goes before the character the
+    // byte belongs to, so the slices are the same as a walk over characters gives.
+    for (i, &b) in payload.as_bytes().iter().enumerate() {
+        let n = if b.is_ascii() {
+            escaped_len(char::from(b))
+        } else {
+            1
+        };
         if used + n > budget {
-            slices.push(&payload[start..i]);
-            start = i;
-            used = 0;
+            let mut cut = i;
+            while !payload.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            slices.push(&payload[start..cut]);
+            used = i - cut;
+            start = cut;
         }
         used += n;
     }
     if start < payload.len() {
         slices.push(&payload[start..]);
     }
-    let total = slices.len() as u64;
-    slices
-        .into_iter()
-        .enumerate()
-        .map(|(index, slice)| {
-            let env = ChunkEnvelope {
-                version: CHUNK_VERSION.to_owned(),
-                message_id: message_id.clone(),
-                index: index as u64,
-                total,
-                payload: slice.to_owned(),
-            };
-            serde_json::to_string(&env).map_err(|source| Error::Serialize {
-                what: "chunk envelope".into(),
-                source,
-            })
-        })
-        .collect()
+    let total = slices.len();
+    let mut pieces = Vec::with_capacity(total);
+    for (index, slice) in slices.into_iter().enumerate() {
+        // The bytes `serde_json::to_string(&ChunkEnvelope {..})` gives, written directly.
+        let mut buf = Vec::with_capacity(slice.len() + slice.len() / 8 + 160);
+        buf.extend_from_slice(br#"{"__dispatcherd_chunk__":""#);
+        buf.extend_from_slice(CHUNK_VERSION.as_bytes());
+        buf.extend_from_slice(br#"","message_id":""#);
+        buf.extend_from_slice(message_id.as_bytes());
+        buf.extend_from_slice(
+            format!(r#"","index":{index},"total":{total},"payload":"#).as_bytes(),
+        );
+        serde_json::to_writer(&mut buf, slice).map_err(|source| Error::Serialize {
+            what: "chunk envelope".into(),
+            source,
+        })?;
+        buf.push(b'}');
+        // Only valid UTF-8 was written.
+        pieces.push(
+            String::from_utf8(buf)
+                .map_err(|e| Error::Chunk(format!("chunk envelope is not UTF-8: {e}")))?,
+        );
+    }
+    Ok(pieces)
 }
 
 /// Bounds on partial payloads held by an [`Assembler`].
@@ -104,7 +121,8 @@ pub struct AssemblerLimits {
     pub max_partials: usize,
     /// Largest payload after assembly, in bytes.
     pub max_payload_bytes: usize,
-    /// Most bytes held across all partial payloads.
+    /// Most bytes held across all partial payloads, counting [`PIECE_OVERHEAD`] for each piece
+    /// on top of its payload (so it should exceed `max_payload_bytes` by a margin).
     pub max_buffered_bytes: usize,
     /// A partial payload older than this is dropped and reported by [`Assembler::expire`].
     pub expiry: Duration,
@@ -121,12 +139,20 @@ impl Default for AssemblerLimits {
     }
 }
 
+/// Bookkeeping bytes charged for each piece held, on top of its payload: a piece with little or
+/// no payload still costs a map entry, so many tiny pieces cannot hold memory the byte bound does
+/// not see.
+pub const PIECE_OVERHEAD: usize = 64;
+
 #[derive(Debug)]
 struct Partial {
     total: u64,
-    pieces: Vec<Option<String>>,
-    received: u64,
+    /// Pieces by index. Sparse: a piece announcing a large `index` costs one entry, not `index`.
+    pieces: BTreeMap<u64, String>,
+    /// Payload bytes received (what the assembled payload will be so far).
     bytes: usize,
+    /// What this partial is charged against `max_buffered_bytes` (payload plus per-piece overhead).
+    charged: usize,
     first_seen: Instant,
 }
 
@@ -169,19 +195,20 @@ impl Assembler {
         }
     }
 
-    /// Payloads being assembled now.
+    /// Payloads being assembled now; never more than `max_partials`.
     pub fn partial_count(&self) -> usize {
         self.partials.len()
     }
 
-    /// Bytes held in partial payloads now.
+    /// Bytes held in partial payloads now, counting [`PIECE_OVERHEAD`] for each piece; never more
+    /// than `max_buffered_bytes`.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered
     }
 
     fn drop_partial(&mut self, id: &str) {
         if let Some(p) = self.partials.remove(id) {
-            self.buffered -= p.bytes;
+            self.buffered -= p.charged;
         }
     }
 
@@ -189,7 +216,8 @@ impl Assembler {
     ///
     /// An invalid piece (index out of range, `total` too large or changed, a duplicate index, a
     /// bound exceeded) is an error naming the message id; a piece that breaks a bound of the whole
-    /// payload also drops what was collected for it.
+    /// payload (its size, a changed `total`) also drops what was collected for it, and the error
+    /// says so.
     pub fn push(&mut self, env: ChunkEnvelope, now: Instant) -> Result<Option<String>> {
         let id = env.message_id;
         if id.is_empty() || id.len() > crate::message::MAX_ID_LEN {
@@ -199,10 +227,10 @@ impl Assembler {
                 id.len()
             )));
         }
-        // Each piece carries at least one byte, so `total` can never exceed the payload limit.
+        // A payload of `max_payload_bytes` has at most that many non-empty pieces.
         if env.total == 0 || env.total > self.limits.max_payload_bytes as u64 {
             return Err(Error::Chunk(format!(
-                "chunked message {id}: total of {} pieces is out of range 1..={}",
+                "chunked message {id}: total of {} pieces is out of range 1..={} (max_payload_bytes)",
                 env.total, self.limits.max_payload_bytes
             )));
         }
@@ -212,68 +240,76 @@ impl Assembler {
                 env.index, env.total
             )));
         }
+        if let Some(was) = self.partials.get(&id).map(|p| p.total) {
+            if was != env.total {
+                self.drop_partial(&id);
+                return Err(Error::Chunk(format!(
+                    "chunked message {id}: piece says total {} but earlier pieces said {was}; message dropped",
+                    env.total
+                )));
+            }
+        }
+        if self
+            .partials
+            .get(&id)
+            .is_some_and(|p| p.pieces.contains_key(&env.index))
+        {
+            return Err(Error::Chunk(format!(
+                "chunked message {id}: duplicate piece {}; the first one is kept",
+                env.index
+            )));
+        }
+        let piece_len = env.payload.len();
+        if piece_len > self.limits.max_payload_bytes {
+            return Err(Error::Chunk(format!(
+                "chunked message {id}: piece {} of {piece_len} bytes exceeds the limit of {} bytes for a payload (max_payload_bytes)",
+                env.index, self.limits.max_payload_bytes
+            )));
+        }
         if env.total == 1 {
-            self.drop_partial(&id);
             return Ok(Some(env.payload));
         }
         if !self.partials.contains_key(&id) && self.partials.len() >= self.limits.max_partials {
             return Err(Error::Chunk(format!(
-                "chunked message {id}: {} partial messages are already being assembled (limit)",
-                self.partials.len()
+                "chunked message {id}: {} partial messages are already being assembled (limit max_partials = {})",
+                self.partials.len(),
+                self.limits.max_partials
             )));
         }
-        let piece_len = env.payload.len();
-        if self.buffered + piece_len > self.limits.max_buffered_bytes {
+        let cost = piece_len + PIECE_OVERHEAD;
+        if self.buffered + cost > self.limits.max_buffered_bytes {
             return Err(Error::Chunk(format!(
-                "chunked message {id}: buffering {piece_len} more bytes would exceed the limit of {} bytes for partial messages",
-                self.limits.max_buffered_bytes
+                "chunked message {id}: buffering piece {} ({piece_len} bytes) would exceed the limit of {} bytes held for partial messages (max_buffered_bytes)",
+                env.index, self.limits.max_buffered_bytes
             )));
         }
-        let limits = self.limits;
+        let max_payload = self.limits.max_payload_bytes;
         let partial = self.partials.entry(id.clone()).or_insert_with(|| Partial {
             total: env.total,
-            pieces: Vec::new(),
-            received: 0,
+            pieces: BTreeMap::new(),
             bytes: 0,
+            charged: 0,
             first_seen: now,
         });
-        if partial.total != env.total {
-            let was = partial.total;
+        if partial.bytes + piece_len > max_payload {
+            let size = partial.bytes + piece_len;
             self.drop_partial(&id);
             return Err(Error::Chunk(format!(
-                "chunked message {id}: piece says total {} but earlier pieces said {was}; message dropped",
-                env.total
+                "chunked message {id}: assembled payload would reach {size} bytes, over the limit of {max_payload} bytes (max_payload_bytes); message dropped"
             )));
         }
-        if partial.bytes + piece_len > limits.max_payload_bytes {
-            self.drop_partial(&id);
-            return Err(Error::TooLarge {
-                what: "chunked payload",
-                size: piece_len,
-                limit: limits.max_payload_bytes,
-            });
-        }
-        let index = env.index as usize;
-        if partial.pieces.len() <= index {
-            partial.pieces.resize(index + 1, None);
-        }
-        if partial.pieces[index].is_some() {
-            return Err(Error::Chunk(format!(
-                "chunked message {id}: duplicate piece {index}; the first one is kept"
-            )));
-        }
-        partial.pieces[index] = Some(env.payload);
-        partial.received += 1;
+        partial.pieces.insert(env.index, env.payload);
         partial.bytes += piece_len;
-        self.buffered += piece_len;
-        if partial.received < partial.total {
+        partial.charged += cost;
+        self.buffered += cost;
+        if (partial.pieces.len() as u64) < partial.total {
             return Ok(None);
         }
         let bytes = partial.bytes;
         let pieces = std::mem::take(&mut partial.pieces);
         self.drop_partial(&id);
         let mut whole = String::with_capacity(bytes);
-        for p in pieces.into_iter().flatten() {
+        for p in pieces.into_values() {
             whole.push_str(&p);
         }
         Ok(Some(whole))
@@ -293,7 +329,7 @@ impl Assembler {
                 let p = self.partials.get(&id)?;
                 let e = Expired {
                     message_id: id.clone(),
-                    received: p.received,
+                    received: p.pieces.len() as u64,
                     total: p.total,
                 };
                 self.drop_partial(&id);
@@ -450,17 +486,125 @@ mod tests {
     fn partial_count_and_bytes_are_bounded() {
         let mut asm = Assembler::new(AssemblerLimits {
             max_partials: 2,
-            max_buffered_bytes: 10,
+            max_buffered_bytes: 2 * PIECE_OVERHEAD + 10,
             ..AssemblerLimits::default()
         });
         let now = Instant::now();
         asm.push(env("a", 0, 2, "1234"), now).unwrap();
         asm.push(env("b", 0, 2, "1234"), now).unwrap();
-        assert!(asm.push(env("c", 0, 2, "1"), now).is_err());
-        assert!(asm.push(env("a", 1, 2, "123"), now).is_err(), "byte bound");
+        let e = asm.push(env("c", 0, 2, "1"), now).unwrap_err();
+        assert!(e.to_string().contains("max_partials = 2"), "{e}");
+        let e = asm.push(env("a", 1, 2, "123"), now).unwrap_err();
+        assert!(e.to_string().contains("max_buffered_bytes"), "{e}");
+        asm.drop_partial("b");
         assert_eq!(
             asm.push(env("a", 1, 2, "12"), now).unwrap().as_deref(),
             Some("123412")
         );
+        assert_eq!(asm.buffered_bytes(), 0);
+    }
+
+    /// The envelopes are exactly what serializing a `ChunkEnvelope` gives, and a walk over
+    /// characters would cut the payload at the same places.
+    #[test]
+    fn envelopes_match_serde_and_char_walk() {
+        let payload = format!(
+            "{}\"quoted\"\n\t\u{1}{}",
+            "é-日本-🎉-x".repeat(700),
+            "\\".repeat(3000)
+        );
+        for max in [256usize, 1000, 8000] {
+            let pieces = split(&payload, max).unwrap();
+            let mut joined = String::new();
+            for (i, p) in pieces.iter().enumerate() {
+                assert!(p.len() < max, "piece {i} is {} bytes", p.len());
+                let env: ChunkEnvelope = serde_json::from_str(p).unwrap();
+                assert_eq!(&serde_json::to_string(&env).unwrap(), p);
+                assert_eq!((env.index, env.total), (i as u64, pieces.len() as u64));
+                joined.push_str(&env.payload);
+            }
+            assert_eq!(joined, payload);
+            // The cuts of a walk over characters.
+            let id_len = 32;
+            let budget = max - 1 - envelope_overhead(&"0".repeat(id_len));
+            let mut lens = Vec::new();
+            let (mut start, mut used) = (0, 0);
+            for (i, c) in payload.char_indices() {
+                let n = escaped_len(c);
+                if used + n > budget {
+                    lens.push(i - start);
+                    start = i;
+                    used = 0;
+                }
+                used += n;
+            }
+            lens.push(payload.len() - start);
+            let got: Vec<usize> = pieces
+                .iter()
+                .map(|p| {
+                    serde_json::from_str::<ChunkEnvelope>(p)
+                        .unwrap()
+                        .payload
+                        .len()
+                })
+                .collect();
+            assert_eq!(got, lens, "max {max}");
+        }
+    }
+
+    /// A piece announcing a huge index must not allocate room for every index below it.
+    #[test]
+    fn huge_index_is_cheap() {
+        let mut asm = Assembler::new(AssemblerLimits::default());
+        let now = Instant::now();
+        let total = AssemblerLimits::default().max_payload_bytes as u64;
+        for i in 0..1024 {
+            asm.push(env(&format!("m{i}"), total - 1, total, ""), now)
+                .unwrap();
+        }
+        assert_eq!(asm.partial_count(), 1024);
+        assert_eq!(asm.buffered_bytes(), 1024 * PIECE_OVERHEAD);
+    }
+
+    /// Empty pieces still cost their overhead, so they cannot pile up without bound.
+    #[test]
+    fn empty_pieces_are_charged() {
+        let mut asm = Assembler::new(AssemblerLimits {
+            max_buffered_bytes: 10 * PIECE_OVERHEAD,
+            ..AssemblerLimits::default()
+        });
+        let now = Instant::now();
+        for i in 0..10 {
+            asm.push(env("m", i, 1000, ""), now).unwrap();
+        }
+        let e = asm.push(env("m", 10, 1000, ""), now).unwrap_err();
+        assert!(e.to_string().contains("max_buffered_bytes"), "{e}");
+        assert_eq!(asm.buffered_bytes(), 10 * PIECE_OVERHEAD);
+    }
+
+    /// A single-piece envelope reusing the id of a partial message is a changed total, not a
+    /// silent replacement of what was collected.
+    #[test]
+    fn single_piece_with_a_partial_id_is_a_changed_total() {
+        let mut asm = Assembler::new(AssemblerLimits::default());
+        let now = Instant::now();
+        asm.push(env("m", 0, 3, "ab"), now).unwrap();
+        let e = asm.push(env("m", 0, 1, "zz"), now).unwrap_err();
+        assert!(e.to_string().contains("message dropped"), "{e}");
+        assert_eq!((asm.partial_count(), asm.buffered_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn oversized_assembly_names_the_whole_size() {
+        let mut asm = Assembler::new(AssemblerLimits {
+            max_payload_bytes: 10,
+            ..AssemblerLimits::default()
+        });
+        let now = Instant::now();
+        asm.push(env("m", 0, 3, "123456"), now).unwrap();
+        let e = asm.push(env("m", 1, 3, "123456"), now).unwrap_err();
+        assert!(e.to_string().contains("would reach 12 bytes"), "{e}");
+        assert!(e.to_string().contains("message dropped"), "{e}");
+        assert_eq!((asm.partial_count(), asm.buffered_bytes()), (0, 0));
     }
 }

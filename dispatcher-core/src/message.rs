@@ -299,6 +299,29 @@ fn decode_object(payload: &str) -> Result<(Decoded, IgnoredFields)> {
     }
 }
 
+/// The `reply_to` channel of a payload that looks like a control message (a JSON object with a
+/// `control` field and a string `reply_to`), even when [`decode`] refused it (for example for
+/// `control_data` of the wrong shape): the service then still answers with an error, so a client
+/// does not wait for a reply that never comes.
+///
+/// ```
+/// use dispatcher_core::message::{control_reply_to, decode};
+/// let bad = r#"{"control": "running", "control_data": [1], "reply_to": "reply_to_1"}"#;
+/// assert!(decode(bad).is_err());
+/// assert_eq!(control_reply_to(bad).as_deref(), Some("reply_to_1"));
+/// assert_eq!(control_reply_to(r#"{"task": "t", "reply_to": "r"}"#), None);
+/// ```
+pub fn control_reply_to(payload: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        control: Option<IgnoredAny>,
+        reply_to: Option<String>,
+    }
+    let probe: Probe = serde_json::from_str(payload.trim()).ok()?;
+    probe.control?;
+    probe.reply_to
+}
+
 /// The JSON kind of a value, for error messages.
 pub fn kind_of(v: &Value) -> &'static str {
     match v {

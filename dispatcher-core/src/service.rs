@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::broker::{self, Broker, Incoming};
-use crate::call::{new_uuid, now_epoch, Call, CallFilter, History, Outcome};
+use crate::call::{new_uuid, now_epoch, Call, CallFilter, History, Outcome, SharedStr};
 use crate::chunk::{Assembler, AssemblerLimits};
 use crate::error::{Error, Result};
 use crate::message::{decode, ControlMessage, Decoded, TaskMessage};
@@ -52,6 +52,16 @@ pub struct ServiceConfig {
     pub chunks: AssemblerLimits,
     /// Capacity of the channel from the pool and of the command channel. Default 4096.
     pub event_capacity: usize,
+    /// When this many Calls are queued for a worker, the service stops taking messages from its
+    /// brokers until fewer are: what it has not taken waits in the broker (`PgBroker`: in the
+    /// subscription's buffer, then in PostgreSQL's notification queue), so a flood costs no more
+    /// memory than this many Calls. Control messages behind the flood wait as well. Local
+    /// submissions and tasks submitted by tasks are not held back; `max_waiting` still applies to
+    /// everything taken in. Default 1,000.
+    pub intake_pause_at: usize,
+    /// Where the application serves metrics (`host:port`), reported by the `metrics` command as
+    /// dispatcherd does (`enabled`, `status`). The service itself serves nothing. Default: none.
+    pub metrics_endpoint: Option<String>,
 }
 
 impl Default for ServiceConfig {
@@ -65,6 +75,8 @@ impl Default for ServiceConfig {
             shutdown_grace: Duration::from_secs(30),
             chunks: AssemblerLimits::default(),
             event_capacity: 4096,
+            intake_pause_at: 1_000,
+            metrics_endpoint: None,
         }
     }
 }
@@ -210,6 +222,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// Sets the queue length at which the service stops taking messages from its brokers (see
+    /// [`ServiceConfig::intake_pause_at`]).
+    pub fn intake_pause_at(mut self, queued: usize) -> Self {
+        self.config.intake_pause_at = queued;
+        self
+    }
+
     /// Sets the shutdown grace period.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config.shutdown_grace = grace;
@@ -276,6 +295,11 @@ impl ServiceBuilder {
         for c in &config.channels {
             broker::validate_channel(c)?;
         }
+        if config.intake_pause_at == 0 {
+            return Err(Error::Config(
+                "intake_pause_at must be at least 1 (the queue length at which the service stops reading its brokers)".into(),
+            ));
+        }
         let capacity = config.event_capacity.max(16);
         let (events_tx, events_rx) = mpsc::channel(capacity);
         pool.start(events_tx).await?;
@@ -322,6 +346,8 @@ impl ServiceBuilder {
         }
         let node_id = config.node_id.clone();
         let state = Loop {
+            names: Names::new(&config.node_id),
+            backlog_changed: false,
             assembler: Assembler::new(config.chunks),
             config,
             registry,
@@ -334,7 +360,7 @@ impl ServiceBuilder {
             signing: self.signing,
             finished_buf: Vec::new(),
             next_key: 0,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             running: 0,
             delayed: BinaryHeap::new(),
             queue: VecDeque::new(),
@@ -545,6 +571,67 @@ struct DupState {
     blocked: VecDeque<CallKey>,
 }
 
+/// Hashes [`CallKey`]s: they are unique counters from one service, so a multiply spreads them
+/// well enough and costs far less than SipHash (the map is looked up several times per Call).
+#[derive(Clone, Copy, Default)]
+struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash(0)
+    }
+}
+
+#[derive(Default)]
+struct KeyHash(u64);
+
+impl std::hash::Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; hashbrown takes the top 7 bits and the low bits, both well mixed.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 ^= self.0 >> 29;
+    }
+}
+
+/// The strings every Call of this service shares: its node id and the channels messages came on.
+struct Names {
+    node_id: SharedStr,
+    channels: Vec<SharedStr>,
+}
+
+/// Most distinct channel names kept for sharing (a service listens on a few).
+const MAX_SHARED_CHANNELS: usize = 64;
+
+impl Names {
+    fn new(node_id: &str) -> Self {
+        Names {
+            node_id: SharedStr::from(node_id),
+            channels: vec![SharedStr::from(LOCAL_CHANNEL)],
+        }
+    }
+
+    /// The shared copy of `name` (a new one for a name not seen before).
+    fn channel(&mut self, name: &str) -> SharedStr {
+        if let Some(c) = self.channels.iter().find(|c| c.as_str() == name) {
+            return c.clone();
+        }
+        let c = SharedStr::from(name);
+        if self.channels.len() < MAX_SHARED_CHANNELS {
+            self.channels.push(c.clone());
+        }
+        c
+    }
+}
+
 struct Loop {
     config: ServiceConfig,
     registry: Arc<dyn Registry>,
@@ -552,7 +639,13 @@ struct Loop {
     brokers: Vec<Arc<dyn Broker>>,
     shared: Arc<Shared>,
     next_key: CallKey,
-    pending: HashMap<CallKey, Pending>,
+    /// Boxed: the map's table then holds a pointer per slot rather than a whole Call, so its
+    /// empty slots cost little and Calls move in and out by pointer.
+    pending: HashMap<CallKey, Box<Pending>, KeyHasher>,
+    /// The node id and channel names Calls share.
+    names: Names,
+    /// The queue grew since the pool was last told its length.
+    backlog_changed: bool,
     /// How many of `pending` are running (so `waiting_count` is O(1)).
     running: usize,
     delayed: BinaryHeap<Reverse<(Instant, CallKey)>>,
@@ -576,6 +669,11 @@ struct Loop {
 /// Most pool events or commands handled in one turn of the service loop.
 const BATCH: usize = 64;
 
+/// Most broker payloads taken in one turn of the service loop. Fewer than [`BATCH`]: the loop
+/// reads the workers' reports between two batches, so a long run of incoming messages does not
+/// leave finished workers idle.
+const INCOMING_BATCH: usize = 16;
+
 /// Payloads from every broker, tagged with the broker's index; `None` marks the end of a
 /// broker's subscription.
 type IncomingStream =
@@ -588,6 +686,27 @@ fn tag_subscription(
     sub.map(move |m| (broker, Some(m)))
         .chain(futures_util::stream::once(async move { (broker, None) }))
         .boxed()
+}
+
+/// Takes what the brokers have ready, up to `most` payloads, into `batch`; resolves to how
+/// many (0 when no subscription is left, which disables the branch for the turn, as `None` from
+/// `next()` would), or waits while there is nothing.
+fn next_incoming<'a>(
+    incoming: &'a mut IncomingStream,
+    batch: &'a mut Vec<(usize, Option<Incoming>)>,
+    most: usize,
+) -> impl std::future::Future<Output = usize> + 'a {
+    std::future::poll_fn(move |cx| {
+        while batch.len() < most {
+            match incoming.poll_next_unpin(cx) {
+                std::task::Poll::Ready(Some(item)) => batch.push(item),
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(batch.len()),
+                std::task::Poll::Pending if batch.is_empty() => return std::task::Poll::Pending,
+                std::task::Poll::Pending => break,
+            }
+        }
+        std::task::Poll::Ready(batch.len())
+    })
 }
 
 /// Subscribes again after a broker's subscription ended, with backoff, until it works or the
@@ -634,9 +753,15 @@ impl Loop {
         let mut event_batch = Vec::with_capacity(BATCH);
         let mut polled = Vec::with_capacity(BATCH);
         let mut command_batch = Vec::with_capacity(BATCH);
+        let mut incoming_batch = Vec::with_capacity(BATCH);
         loop {
             let next_delay = self.delayed.peek().map(|Reverse((t, _))| *t);
             let stopping = stop_at.is_some();
+            let intake_room = self
+                .config
+                .intake_pause_at
+                .saturating_sub(self.queue.len())
+                .min(INCOMING_BATCH);
             tokio::select! {
                 biased;
                 // `recv_many` gives 0 only when the channel is closed and empty: that disables
@@ -673,21 +798,33 @@ impl Loop {
                         }
                     }
                 },
-                Some((b, msg)) = incoming.next(), if !stopping => match msg {
-                    Some(msg) => self.on_incoming(b, msg),
-                    None => {
-                        tracing::error!(broker = b, "a broker's subscription ended; nothing arrives from it until it is subscribed again");
-                        if let Some(broker) = self.brokers.get(b).cloned() {
-                            resubscribe(b, broker, self.config.channels.clone(), resub_tx.clone());
+                // Up to INCOMING_BATCH payloads per turn, and no more than the queue has room
+                // for below `intake_pause_at` (a payload queues one Call at most).
+                1.. = next_incoming(&mut incoming, &mut incoming_batch, intake_room),
+                    if !stopping && intake_room > 0 =>
+                {
+                    for (b, msg) in incoming_batch.drain(..) {
+                        match msg {
+                            Some(msg) => self.on_incoming(b, msg),
+                            None => {
+                                tracing::error!(broker = b, "a broker's subscription ended; nothing arrives from it until it is subscribed again");
+                                if let Some(broker) = self.brokers.get(b).cloned() {
+                                    resubscribe(b, broker, self.config.channels.clone(), resub_tx.clone());
+                                }
+                            }
                         }
                     }
-                },
+                }
                 Some((b, sub)) = resubs.recv(), if !stopping => incoming.push(tag_subscription(b, sub)),
                 _ = sleep_until(next_delay), if next_delay.is_some() && !stopping => self.release_delayed(),
                 _ = expiry.tick() => self.on_tick(),
                 _ = sleep_until(stop_at), if stopping => break,
             }
             self.flush_finished();
+            if self.backlog_changed {
+                self.backlog_changed = false;
+                self.pool.set_backlog(self.queue.len());
+            }
             if stop_at.is_some() && self.pending.is_empty() {
                 break;
             }
@@ -787,7 +924,7 @@ impl Loop {
         if p.stage == Stage::Running {
             self.running -= 1;
         }
-        Some(p)
+        Some(*p)
     }
 
     fn reject(&mut self, mut call: Call, reason: String) {
@@ -805,7 +942,13 @@ impl Loop {
     }
 
     fn reject_payload(&mut self, channel: &str, reason: String) {
-        let call = Call::received(new_uuid(), String::new(), &self.config.node_id, channel);
+        let channel = self.names.channel(channel);
+        let call = Call::received(
+            new_uuid(),
+            String::new(),
+            self.names.node_id.clone(),
+            channel,
+        );
         self.reject(call, reason);
     }
 
@@ -884,8 +1027,8 @@ impl Loop {
             },
             Ok((decoded, ignored)) => self.on_decoded(broker, &msg.channel, decoded, ignored.any()),
             Err(e) => {
-                self.counters.received += 1;
-                self.reject_payload(&msg.channel, e.to_string());
+                let trusted = self.signing.is_none();
+                self.reject_undecodable(broker, &msg.channel, &msg.payload, trusted, e.to_string());
             }
         }
     }
@@ -915,10 +1058,7 @@ impl Loop {
                 self.reject_payload(channel, "a chunk envelope inside a chunked message".into());
             }
             Ok((decoded, ignored)) => self.on_decoded(broker, channel, decoded, ignored.any()),
-            Err(e) => {
-                self.counters.received += 1;
-                self.reject_payload(channel, e.to_string());
-            }
+            Err(e) => self.reject_undecodable(broker, channel, payload, true, e.to_string()),
         }
     }
 
@@ -933,32 +1073,62 @@ impl Loop {
             }
             Decoded::Control(c) => {
                 let reply_to = c.reply_to.clone();
-                let mut reply = self.control(c);
-                if let (Some(reply_to), Some(b)) = (reply_to, self.brokers.get(broker).cloned()) {
-                    if let Value::Object(m) = &mut reply {
-                        m.entry("node_id")
-                            .or_insert_with(|| Value::from(self.config.node_id.clone()));
-                    }
-                    let signing = self.signing.clone();
-                    tokio::spawn(async move {
-                        let payload = match &signing {
-                            Some(k) => match k.sign(&reply.to_string()) {
-                                Ok(p) => p,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "could not sign a control reply");
-                                    return;
-                                }
-                            },
-                            None => reply.to_string(),
-                        };
-                        if let Err(e) = broker::send(&*b, &reply_to, &payload).await {
-                            tracing::warn!(channel = %reply_to, error = %e, "could not publish control reply");
-                        }
-                    });
+                let reply = self.control(c);
+                if let Some(reply_to) = reply_to {
+                    self.send_reply(broker, reply_to, reply);
                 }
             }
             Decoded::Chunk(_) => {}
         }
+    }
+
+    /// A payload was rejected: record it, and when it looks like a control message with a
+    /// `reply_to`, answer there with the error too (the client would otherwise wait in vain).
+    /// `trusted`: the payload is verified, or signatures are not required; an unverified one
+    /// gets no reply.
+    fn reject_undecodable(
+        &mut self,
+        broker: usize,
+        channel: &str,
+        payload: &str,
+        trusted: bool,
+        reason: String,
+    ) {
+        self.counters.received += 1;
+        if let Some(reply_to) = trusted
+            .then(|| crate::message::control_reply_to(payload))
+            .flatten()
+        {
+            self.send_reply(broker, reply_to, json!({ "error": reason.clone() }));
+        }
+        self.reject_payload(channel, reason);
+    }
+
+    /// Publishes a control reply (with this node's id) on `reply_to` through `broker`.
+    fn send_reply(&self, broker: usize, reply_to: String, mut reply: Value) {
+        let Some(b) = self.brokers.get(broker).cloned() else {
+            return;
+        };
+        if let Value::Object(m) = &mut reply {
+            m.entry("node_id")
+                .or_insert_with(|| Value::from(self.config.node_id.clone()));
+        }
+        let signing = self.signing.clone();
+        tokio::spawn(async move {
+            let payload = match &signing {
+                Some(k) => match k.sign(&reply.to_string()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not sign a control reply");
+                        return;
+                    }
+                },
+                None => reply.to_string(),
+            };
+            if let Err(e) = broker::send(&*b, &reply_to, &payload).await {
+                tracing::warn!(channel = %reply_to, error = %e, "could not publish control reply");
+            }
+        });
     }
 
     /// Takes a task message in; returns the rejection reason when it was rejected at once.
@@ -967,10 +1137,11 @@ impl Loop {
         msg: TaskMessage,
         channel: &str,
         parent: Option<String>,
-    ) -> std::result::Result<String, String> {
+    ) -> std::result::Result<(), String> {
         self.counters.received += 1;
         let uuid = msg.uuid.unwrap_or_else(new_uuid);
-        let mut call = Call::received(uuid.clone(), msg.task, &self.config.node_id, channel);
+        let channel = self.names.channel(channel);
+        let mut call = Call::received(uuid, msg.task, self.names.node_id.clone(), channel);
         call.args = Value::Array(msg.args.clone());
         call.kwargs = Value::Object(msg.kwargs.clone());
         call.time_pub = msg.time_pub;
@@ -1015,14 +1186,15 @@ impl Loop {
             _ => None,
         };
         let key = self.next_key();
-        let mut p = Pending {
+        let span = call_span(&call.uuid, task.name());
+        let mut p = Box::new(Pending {
             call,
             task,
             args,
             stage: Stage::Delayed,
             dup_key: None,
-            span: call_span(&uuid, task.name()),
-        };
+            span,
+        });
         if let Some(d) = delay {
             p.call.queued_at = Some(now_epoch());
             self.pending.insert(key, p);
@@ -1031,7 +1203,7 @@ impl Loop {
             self.pending.insert(key, p);
             self.admit(key);
         }
-        Ok(uuid)
+        Ok(())
     }
 
     fn release_delayed(&mut self) {
@@ -1148,8 +1320,9 @@ impl Loop {
             self.dispatch_queue();
         } else {
             // Calls already wait, so no worker is free: the pool reports one becoming free
-            // (`Finished`, `Ready`), and the queue is tried again then.
-            self.pool.set_backlog(self.queue.len());
+            // (`Finished`, `Ready`), and the queue is tried again then. The pool hears of the
+            // longer queue at the end of this turn (once, not for every Call).
+            self.backlog_changed = true;
         }
         if let Some(p) = self.pending.get_mut(&key) {
             if p.stage == Stage::Queued {
@@ -1189,6 +1362,7 @@ impl Loop {
                 }
             }
         }
+        self.backlog_changed = false;
         self.pool.set_backlog(self.queue.len());
     }
 
@@ -1264,6 +1438,7 @@ impl Loop {
     fn on_tick(&mut self) {
         self.expire_chunks();
         self.flush_finished();
+        self.shrink_after_flood();
         self.export_metrics();
         let workers = self.pool.workers();
         self.metrics.gauges(
@@ -1273,6 +1448,21 @@ impl Loop {
             self.assembler.partial_count(),
             &workers,
         );
+    }
+
+    /// Gives back the room a flood of Calls left in the maps and queues (they never shrink on
+    /// their own), once they are mostly empty.
+    fn shrink_after_flood(&mut self) {
+        const KEEP: usize = 1024;
+        if self.pending.capacity() > KEEP && self.pending.len() * 4 < self.pending.capacity() {
+            self.pending.shrink_to((self.pending.len() * 2).max(KEEP));
+        }
+        if self.queue.capacity() > KEEP && self.queue.len() * 4 < self.queue.capacity() {
+            self.queue.shrink_to((self.queue.len() * 2).max(KEEP));
+        }
+        if self.finished_buf.capacity() > KEEP {
+            self.finished_buf.shrink_to(KEEP);
+        }
     }
 
     fn export_metrics(&mut self) {
@@ -1317,19 +1507,29 @@ impl Loop {
                 "history": self.history(&[("limit".to_owned(), json!(STATUS_HISTORY))].into_iter().collect()),
             }),
             "run" => match serde_json::from_value::<TaskMessage>(Value::Object(data.clone())) {
-                Ok(m) => match self.accept_task(m, LOCAL_CHANNEL, None) {
-                    Ok(uuid) => {
-                        let mut ack = data;
-                        ack.insert("uuid".into(), Value::from(uuid));
-                        json!({ "ack": ack })
+                Ok(mut m) => {
+                    let uuid = m.uuid.get_or_insert_with(new_uuid).clone();
+                    match self.accept_task(m, LOCAL_CHANNEL, None) {
+                        Ok(()) => {
+                            let mut ack = data;
+                            ack.insert("uuid".into(), Value::from(uuid));
+                            json!({ "ack": ack })
+                        }
+                        Err(reason) => json!({ "error": reason }),
                     }
-                    Err(reason) => json!({ "error": reason }),
-                },
+                }
                 Err(e) => json!({ "error": format!("control_data is not a task message: {e}") }),
             },
-            "set_log_level" => match (data.get("level").and_then(Value::as_str), &self.log_control)
-            {
-                (Some(level), Some(ctl)) => match ctl.set_level(level) {
+            "set_log_level" => match (
+                data.get("level").and_then(|l| match l {
+                    // dispatcherd also takes Python's numeric levels (logging.WARNING is 30).
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                }),
+                &self.log_control,
+            ) {
+                (Some(level), Some(ctl)) => match ctl.set_level(&level) {
                     Ok(previous) => {
                         tracing::info!(%level, %previous, "log level changed");
                         json!({ "level": level, "previous_level": previous })
@@ -1403,6 +1603,12 @@ impl Loop {
             "queue_depth": self.queue.len(),
             "partial_chunked_messages": self.assembler.partial_count(),
             "history_size": self.shared.history().len(),
+            // dispatcherd's `metrics` reply: is an HTTP metrics endpoint serving, and where.
+            "enabled": self.config.metrics_endpoint.is_some(),
+            "status": self.config.metrics_endpoint.as_deref().map(|addr| {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
+                json!({ "host": host, "port": port.parse::<u16>().ok(), "ready": true })
+            }),
         })
     }
 
@@ -1539,5 +1745,98 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::Subscription;
+    use crate::task::{Invocation, TaskConfig, TaskFuture};
+    use crate::{InProcessPool, TaskRegistry};
+
+    fn nap_run(_: Invocation) -> TaskFuture {
+        Box::pin(async {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(Value::Null)
+        })
+    }
+
+    static NAP: TaskDescriptor =
+        TaskDescriptor::new("t.nap", &[], TaskConfig::new(), |_| Ok(()), nap_run);
+
+    struct Nap;
+
+    impl Task for Nap {
+        const NAME: &'static str = "t.nap";
+        fn descriptor() -> &'static TaskDescriptor {
+            &NAP
+        }
+    }
+
+    /// A broker whose one subscription is a channel the test fills, so the test sees what the
+    /// service has not taken yet.
+    struct Feed(Mutex<Option<mpsc::Receiver<Incoming>>>);
+
+    #[async_trait::async_trait]
+    impl Broker for Feed {
+        async fn publish(&self, _channel: &str, _payload: &str) -> Result<()> {
+            Ok(())
+        }
+
+        async fn subscribe(&self, _channels: &[String]) -> Result<Subscription> {
+            let rx = self
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .ok_or_else(|| Error::broker("one subscription only"))?;
+            Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|m| (m, rx))
+            })
+            .boxed())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_leaves_messages_in_the_broker() {
+        let (tx, rx) = mpsc::channel(100);
+        for _ in 0..10 {
+            tx.send(Incoming {
+                channel: "c".into(),
+                payload: r#"{"task":"t.nap"}"#.into(),
+            })
+            .await
+            .unwrap();
+        }
+        let service = Service::builder()
+            .registry(TaskRegistry::new().register::<Nap>())
+            .pool(InProcessPool::new(1))
+            .broker(Arc::new(Feed(Mutex::new(Some(rx)))))
+            .channels(["c"])
+            .intake_pause_at(2)
+            .max_waiting(3)
+            .start()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let unread = tx.max_capacity() - tx.capacity();
+        assert!(unread >= 4, "the service took {} of 10", 10 - unread);
+        service
+            .wait_for_finished(10, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let calls = service.history(&CallFilter::default());
+        assert_eq!(calls.len(), 10);
+        assert!(
+            calls.iter().all(|c| c.outcome == Some(Outcome::Ok)),
+            "none rejected for max_waiting: {calls:?}"
+        );
+        assert!(calls.iter().all(|c| c.channel == "c"));
+        assert!(
+            std::ptr::eq(calls[0].channel.as_str(), calls[9].channel.as_str()),
+            "Calls share their channel name"
+        );
+        service.shutdown().await.unwrap();
     }
 }

@@ -555,16 +555,29 @@ impl Inner {
                 })
             }
             End::Kill(reason) => {
+                // A broken socket often means the worker just died: if it did, say how.
+                let died = match &reason {
+                    Some(_) => None,
+                    None => {
+                        match tokio::time::timeout(Duration::from_millis(100), child.wait()).await {
+                            Ok(Ok(status)) => Some(describe_exit(status)),
+                            _ => None,
+                        }
+                    }
+                };
                 terminate(&mut child, pid, self.config.kill_grace).await;
                 match reason {
                     Some((key, outcome, error)) if running_key == Some(key) => {
                         Some((outcome, error))
                     }
                     _ => running_key.map(|_| {
-                        (
-                            Outcome::WorkerLost,
-                            format!("worker {id} (pid {pid}) was replaced"),
-                        )
+                        let error = match &died {
+                            Some(how) => format!(
+                                "worker {id} (pid {pid}) exited with {how} while running the job"
+                            ),
+                            None => format!("worker {id} (pid {pid}) was replaced"),
+                        };
+                        (Outcome::WorkerLost, error)
                     }),
                 }
             }

@@ -155,6 +155,7 @@ impl Server {
         sc.chunks.max_partials = c.limits.max_partial_messages;
         sc.chunks.max_buffered_bytes = c.limits.max_partial_bytes;
         sc.chunks.expiry = config::seconds("limits.partial_expiry", c.limits.partial_expiry)?;
+        sc.metrics_endpoint = metrics.map(|a| a.to_string());
         let signing = c.signing_key()?;
         let mut builder = Service::builder()
             .config(sc)

@@ -11,6 +11,10 @@
 //!    of the process is dropped;
 //! 4. with the `testcontainers` feature, a `postgres` container when a Docker engine answers.
 //!
+//! Tests that restart PostgreSQL use [`PgFixture::throwaway`] and its
+//! [`PgFixture::stop_server`] / [`PgFixture::start_server`]: only a throwaway server is ever
+//! stopped.
+//!
 //! If none can be had, [`PgFixture::new`] fails with a message saying how to provide one; tests
 //! never skip silently. Each fixture creates `dispatcher_test_<uuid>` and drops it (with
 //! `FORCE`) when dropped.
@@ -143,6 +147,41 @@ impl PgFixture {
     /// The database's name.
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// Stops the throwaway server this fixture is on (`pg_ctl stop -m fast`: sessions are
+    /// terminated, the server shuts down cleanly), for tests of what a server restart does to
+    /// clients; [`PgFixture::start_server`] starts it again with the same data and port. Every
+    /// fixture on that server sees the outage. Blocks until the server is down. Refused for a
+    /// fixture that is not on a throwaway server: a shared server is never stopped.
+    pub fn stop_server(&self) -> Result<(), TestkitError> {
+        self.with_throwaway(|s| {
+            let data = s.dir.join("data").display().to_string();
+            run(
+                &s.bindir.join("pg_ctl"),
+                &["-D", &data, "-m", "fast", "-w", "stop"],
+                s.run_as.as_deref(),
+            )
+        })
+    }
+
+    /// Starts the throwaway server again after [`PgFixture::stop_server`]; blocks until it
+    /// accepts connections.
+    pub fn start_server(&self) -> Result<(), TestkitError> {
+        self.with_throwaway(pg_ctl_start)
+    }
+
+    fn with_throwaway(
+        &self,
+        f: impl FnOnce(&TempServer) -> Result<(), String>,
+    ) -> Result<(), TestkitError> {
+        let guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        match (self.throwaway, guard.as_ref()) {
+            (true, Some(s)) => f(s).map_err(TestkitError::Postgres),
+            _ => Err(TestkitError::Postgres(
+                "only a fixture on a throwaway server (PgFixture::throwaway) may stop or start its server".into(),
+            )),
+        }
     }
 
     /// A client connected to the fresh database (its connection is driven by a spawned task).
@@ -317,16 +356,6 @@ fn acquire_server() -> Result<Config, String> {
         &["-D", &data_s, "-U", "postgres", "-A", "trust"],
         run_as.as_deref(),
     )?;
-    let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-        dir.display()
-    );
-    let log = dir.join("log").display().to_string();
-    run(
-        &bindir.join("pg_ctl"),
-        &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "start"],
-        run_as.as_deref(),
-    )?;
     let s = TempServer {
         dir,
         bindir,
@@ -334,9 +363,26 @@ fn acquire_server() -> Result<Config, String> {
         run_as,
         users: 1,
     };
+    pg_ctl_start(&s)?;
     let c = server_config(&s);
     *guard = Some(s);
     c
+}
+
+/// `pg_ctl start` of a throwaway server (its data directory, port and socket directory).
+fn pg_ctl_start(s: &TempServer) -> Result<(), String> {
+    let opts = format!(
+        "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+        s.port,
+        s.dir.display()
+    );
+    let data = s.dir.join("data").display().to_string();
+    let log = s.dir.join("log").display().to_string();
+    run(
+        &s.bindir.join("pg_ctl"),
+        &["-D", &data, "-o", &opts, "-l", &log, "-w", "start"],
+        s.run_as.as_deref(),
+    )
 }
 
 fn server_config(s: &TempServer) -> Result<Config, String> {

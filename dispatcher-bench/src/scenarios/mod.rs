@@ -1,7 +1,12 @@
-//! The scenarios. Each is a module with an `async fn run(&Options, TaskRegistry) -> Result<Report>`;
+//! The scenarios. Each is a module with an `async fn run(Options, TaskRegistry) -> Result<Report>`;
 //! add a new one to [`SCENARIOS`].
 
+pub mod control;
+pub mod latency;
+pub mod pg;
 pub mod pool;
+pub mod remote;
+pub mod serve;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +17,7 @@ use crate::error::{BenchError, Result};
 use crate::report::Report;
 use crate::Cli;
 
-/// What every scenario gets from the command line.
+/// What every scenario gets from the command line (scenario defaults applied).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Tasks to run.
@@ -25,48 +30,107 @@ pub struct Options {
     pub batch: Option<u64>,
     /// PostgreSQL connection string.
     pub database_url: Option<String>,
+    /// Seconds of the raw pg_notify measurement.
+    pub raw_seconds: u64,
+    /// How to measure the raw pg_notify rate.
+    pub raw: pg::RawTool,
+    /// Pause between two messages (`latency`), milliseconds.
+    pub pause_ms: f64,
+    /// The service's history size, when given.
+    pub history: Option<u64>,
+    /// The channel (`serve`).
+    pub channel: Option<String>,
+}
+
+impl Options {
+    /// The database URL, or an error saying the scenario needs one.
+    pub fn database_url(&self, scenario: &str) -> Result<&str> {
+        self.database_url.as_deref().ok_or_else(|| {
+            BenchError::Run(format!(
+                "{scenario} needs a database: pass --database-url URL or set DATABASE_URL \
+                 (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+            ))
+        })
+    }
 }
 
 type ScenarioFuture = Pin<Box<dyn Future<Output = Result<Report>>>>;
 type ScenarioFn = fn(Options, TaskRegistry) -> ScenarioFuture;
 
-/// Implemented scenarios: name, what it measures, entry point.
-pub const SCENARIOS: &[(&str, &str, ScenarioFn)] =
-    &[("pool", "the process pool alone, no broker", |o, r| {
-        Box::pin(pool::run(o, r))
-    })];
-
-/// Scenarios planned but not implemented yet.
-pub const PLANNED: &[&str] = &["pg", "latency", "control"];
+/// Implemented scenarios: name, what it measures, default task count, default publishers,
+/// entry point.
+pub const SCENARIOS: &[(&str, &str, u64, u64, ScenarioFn)] = &[
+    (
+        "pool",
+        "the process pool alone, no broker",
+        100_000,
+        1,
+        |o, r| Box::pin(pool::run(o, r)),
+    ),
+    (
+        "pg",
+        "end to end through PostgreSQL, the service in another process",
+        100_000,
+        4,
+        |o, r| Box::pin(pg::run(o, r)),
+    ),
+    (
+        "latency",
+        "publish-to-start latency through PostgreSQL, one message at a time",
+        2_000,
+        1,
+        |o, r| Box::pin(latency::run(o, r)),
+    ),
+    (
+        "control",
+        "round trips of the `alive` control command through PostgreSQL",
+        1_000,
+        1,
+        |o, r| Box::pin(control::run(o, r)),
+    ),
+];
 
 /// Runs the scenario the command line names, on a multi-threaded runtime.
 pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
-    let Some((name, what, entry)) = SCENARIOS.iter().find(|(name, _, _)| *name == cli.scenario)
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(BenchError::Runtime)
+    };
+    let mut options = Options {
+        tasks: cli.tasks.unwrap_or(0),
+        workers: cli.workers,
+        publishers: cli.publishers.unwrap_or(1),
+        batch: cli.batch,
+        database_url: cli.database_url.clone(),
+        raw_seconds: cli.raw_seconds,
+        raw: cli.raw,
+        pause_ms: cli.pause_ms,
+        history: cli.history,
+        channel: cli.channel.clone(),
+    };
+    if cli.scenario == "serve" {
+        rt()?.block_on(serve::run(options, registry))?;
+        return Err(BenchError::Served);
+    }
+    let Some((name, what, tasks, publishers, entry)) =
+        SCENARIOS.iter().find(|s| s.0 == cli.scenario)
     else {
         return Err(BenchError::UnknownScenario {
             name: cli.scenario.clone(),
             available: SCENARIOS
                 .iter()
-                .map(|(n, w, _)| format!("{n} ({w})"))
+                .map(|s| format!("{} ({})", s.0, s.1))
                 .collect::<Vec<_>>()
                 .join(", "),
-            planned: PLANNED.join(", "),
         });
     };
-    let options = Options {
-        tasks: cli.tasks,
-        workers: cli.workers,
-        publishers: cli.publishers,
-        batch: cli.batch,
-        database_url: cli.database_url.clone(),
-    };
+    options.tasks = cli.tasks.unwrap_or(*tasks);
+    options.publishers = cli.publishers.unwrap_or(*publishers);
     eprintln!(
         "scenario {name}: {what}; {} tasks, {} workers, {} publishers",
         options.tasks, options.workers, options.publishers
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(BenchError::Runtime)?;
-    rt.block_on(entry(options, registry))
+    rt()?.block_on(entry(options, registry))
 }

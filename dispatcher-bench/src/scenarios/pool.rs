@@ -15,7 +15,7 @@ use dispatcher_pool::ProcessPool;
 use serde_json::{Map, Value};
 
 use crate::error::{BenchError, Result};
-use crate::report::{percentile, proc_status_kb, round3, Report};
+use crate::report::{nproc, proc_cpu_ms, proc_status_kb, round3, summary, Report};
 use crate::scenarios::Options;
 use crate::tasks::noop;
 
@@ -36,6 +36,7 @@ pub async fn run(options: Options, registry: TaskRegistry) -> Result<Report> {
     config.node_id = format!("bench-{}", std::process::id());
     config.channels = Vec::new();
     config.history_size = capacity.max(config.history_size);
+    let history_size = config.history_size;
     config.max_waiting = capacity.max(config.max_waiting);
     let started = Instant::now();
     let service = Service::builder()
@@ -49,7 +50,7 @@ pub async fn run(options: Options, registry: TaskRegistry) -> Result<Report> {
         started.elapsed().as_secs_f64()
     );
     let service = Arc::new(service);
-    let outcome = measure(&service, &options).await;
+    let outcome = measure(&service, &options, history_size).await;
     let shutdown = service
         .shutdown_with_grace(Some(Duration::from_secs(5)))
         .await;
@@ -58,9 +59,16 @@ pub async fn run(options: Options, registry: TaskRegistry) -> Result<Report> {
     Ok(report)
 }
 
-async fn measure(service: &Arc<ServiceHandle>, options: &Options) -> Result<Report> {
+async fn measure(
+    service: &Arc<ServiceHandle>,
+    options: &Options,
+    history_size: usize,
+) -> Result<Report> {
     let n = options.tasks;
-    let publishers = options.publishers.min(n);
+    let publishers = options.publishers.min(n).max(1);
+    let workers = worker_pids(&service.control("workers", Map::new()).await?);
+    let cpu_workers = || -> Option<f64> { workers.iter().map(|p| proc_cpu_ms(*p)).sum() };
+    let cpu_before = (proc_cpu_ms(std::process::id()), cpu_workers());
     let start = Instant::now();
     let mut submitters = Vec::new();
     for p in 0..publishers {
@@ -91,6 +99,11 @@ async fn measure(service: &Arc<ServiceHandle>, options: &Options) -> Result<Repo
             .map_err(|e| BenchError::Run(format!("a publisher failed: {e}")))??;
     }
     waited?;
+    let per_task = |before: Option<f64>, after: Option<f64>| {
+        Some(round3((after? - before?) * 1000.0 / n as f64))
+    };
+    let cpu_main = per_task(cpu_before.0, proc_cpu_ms(std::process::id()));
+    let cpu_workers = per_task(cpu_before.1, cpu_workers());
     eprintln!(
         "pool: {n} Calls finished in {seconds:.3}s ({:.0}/s)",
         n as f64 / seconds
@@ -98,8 +111,7 @@ async fn measure(service: &Arc<ServiceHandle>, options: &Options) -> Result<Repo
 
     let rss_main_kb = proc_status_kb(std::process::id(), "VmRSS");
     let rss_main_peak_kb = proc_status_kb(std::process::id(), "VmHWM");
-    let workers = service.control("workers", Map::new()).await?;
-    let rss_worker_kb = worker_pids(&workers)
+    let rss_worker_kb = worker_pids(&service.control("workers", Map::new()).await?)
         .into_iter()
         .filter_map(|pid| proc_status_kb(pid, "VmRSS"))
         .max();
@@ -120,28 +132,31 @@ async fn measure(service: &Arc<ServiceHandle>, options: &Options) -> Result<Repo
             "expected {n} Calls ending ok, the history has {ok} (outcomes: {outcomes:?})"
         )));
     }
-    run_ms.sort_unstable_by(f64::total_cmp);
-    total_ms.sort_unstable_by(f64::total_cmp);
-    let pct = |v: &[f64], p: f64| percentile(v, p).map(round3);
+    let (p50, p99, max) = summary(&mut run_ms);
+    let (p50_total, p99_total, _) = summary(&mut total_ms);
     Ok(Report {
         scenario: "pool".to_owned(),
         tasks: n,
         workers: options.workers,
-        publishers,
-        batch: options.batch,
+        publishers: Some(publishers),
         seconds: round3(seconds),
         tasks_per_sec: (n as f64 / seconds).round(),
-        p50_ms: pct(&run_ms, 0.50),
-        p99_ms: pct(&run_ms, 0.99),
-        max_ms: run_ms.last().copied().map(round3),
-        p50_total_ms: pct(&total_ms, 0.50),
-        p99_total_ms: pct(&total_ms, 0.99),
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+        p50_total_ms: p50_total,
+        p99_total_ms: p99_total,
         latency: "p50_ms/p99_ms: Call run_ms (finished_at - started_at); *_total_ms: total_ms (finished_at - received_at)",
         rss_main_kb,
+        rss_main_anon_kb: proc_status_kb(std::process::id(), "RssAnon"),
         rss_main_peak_kb,
         rss_worker_kb,
+        cpu_main_us_per_task: cpu_main,
+        cpu_workers_us_per_task: cpu_workers,
+        history_size: Some(history_size),
         outcomes,
-        nproc: std::thread::available_parallelism().map_or(1, usize::from),
+        nproc: nproc(),
+        ..Report::default()
     })
 }
 
@@ -161,7 +176,7 @@ async fn progress(service: Arc<ServiceHandle>, n: u64, start: Instant) {
 }
 
 /// The worker pids in a `workers` control reply.
-fn worker_pids(reply: &Value) -> Vec<u32> {
+pub fn worker_pids(reply: &Value) -> Vec<u32> {
     reply
         .as_object()
         .map(|m| {

@@ -1,0 +1,82 @@
+//! `control`: round trips of the `alive` control command through PostgreSQL.
+//!
+//! The service runs in its own process as in `pg`. The bench sends `N` `alive` requests one after
+//! another with [`dispatcher_core::control::request`] (expecting one reply) on its own
+//! `PgBroker`, and times each from the call until the reply is in: LISTEN on a fresh reply
+//! channel, NOTIFY of the command, the service's reply NOTIFY, its delivery. 20 warm-up requests
+//! go first and are not counted.
+
+use std::time::{Duration, Instant};
+
+use dispatcher_core::{control, TaskRegistry};
+use serde_json::Map;
+
+use crate::error::{BenchError, Result};
+use crate::report::{nproc, round3, summary, Report};
+use crate::scenarios::remote::Remote;
+use crate::scenarios::Options;
+
+const WARMUP: u64 = 20;
+
+/// Runs the scenario.
+pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
+    let url = options.database_url("control")?.to_owned();
+    let remote = Remote::start(&url, options.workers, options.history).await?;
+    let outcome = measure(&remote, &options).await;
+    let stopped = remote.stop().await;
+    let report = outcome?;
+    stopped?;
+    Ok(report)
+}
+
+async fn alive(remote: &Remote) -> Result<()> {
+    let replies = control::request(
+        &*remote.broker,
+        &remote.channel,
+        "alive",
+        Map::new(),
+        Some(1),
+        Duration::from_secs(5),
+    )
+    .await?;
+    if replies.len() != 1 {
+        return Err(BenchError::Run(format!(
+            "expected one reply to alive, got {}",
+            replies.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn measure(remote: &Remote, options: &Options) -> Result<Report> {
+    let n = options.tasks;
+    for _ in 0..WARMUP {
+        alive(remote).await?;
+    }
+    let mut ms = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        alive(remote).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let (p50, p99, max) = summary(&mut ms);
+    eprintln!("control: alive round trip p50 {p50:?} ms, p99 {p99:?} ms, max {max:?} ms");
+    Ok(Report {
+        scenario: "control".to_owned(),
+        tasks: n,
+        workers: options.workers,
+        seconds: round3(seconds),
+        tasks_per_sec: (n as f64 / seconds).round(),
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+        latency: "p50_ms/p99_ms/max_ms: round trip of control::request(alive, expected 1)",
+        rss_main_kb: remote.status_kb("VmRSS"),
+        rss_main_anon_kb: remote.status_kb("RssAnon"),
+        rss_main_peak_kb: remote.status_kb("VmHWM"),
+        nproc: nproc(),
+        ..Report::default()
+    })
+}

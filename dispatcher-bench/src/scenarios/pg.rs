@@ -1,0 +1,398 @@
+//! `pg`: end to end through PostgreSQL, with the service in a separate process.
+//!
+//! 1. Starts the service process ([`super::serve`]: `dispatcher_server::Server`, a `PgBroker`,
+//!    a `ProcessPool` of `W` workers, history 10,000 unless `--history` says otherwise).
+//! 2. Measures the raw `SELECT pg_notify(...)` rate of `P` clients for `--raw-seconds` on a
+//!    channel nobody listens to, with the service listening (so PostgreSQL signals its LISTEN
+//!    backend as in the run proper): pgbench with a custom script (`-n -c P -j P -T S`), or a
+//!    loop of the prepared statement on `P` tokio-postgres connections (`--raw loop`).
+//! 3. `P` publishing connections send `N` `{"task":"bench.noop"}` messages between them with the
+//!    statements `PgBroker` uses: `SELECT pg_notify($1, $2)` per message, or with `--batch B`
+//!    one `SELECT count(pg_notify(c, p)) FROM unnest($1, $2)` per `B` messages. Batched
+//!    payloads carry a uuid each (`{"task":"bench.noop","uuid":"<publisher>-<n>"}`): PostgreSQL
+//!    delivers identical notifications of one transaction only once.
+//! 4. Polls the `metrics` control command until the service has finished all `N` Calls; the
+//!    end time is the newest Call's `finished_at` (the history, read afterwards).
+//!
+//! `seconds` runs from the first publish to the last Call's end. `rss_main_kb` is read before
+//! the history is fetched (a large reply would inflate it).
+
+use std::time::{Duration, Instant};
+
+use dispatcher_broker_pg::PgBrokerConfig;
+use dispatcher_core::call::now_epoch;
+use dispatcher_core::TaskRegistry;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::error::{BenchError, Result};
+use crate::report::{nproc, proc_cpu_ms, round3, summary, Report};
+use crate::scenarios::remote::Remote;
+use crate::scenarios::Options;
+
+/// The payload of every task message.
+pub const NOOP: &str = r#"{"task":"bench.noop"}"#;
+
+/// The statement `PgBroker::publish` runs.
+pub const NOTIFY_SQL: &str = "SELECT pg_notify($1, $2)";
+/// The statement `PgBroker::publish_batch` runs.
+pub const NOTIFY_MANY_SQL: &str =
+    "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS m(c, p)";
+
+/// How the raw pg_notify rate is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RawTool {
+    /// pgbench when it is found, else the loop.
+    Auto,
+    /// pgbench with a custom script.
+    Pgbench,
+    /// A tokio-postgres loop of the prepared statement.
+    Loop,
+    /// Not measured.
+    None,
+}
+
+/// A publishing connection with the broker's statements prepared.
+pub struct PubConn {
+    /// The connection.
+    pub client: Client,
+    /// `SELECT pg_notify($1, $2)`.
+    pub notify: Statement,
+    /// The batched form.
+    pub notify_many: Statement,
+}
+
+fn db(what: &str) -> impl FnOnce(tokio_postgres::Error) -> BenchError + '_ {
+    move |source| BenchError::Db {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// Opens a connection as `PgBroker` does (same settings) and prepares its statements.
+pub async fn connect(url: &str) -> Result<PubConn> {
+    let config = PgBrokerConfig::from_url(url)?;
+    let (client, conn) = config.pg.connect(NoTls).await.map_err(db("connect"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            eprintln!("publishing connection ended: {e}");
+        }
+    });
+    let notify = client.prepare(NOTIFY_SQL).await.map_err(db("prepare"))?;
+    let notify_many = client
+        .prepare(NOTIFY_MANY_SQL)
+        .await
+        .map_err(db("prepare"))?;
+    Ok(PubConn {
+        client,
+        notify,
+        notify_many,
+    })
+}
+
+/// Runs the scenario.
+pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
+    let url = options.database_url("pg")?.to_owned();
+    let history = options.history.unwrap_or(10_000);
+    let remote = Remote::start(&url, options.workers, Some(history)).await?;
+    let outcome = measure(&remote, &url, &options, history).await;
+    let stopped = remote.stop().await;
+    let report = outcome?;
+    stopped?;
+    Ok(report)
+}
+
+async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) -> Result<Report> {
+    let n = options.tasks;
+    let p = options.publishers.min(n).max(1);
+    let raw = raw_rate(url, p, options.raw_seconds, options.raw).await?;
+    if let Some((rate, tool)) = &raw {
+        eprintln!("pg: raw pg_notify from {p} clients: {rate:.0}/s ({tool})");
+    }
+
+    let mut conns = Vec::new();
+    for _ in 0..p {
+        conns.push(connect(url).await?);
+    }
+    let base: u64 = remote.outcomes().await?.values().sum();
+    let workers = remote.worker_pids().await?;
+    let listener = remote.listener_pid().await?;
+    let cpu = |pids: &[u32]| -> Option<f64> { pids.iter().map(|p| proc_cpu_ms(*p)).sum() };
+    let cpu_before = (
+        proc_cpu_ms(remote.pid),
+        cpu(&workers),
+        listener.and_then(proc_cpu_ms),
+    );
+    let t0 = now_epoch();
+    let start = Instant::now();
+    let mut publishers = Vec::new();
+    for (i, conn) in conns.into_iter().enumerate() {
+        let share = n / p + u64::from((i as u64) < n % p);
+        let channel = remote.channel.clone();
+        let batch = options.batch;
+        publishers.push(tokio::spawn(async move {
+            publish(&conn, i, &channel, share, batch).await?;
+            Ok::<f64, BenchError>(start.elapsed().as_secs_f64())
+        }));
+    }
+    let waited = remote.wait_finished("pg", base, n, Some(history)).await;
+    let mut publish_seconds: f64 = 0.0;
+    for t in publishers {
+        let s = t
+            .await
+            .map_err(|e| BenchError::Run(format!("a publisher failed: {e}")))??;
+        publish_seconds = publish_seconds.max(s);
+    }
+    let waited = waited?;
+    let per_task = |before: Option<f64>, after: Option<f64>| {
+        Some(round3((after? - before?) * 1000.0 / n as f64))
+    };
+    let cpu_main = per_task(cpu_before.0, proc_cpu_ms(remote.pid));
+    let cpu_workers = per_task(cpu_before.1, cpu(&workers));
+    let cpu_listener = per_task(cpu_before.2, listener.and_then(proc_cpu_ms));
+    let rss_main_kb = remote.status_kb("VmRSS");
+    let rss_main_peak_kb = remote.status_kb("VmHWM");
+    let rss_worker_kb = remote.worker_rss_kb().await?;
+    let calls = remote.newest_calls(1000).await?;
+    let end = calls
+        .last()
+        .and_then(|c| c.finished_at)
+        .ok_or_else(|| BenchError::Run("the history is empty".into()))?;
+    let seconds = end - t0;
+    let ok = waited.outcomes.get("ok").copied().unwrap_or(0);
+    if ok < n {
+        return Err(BenchError::Run(format!(
+            "expected {n} Calls ending ok, the service has {ok} (outcomes: {:?})",
+            waited.outcomes
+        )));
+    }
+    let rate = n as f64 / seconds;
+    eprintln!(
+        "pg: {n} Calls finished in {seconds:.3}s ({rate:.0}/s); published in {publish_seconds:.3}s"
+    );
+    let mut run_ms: Vec<f64> = calls.iter().filter_map(|c| c.run_ms).collect();
+    let mut total_ms: Vec<f64> = calls.iter().filter_map(|c| c.total_ms).collect();
+    let (p50, p99, max) = summary(&mut run_ms);
+    let (p50_total, p99_total, _) = summary(&mut total_ms);
+    Ok(Report {
+        scenario: "pg".to_owned(),
+        tasks: n,
+        workers: options.workers,
+        publishers: Some(p),
+        batch: options.batch,
+        seconds: round3(seconds),
+        tasks_per_sec: rate.round(),
+        publish_seconds: Some(round3(publish_seconds)),
+        raw_notify_per_sec: raw.as_ref().map(|(r, _)| r.round()),
+        raw_notify_tool: raw.as_ref().map(|(_, t)| t.clone()),
+        ratio_to_raw: raw.as_ref().map(|(r, _)| round3(rate / r)),
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+        p50_total_ms: p50_total,
+        p99_total_ms: p99_total,
+        latency: "over the newest 1,000 Calls: p50_ms/p99_ms: Call run_ms (finished_at - started_at); *_total_ms: total_ms (finished_at - received_at, queueing included)",
+        rss_main_kb,
+        rss_main_anon_kb: remote.status_kb("RssAnon"),
+        rss_main_history_full_kb: waited.rss_history_full_kb,
+        rss_main_peak_kb,
+        rss_worker_kb,
+        cpu_main_us_per_task: cpu_main,
+        cpu_workers_us_per_task: cpu_workers,
+        cpu_pg_listener_us_per_task: cpu_listener,
+        history_size: Some(usize::try_from(history).unwrap_or(usize::MAX)),
+        outcomes: waited.outcomes,
+        nproc: nproc(),
+    })
+}
+
+/// Sends `count` no-op messages on `channel`, `batch` per statement (one each without).
+async fn publish(
+    conn: &PubConn,
+    id: usize,
+    channel: &str,
+    count: u64,
+    batch: Option<u64>,
+) -> Result<()> {
+    match batch {
+        None | Some(1) => {
+            for _ in 0..count {
+                conn.client
+                    .execute(&conn.notify, &[&channel, &NOOP])
+                    .await
+                    .map_err(db("pg_notify"))?;
+            }
+        }
+        Some(b) => {
+            // PostgreSQL delivers identical notifications of one transaction once: every
+            // payload of a batch carries its own uuid.
+            let mut left = count;
+            let mut seq = 0u64;
+            while left > 0 {
+                let k = usize::try_from(left.min(b)).unwrap_or(usize::MAX);
+                let channels = vec![channel; k];
+                let payloads: Vec<String> = (0..k)
+                    .map(|_| {
+                        seq += 1;
+                        format!(r#"{{"task":"bench.noop","uuid":"{id}-{seq}"}}"#)
+                    })
+                    .collect();
+                conn.client
+                    .execute(&conn.notify_many, &[&channels, &payloads])
+                    .await
+                    .map_err(db("batched pg_notify"))?;
+                left -= k as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The raw pg_notify rate of `clients` clients over `seconds`, and how it was measured.
+async fn raw_rate(
+    url: &str,
+    clients: u64,
+    seconds: u64,
+    tool: RawTool,
+) -> Result<Option<(f64, String)>> {
+    let channel = format!("bench_raw_{}", std::process::id());
+    let pgbench = match tool {
+        RawTool::None => return Ok(None),
+        RawTool::Loop => None,
+        RawTool::Auto | RawTool::Pgbench => find_pgbench(),
+    };
+    match (pgbench, tool) {
+        (Some(bin), _) => {
+            let rate = run_pgbench(&bin, url, &channel, clients, seconds).await?;
+            Ok(Some((
+                rate,
+                format!("pgbench -n -c {clients} -j {clients} -T {seconds}, script: SELECT pg_notify('{channel}', '{NOOP}')"),
+            )))
+        }
+        (None, RawTool::Pgbench) => Err(BenchError::Run(
+            "pgbench not found on PATH nor in /usr/lib/postgresql/*/bin".into(),
+        )),
+        (None, _) => {
+            let rate = notify_loop(url, &channel, clients, seconds).await?;
+            Ok(Some((
+                rate,
+                format!(
+                    "tokio-postgres loop of the prepared SELECT pg_notify($1, $2) on {clients} connections for {seconds}s"
+                ),
+            )))
+        }
+    }
+}
+
+/// pgbench on PATH, else the newest under `/usr/lib/postgresql/*/bin`.
+fn find_pgbench() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("pgbench");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin/pgbench")))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+async fn run_pgbench(
+    bin: &std::path::Path,
+    url: &str,
+    channel: &str,
+    clients: u64,
+    seconds: u64,
+) -> Result<f64> {
+    let script = std::env::temp_dir().join(format!("dispatcher-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        format!("SELECT pg_notify('{channel}', '{NOOP}');\n"),
+    )
+    .map_err(|e| BenchError::Run(format!("could not write {}: {e}", script.display())))?;
+    let out = tokio::process::Command::new(bin)
+        .arg("-n")
+        .arg("-f")
+        .arg(&script)
+        .arg("-c")
+        .arg(clients.to_string())
+        .arg("-j")
+        .arg(clients.to_string())
+        .arg("-T")
+        .arg(seconds.to_string())
+        .arg(url)
+        .output()
+        .await;
+    let _ = std::fs::remove_file(&script);
+    let out = out.map_err(|e| BenchError::Run(format!("could not run pgbench: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match (out.status.success(), parse_tps(&text)) {
+        (true, Some(tps)) => Ok(tps),
+        _ => Err(BenchError::Run(format!(
+            "pgbench failed ({}): {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        ))),
+    }
+}
+
+/// The `tps = ...` figure of pgbench's output.
+pub fn parse_tps(output: &str) -> Option<f64> {
+    output.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("tps = ")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+async fn notify_loop(url: &str, channel: &str, clients: u64, seconds: u64) -> Result<f64> {
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(connect(url).await?);
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for conn in conns {
+        let channel = channel.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut count = 0u64;
+            while Instant::now() < deadline {
+                conn.client
+                    .execute(&conn.notify, &[&channel, &NOOP])
+                    .await
+                    .map_err(db("pg_notify"))?;
+                count += 1;
+            }
+            Ok::<u64, BenchError>(count)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t
+            .await
+            .map_err(|e| BenchError::Run(format!("a raw client failed: {e}")))??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_tps_is_parsed() {
+        let out = "number of failed transactions: 0 (0.000%)\nlatency average = 0.165 ms\ntps = 24249.612328 (without initial connection time)\n";
+        assert_eq!(parse_tps(out), Some(24249.612328));
+        assert_eq!(parse_tps("nothing"), None);
+    }
+}

@@ -1,0 +1,269 @@
+//! The service process of the PostgreSQL scenarios: this binary in `serve` mode, and the control
+//! requests the bench sends it.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dispatcher_broker_pg::PgBroker;
+use dispatcher_core::{control, Call};
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::error::{BenchError, Result};
+use crate::report::proc_status_kb;
+use crate::scenarios::pool::worker_pids;
+use crate::scenarios::serve::READY;
+
+/// How long one control request may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running service process, and a broker connection to reach it.
+pub struct Remote {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    _stdout: BufReader<ChildStdout>,
+    /// The service's process id.
+    pub pid: u32,
+    /// The channel it listens on.
+    pub channel: String,
+    /// The bench's own broker (control requests).
+    pub broker: Arc<PgBroker>,
+}
+
+/// What [`Remote::wait_finished`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct Waited {
+    /// Finished Calls by outcome at the end.
+    pub outcomes: BTreeMap<String, u64>,
+    /// The service's RSS at the first poll that saw the history full, KiB.
+    pub rss_history_full_kb: Option<u64>,
+}
+
+impl Remote {
+    /// Starts `dispatcher-bench serve` with `workers` workers and waits until it listens.
+    pub async fn start(url: &str, workers: u64, history: Option<u64>) -> Result<Remote> {
+        let channel = format!(
+            "bench_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        let exe = std::env::current_exe()
+            .map_err(|e| BenchError::Run(format!("cannot find this executable: {e}")))?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("serve")
+            .arg("--workers")
+            .arg(workers.to_string())
+            .arg("--channel")
+            .arg(&channel)
+            .env("DATABASE_URL", url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(h) = history {
+            cmd.arg("--history").arg(h.to_string());
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| BenchError::Run(format!("could not start the service process: {e}")))?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| BenchError::Run("no stdout from the service process".into()))?,
+        );
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line)).await;
+        let pid = match read {
+            Ok(Ok(_)) => line
+                .strip_prefix(READY)
+                .and_then(|rest| rest.trim().parse::<u32>().ok()),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            BenchError::Run(format!(
+                "the service process did not become ready (it said {line:?}); see its errors above"
+            ))
+        })?;
+        let broker = Arc::new(PgBroker::connect(url).await?);
+        eprintln!(
+            "service process {pid} ready in {:.2}s, listening on {channel}",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Remote {
+            child,
+            stdin,
+            _stdout: stdout,
+            pid,
+            channel,
+            broker,
+        })
+    }
+
+    /// Sends a control command and returns the one reply.
+    pub async fn control(&self, command: &str, data: Map<String, Value>) -> Result<Value> {
+        let replies = control::request(
+            &*self.broker,
+            &self.channel,
+            command,
+            data,
+            Some(1),
+            CONTROL_TIMEOUT,
+        )
+        .await?;
+        replies.into_iter().next().ok_or_else(|| {
+            BenchError::Run(format!(
+                "no reply to {command:?} within {CONTROL_TIMEOUT:?}"
+            ))
+        })
+    }
+
+    /// Finished Calls by outcome (the `metrics` command).
+    pub async fn outcomes(&self) -> Result<BTreeMap<String, u64>> {
+        let m = self.control("metrics", Map::new()).await?;
+        Ok(outcomes_of(&m))
+    }
+
+    /// A `/proc/<pid>/status` field of the service process, KiB.
+    pub fn status_kb(&self, field: &str) -> Option<u64> {
+        proc_status_kb(self.pid, field)
+    }
+
+    /// The largest RSS among the workers, KiB.
+    pub async fn worker_rss_kb(&self) -> Result<Option<u64>> {
+        let w = self.control("workers", Map::new()).await?;
+        Ok(worker_pids(&w)
+            .into_iter()
+            .filter_map(|pid| proc_status_kb(pid, "VmRSS"))
+            .max())
+    }
+
+    /// The worker pids (the `workers` command).
+    pub async fn worker_pids(&self) -> Result<Vec<u32>> {
+        Ok(worker_pids(&self.control("workers", Map::new()).await?))
+    }
+
+    /// The backend pid of the service's LISTEN connection (the `main` command).
+    pub async fn listener_pid(&self) -> Result<Option<u32>> {
+        let main = self.control("main", Map::new()).await?;
+        Ok(main
+            .get("brokers")
+            .and_then(|b| b.get(0))
+            .and_then(|b| b.get("listener_pid"))
+            .and_then(Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0))
+    }
+
+    /// The newest `limit` Calls of the history, oldest first.
+    pub async fn newest_calls(&self, limit: u64) -> Result<Vec<Call>> {
+        let mut data = Map::new();
+        data.insert("limit".into(), json!(limit));
+        let reply = self.control("history", data).await?;
+        let calls = reply
+            .get("calls")
+            .cloned()
+            .ok_or_else(|| BenchError::Run(format!("odd history reply: {reply}")))?;
+        Ok(serde_json::from_value(calls)?)
+    }
+
+    /// Polls the `metrics` command until `n` Calls finished since `base` was counted; notes the
+    /// RSS when the history first holds `history` Calls.
+    pub async fn wait_finished(
+        &self,
+        label: &str,
+        base: u64,
+        n: u64,
+        history: Option<u64>,
+    ) -> Result<Waited> {
+        let mut waited = Waited::default();
+        let start = Instant::now();
+        let mut last_change = Instant::now();
+        let mut last_done = 0;
+        let mut last_print = Instant::now();
+        loop {
+            let outcomes = self.outcomes().await?;
+            let done = outcomes.values().sum::<u64>().saturating_sub(base);
+            if waited.rss_history_full_kb.is_none() && history.is_some_and(|h| done >= h) {
+                waited.rss_history_full_kb = self.status_kb("VmRSS");
+            }
+            if done >= n {
+                waited.outcomes = outcomes;
+                return Ok(waited);
+            }
+            if done != last_done {
+                last_done = done;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > Duration::from_secs(30) {
+                return Err(BenchError::Run(format!(
+                    "{label}: stuck at {done}/{n} finished Calls for 30 s (outcomes: {outcomes:?})"
+                )));
+            }
+            if last_print.elapsed() >= Duration::from_secs(1) {
+                last_print = Instant::now();
+                eprintln!(
+                    "{label}: {done}/{n} finished after {:.1}s; service RSS {} KiB",
+                    start.elapsed().as_secs_f64(),
+                    self.status_kb("VmRSS").unwrap_or(0)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the service gracefully (closes its standard input) and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(BenchError::Run(format!(
+                "the service process ended with {status}"
+            ))),
+            Ok(Err(e)) => Err(BenchError::Run(format!(
+                "could not wait for the service process: {e}"
+            ))),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(BenchError::Run(
+                    "the service process did not stop within 30 s; killed".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Finished Calls by outcome in a `metrics` reply (outcomes with none left out).
+pub fn outcomes_of(metrics: &Value) -> BTreeMap<String, u64> {
+    metrics
+        .get("finished")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_from_a_metrics_reply() {
+        let m = json!({"finished": {"ok": 3, "error": 0, "rejected": 1}, "received": 4});
+        let o = outcomes_of(&m);
+        assert_eq!(o.len(), 2);
+        assert_eq!(o["ok"], 3);
+        assert_eq!(o["rejected"], 1);
+        assert!(outcomes_of(&Value::Null).is_empty());
+    }
+}
