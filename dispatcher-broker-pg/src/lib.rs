@@ -66,7 +66,9 @@ pub struct PgBrokerConfig {
     pub self_check_timeout: Duration,
     /// First reconnect delay; doubles up to `reconnect_max`. Default 100 ms.
     pub reconnect_min: Duration,
-    /// Longest reconnect delay. Default 5 s.
+    /// Longest reconnect delay. Default 1 s: a retry is one TCP connect, and a longer wait after
+    /// the server is back only loses notifications (LISTEN/NOTIFY does not queue them for a
+    /// listener that is not connected).
     pub reconnect_max: Duration,
     /// Notifications buffered per subscription; when full, the listener waits (and PostgreSQL
     /// queues notifications server-side). Default 10,000.
@@ -175,7 +177,7 @@ impl PgBrokerConfig {
             self_check_interval: Duration::from_secs(2),
             self_check_timeout: Duration::from_secs(3),
             reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(5),
+            reconnect_max: Duration::from_secs(1),
             subscriber_capacity: 1_000,
             tls: Tls::Disabled,
         }
