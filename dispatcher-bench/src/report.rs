@@ -67,6 +67,12 @@ pub struct Report {
     /// with `rss_main_kb`: running more Calls than the history holds must not grow it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_main_history_full_kb: Option<u64>,
+    /// Resident set of the service process before the run, KiB (`soak`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_main_start_kb: Option<u64>,
+    /// Messages the service received (`soak`: must equal the Calls finished).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
     /// Peak resident set of the service process, KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_main_peak_kb: Option<u64>,
@@ -83,6 +89,9 @@ pub struct Report {
     /// CPU time of the service's LISTEN backend (a PostgreSQL process) per task, microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_pg_listener_us_per_task: Option<f64>,
+    /// The largest anonymous part of a worker's resident set, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_worker_anon_kb: Option<u64>,
     /// The service's history size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_size: Option<usize>,

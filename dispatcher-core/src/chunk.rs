@@ -65,53 +65,36 @@ pub fn split(payload: &str, max_bytes: usize) -> Result<Vec<String>> {
     let mut slices: Vec<&str> = Vec::new();
     let mut start = 0;
     let mut used = 0;
-    // By byte rather than by character: a byte of a multi-byte character is copied as it is (one
-    // byte each), an ASCII byte takes its escaped length. A cut goes before the character the
-    // byte belongs to, so the slices are the same as a walk over characters gives.
-    for (i, &b) in payload.as_bytes().iter().enumerate() {
-        let n = if b.is_ascii() {
-            escaped_len(char::from(b))
-        } else {
-            1
-        };
+    for (i, c) in payload.char_indices() {
+        let n = escaped_len(c);
         if used + n > budget {
-            let mut cut = i;
-            while !payload.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            slices.push(&payload[start..cut]);
-            used = i - cut;
-            start = cut;
+            slices.push(&payload[start..i]);
+            start = i;
+            used = 0;
         }
         used += n;
     }
     if start < payload.len() {
         slices.push(&payload[start..]);
     }
-    let total = slices.len();
-    let mut pieces = Vec::with_capacity(total);
-    for (index, slice) in slices.into_iter().enumerate() {
-        // The bytes `serde_json::to_string(&ChunkEnvelope {..})` gives, written directly.
-        let mut buf = Vec::with_capacity(slice.len() + slice.len() / 8 + 160);
-        buf.extend_from_slice(br#"{"__dispatcherd_chunk__":""#);
-        buf.extend_from_slice(CHUNK_VERSION.as_bytes());
-        buf.extend_from_slice(br#"","message_id":""#);
-        buf.extend_from_slice(message_id.as_bytes());
-        buf.extend_from_slice(
-            format!(r#"","index":{index},"total":{total},"payload":"#).as_bytes(),
-        );
-        serde_json::to_writer(&mut buf, slice).map_err(|source| Error::Serialize {
-            what: "chunk envelope".into(),
-            source,
-        })?;
-        buf.push(b'}');
-        // Only valid UTF-8 was written.
-        pieces.push(
-            String::from_utf8(buf)
-                .map_err(|e| Error::Chunk(format!("chunk envelope is not UTF-8: {e}")))?,
-        );
-    }
-    Ok(pieces)
+    let total = slices.len() as u64;
+    slices
+        .into_iter()
+        .enumerate()
+        .map(|(index, slice)| {
+            let env = ChunkEnvelope {
+                version: CHUNK_VERSION.to_owned(),
+                message_id: message_id.clone(),
+                index: index as u64,
+                total,
+                payload: slice.to_owned(),
+            };
+            serde_json::to_string(&env).map_err(|source| Error::Serialize {
+                what: "chunk envelope".into(),
+                source,
+            })
+        })
+        .collect()
 }
 
 /// Bounds on partial payloads held by an [`Assembler`].
@@ -504,8 +487,8 @@ mod tests {
         assert_eq!(asm.buffered_bytes(), 0);
     }
 
-    /// The envelopes are exactly what serializing a `ChunkEnvelope` gives, and a walk over
-    /// characters would cut the payload at the same places.
+    /// Every envelope is under the limit, is what serializing a `ChunkEnvelope` gives, and the
+    /// payload is cut where the escaped lengths reach the budget.
     #[test]
     fn envelopes_match_serde_and_char_walk() {
         let payload = format!(

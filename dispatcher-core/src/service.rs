@@ -1736,9 +1736,11 @@ fn message_json(call: &Call) -> Value {
     })
 }
 
-/// The span of one Call.
+/// The span of one Call, at debug level: the events logged about a Call (rejected, failed,
+/// finished) name its uuid and task themselves, so at `info` the span would add nothing but its
+/// cost (about 2 µs per Call with the fmt subscriber, a fifth of the service's work per Call).
 fn call_span(uuid: &str, task: &str) -> tracing::Span {
-    tracing::info_span!("call", uuid = %uuid, task = %task)
+    tracing::debug_span!("call", uuid = %uuid, task = %task)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -20,6 +20,9 @@ channels = ["dispatcher"]
 history_size = 10000
 # Most Calls waiting at once (delayed + blocked + queued); more are rejected.
 max_waiting = 100000
+# While this many Calls wait for a worker, the service stops reading from PostgreSQL (messages
+# wait in PostgreSQL's queue), so a flood costs bounded memory.
+intake_pause_at = 1000
 # Seconds running Calls may finish at shutdown before they are ended.
 shutdown_grace = 30.0
 # Log filter (tracing-subscriber EnvFilter syntax); the set_log_level command changes it.
@@ -92,6 +95,9 @@ pub struct ServerConfig {
     /// Most waiting Calls. Default 100,000.
     #[serde(default = "default_waiting")]
     pub max_waiting: usize,
+    /// Queued Calls at which the service stops reading its brokers. Default 1,000.
+    #[serde(default = "default_intake_pause")]
+    pub intake_pause_at: usize,
     /// Shutdown grace in seconds. Default 30.
     #[serde(default = "default_grace")]
     pub shutdown_grace: f64,
@@ -276,6 +282,9 @@ fn default_history() -> usize {
 fn default_waiting() -> usize {
     100_000
 }
+fn default_intake_pause() -> usize {
+    1_000
+}
 fn default_grace() -> f64 {
     30.0
 }
@@ -321,6 +330,7 @@ impl Default for ServerConfig {
             channels: default_channels(),
             history_size: default_history(),
             max_waiting: default_waiting(),
+            intake_pause_at: default_intake_pause(),
             shutdown_grace: default_grace(),
             log_level: default_log_level(),
             broker: BrokerSection::default(),
@@ -397,6 +407,9 @@ impl ServerConfig {
         }
         if self.history_size == 0 {
             return Err(Error::Config("`history_size` must be at least 1".into()));
+        }
+        if self.intake_pause_at == 0 {
+            return Err(Error::Config("`intake_pause_at` must be at least 1".into()));
         }
         if self.max_waiting == 0 {
             return Err(Error::Config("`max_waiting` must be at least 1".into()));

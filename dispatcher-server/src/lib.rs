@@ -149,6 +149,7 @@ impl Server {
         sc.channels = c.channels.clone();
         sc.history_size = c.history_size;
         sc.max_waiting = c.max_waiting;
+        sc.intake_pause_at = c.intake_pause_at;
         sc.shutdown_grace = config::seconds("shutdown_grace", c.shutdown_grace)?;
         sc.max_delay = config::seconds("limits.max_delay", c.limits.max_delay)?;
         sc.chunks.max_payload_bytes = c.limits.max_payload_bytes;

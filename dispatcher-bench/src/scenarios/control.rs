@@ -61,6 +61,8 @@ async fn measure(remote: &Remote, options: &Options) -> Result<Report> {
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let seconds = start.elapsed().as_secs_f64();
+    let rss_main_kb = remote.status_kb("VmRSS");
+    let rss_main_anon_kb = remote.status_kb("RssAnon");
     let (p50, p99, max) = summary(&mut ms);
     eprintln!("control: alive round trip p50 {p50:?} ms, p99 {p99:?} ms, max {max:?} ms");
     Ok(Report {
@@ -73,8 +75,8 @@ async fn measure(remote: &Remote, options: &Options) -> Result<Report> {
         p99_ms: p99,
         max_ms: max,
         latency: "p50_ms/p99_ms/max_ms: round trip of control::request(alive, expected 1)",
-        rss_main_kb: remote.status_kb("VmRSS"),
-        rss_main_anon_kb: remote.status_kb("RssAnon"),
+        rss_main_kb,
+        rss_main_anon_kb,
         rss_main_peak_kb: remote.status_kb("VmHWM"),
         nproc: nproc(),
         ..Report::default()

@@ -70,8 +70,9 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
     let waited = remote.wait_finished("latency", base, n, None).await?;
     let seconds = start.elapsed().as_secs_f64();
     let rss_main_kb = remote.status_kb("VmRSS");
+    let rss_main_anon_kb = remote.status_kb("RssAnon");
     let rss_main_peak_kb = remote.status_kb("VmHWM");
-    let rss_worker_kb = remote.worker_rss_kb().await?;
+    let (rss_worker_kb, rss_worker_anon_kb) = remote.worker_rss_kb().await?;
     let calls = remote.newest_calls(n).await?;
     let mut start_ms = Vec::with_capacity(calls.len());
     let mut receive_ms = Vec::with_capacity(calls.len());
@@ -107,9 +108,10 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         p99_total_ms: p99_recv,
         latency: "p50_ms/p99_ms/max_ms: publish-to-start (Call started_at - time_pub); *_total_ms: publish-to-receipt (received_at - time_pub)",
         rss_main_kb,
-        rss_main_anon_kb: remote.status_kb("RssAnon"),
+        rss_main_anon_kb,
         rss_main_peak_kb,
         rss_worker_kb,
+        rss_worker_anon_kb,
         history_size: Some(usize::try_from(history).unwrap_or(usize::MAX)),
         outcomes: waited.outcomes,
         nproc: nproc(),

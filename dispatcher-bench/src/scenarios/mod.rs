@@ -7,6 +7,7 @@ pub mod pg;
 pub mod pool;
 pub mod remote;
 pub mod serve;
+pub mod soak;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -87,6 +88,13 @@ pub const SCENARIOS: &[(&str, &str, u64, u64, ScenarioFn)] = &[
         1_000,
         1,
         |o, r| Box::pin(control::run(o, r)),
+    ),
+    (
+        "soak",
+        "a long run through PostgreSQL: received == finished, RSS at the start and the end",
+        1_000_000,
+        1,
+        |o, r| Box::pin(soak::run(o, r)),
     ),
 ];
 

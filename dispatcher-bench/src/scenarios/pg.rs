@@ -150,8 +150,9 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
     let cpu_workers = per_task(cpu_before.1, cpu(&workers));
     let cpu_listener = per_task(cpu_before.2, listener.and_then(proc_cpu_ms));
     let rss_main_kb = remote.status_kb("VmRSS");
+    let rss_main_anon_kb = remote.status_kb("RssAnon");
     let rss_main_peak_kb = remote.status_kb("VmHWM");
-    let rss_worker_kb = remote.worker_rss_kb().await?;
+    let (rss_worker_kb, rss_worker_anon_kb) = remote.worker_rss_kb().await?;
     let calls = remote.newest_calls(1000).await?;
     let end = calls
         .last()
@@ -192,16 +193,18 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         p99_total_ms: p99_total,
         latency: "over the newest 1,000 Calls: p50_ms/p99_ms: Call run_ms (finished_at - started_at); *_total_ms: total_ms (finished_at - received_at, queueing included)",
         rss_main_kb,
-        rss_main_anon_kb: remote.status_kb("RssAnon"),
+        rss_main_anon_kb,
         rss_main_history_full_kb: waited.rss_history_full_kb,
         rss_main_peak_kb,
         rss_worker_kb,
+        rss_worker_anon_kb,
         cpu_main_us_per_task: cpu_main,
         cpu_workers_us_per_task: cpu_workers,
         cpu_pg_listener_us_per_task: cpu_listener,
         history_size: Some(usize::try_from(history).unwrap_or(usize::MAX)),
         outcomes: waited.outcomes,
         nproc: nproc(),
+        ..Report::default()
     })
 }
 

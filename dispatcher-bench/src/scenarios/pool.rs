@@ -110,11 +110,15 @@ async fn measure(
     );
 
     let rss_main_kb = proc_status_kb(std::process::id(), "VmRSS");
+    let rss_main_anon_kb = proc_status_kb(std::process::id(), "RssAnon");
     let rss_main_peak_kb = proc_status_kb(std::process::id(), "VmHWM");
-    let rss_worker_kb = worker_pids(&service.control("workers", Map::new()).await?)
-        .into_iter()
-        .filter_map(|pid| proc_status_kb(pid, "VmRSS"))
-        .max();
+    let pids = worker_pids(&service.control("workers", Map::new()).await?);
+    let worker_max = |field: &str| {
+        pids.iter()
+            .filter_map(|pid| proc_status_kb(*pid, field))
+            .max()
+    };
+    let (rss_worker_kb, rss_worker_anon_kb) = (worker_max("VmRSS"), worker_max("RssAnon"));
 
     let calls = service.history(&CallFilter::default());
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
@@ -148,9 +152,10 @@ async fn measure(
         p99_total_ms: p99_total,
         latency: "p50_ms/p99_ms: Call run_ms (finished_at - started_at); *_total_ms: total_ms (finished_at - received_at)",
         rss_main_kb,
-        rss_main_anon_kb: proc_status_kb(std::process::id(), "RssAnon"),
+        rss_main_anon_kb,
         rss_main_peak_kb,
         rss_worker_kb,
+        rss_worker_anon_kb,
         cpu_main_us_per_task: cpu_main,
         cpu_workers_us_per_task: cpu_workers,
         history_size: Some(history_size),

@@ -136,13 +136,15 @@ impl Remote {
         proc_status_kb(self.pid, field)
     }
 
-    /// The largest RSS among the workers, KiB.
-    pub async fn worker_rss_kb(&self) -> Result<Option<u64>> {
-        let w = self.control("workers", Map::new()).await?;
-        Ok(worker_pids(&w)
-            .into_iter()
-            .filter_map(|pid| proc_status_kb(pid, "VmRSS"))
-            .max())
+    /// The largest RSS among the workers, and the largest anonymous part of it, KiB.
+    pub async fn worker_rss_kb(&self) -> Result<(Option<u64>, Option<u64>)> {
+        let pids = worker_pids(&self.control("workers", Map::new()).await?);
+        let max = |field: &str| {
+            pids.iter()
+                .filter_map(|pid| proc_status_kb(*pid, field))
+                .max()
+        };
+        Ok((max("VmRSS"), max("RssAnon")))
     }
 
     /// The worker pids (the `workers` command).
