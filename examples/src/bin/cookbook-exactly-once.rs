@@ -41,16 +41,8 @@ fn work(n: i64, ms: u64) -> i64 {
     about = "Runs a node that claims jobs from dispatcher_jobs (or, with --submit, adds jobs)"
 )]
 struct Cli {
-    /// PostgreSQL URL or key=value string.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    database_url: String,
-    /// This node's id (unique in the cluster); default `node-<pid>`.
-    #[arg(long)]
-    node_id: Option<String>,
+    #[command(flatten)]
+    node: cookbook::NodeArgs,
     /// Worker processes.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -107,7 +99,7 @@ fn main() -> ExitCode {
 type BoxError = Box<dyn std::error::Error>;
 
 async fn submit(cli: &Cli, count: u32) -> Result<(), BoxError> {
-    let mut client = cookbook::connect(&cli.database_url).await?;
+    let mut client = cookbook::connect(&cli.node.database_url).await?;
     cookbook::setup(&mut client).await?;
     // One transaction: all jobs appear, and the nodes are woken once, at commit.
     let tx = client.transaction().await?;
@@ -121,17 +113,14 @@ async fn submit(cli: &Cli, count: u32) -> Result<(), BoxError> {
 }
 
 async fn node(cli: &Cli, registry: TaskRegistry) -> Result<(), BoxError> {
-    let node_id = cli
-        .node_id
-        .clone()
-        .unwrap_or_else(|| format!("node-{}", std::process::id()));
+    let node_id = cli.node.node_id();
     if cli.workers == 0 || cli.lease_ms == 0 || cli.sweep_ms == 0 {
         return Err("--workers, --lease-ms and --sweep-ms must be above zero".into());
     }
-    let mut client = cookbook::connect(&cli.database_url).await?;
+    let mut client = cookbook::connect(&cli.node.database_url).await?;
     cookbook::setup(&mut client).await?;
     drop(client);
-    let broker: Arc<dyn Broker> = Arc::new(PgBroker::connect(&cli.database_url).await?);
+    let broker: Arc<dyn Broker> = Arc::new(PgBroker::connect(&cli.node.database_url).await?);
     let service = Arc::new(
         Service::builder()
             .registry(registry)
@@ -142,7 +131,8 @@ async fn node(cli: &Cli, registry: TaskRegistry) -> Result<(), BoxError> {
             .start()
             .await?,
     );
-    let mut config = exactly_once::JobRunnerConfig::new(cli.database_url.clone(), node_id.clone());
+    let mut config =
+        exactly_once::JobRunnerConfig::new(cli.node.database_url.clone(), node_id.clone());
     config.lease = Duration::from_millis(cli.lease_ms);
     config.sweep_every = Duration::from_millis(cli.sweep_ms);
     config.max_in_flight = cli.max_in_flight;

@@ -40,16 +40,8 @@ fn report(node: String) -> String {
     about = "Runs a node of a cluster that runs cookbook.report once per interval"
 )]
 struct Cli {
-    /// PostgreSQL URL or key=value string.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    database_url: String,
-    /// This node's id (unique in the cluster); default `node-<pid>`.
-    #[arg(long)]
-    node_id: Option<String>,
+    #[command(flatten)]
+    node: cookbook::NodeArgs,
     /// The interval of cookbook.report, in milliseconds (the same on every node).
     #[arg(long, default_value_t = 2_000)]
     interval_ms: u64,
@@ -87,17 +79,15 @@ fn main() -> ExitCode {
 }
 
 async fn node(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn std::error::Error>> {
-    let node_id = cli
-        .node_id
-        .unwrap_or_else(|| format!("node-{}", std::process::id()));
+    let node_id = cli.node.node_id();
     if cli.workers == 0 || cli.interval_ms == 0 || cli.check_ms == 0 {
         return Err("--workers, --interval-ms and --check-ms must be above zero".into());
     }
-    let mut client = cookbook::connect(&cli.database_url).await?;
+    let mut client = cookbook::connect(&cli.node.database_url).await?;
     cookbook::setup(&mut client).await?;
     drop(client);
     // The broker is only for control commands (dispatcherctl); the check needs none.
-    let broker: Arc<dyn Broker> = Arc::new(PgBroker::connect(&cli.database_url).await?);
+    let broker: Arc<dyn Broker> = Arc::new(PgBroker::connect(&cli.node.database_url).await?);
     let service = Arc::new(
         Service::builder()
             .registry(registry)
@@ -109,7 +99,7 @@ async fn node(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn std::error
             .await?,
     );
     let interval = Duration::from_millis(cli.interval_ms);
-    let periodic = PeriodicScheduler::new(cli.database_url.clone(), node_id.clone())
+    let periodic = PeriodicScheduler::new(cli.node.database_url.clone(), node_id.clone())
         .every("cookbook.report", interval, report::call(node_id.clone()))
         .check_every(Duration::from_millis(cli.check_ms))
         .start(service.clone())

@@ -112,7 +112,7 @@ enum Command {
     /// Run the demo service until SIGTERM or SIGINT.
     Serve {
         /// PostgreSQL URL (default: `DATABASE_URL`, then the config file).
-        #[arg(long, env = "DATABASE_URL")]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// Channel to listen on (repeatable; default `dispatcher_demo`).
         #[arg(long = "channel")]

@@ -25,6 +25,31 @@ pub mod periodic;
 
 use tokio_postgres::{Client, NoTls};
 
+/// The command-line arguments every cookbook node takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// PostgreSQL URL or key=value string.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// This node's id (unique in the cluster); default `node-<pid>`.
+    #[arg(long)]
+    pub node_id: Option<String>,
+}
+
+impl NodeArgs {
+    /// The node id given, or `node-<pid>`.
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", std::process::id()))
+    }
+}
+
 /// What went wrong in a cookbook recipe.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
