@@ -17,6 +17,9 @@ pub enum BenchError {
     /// The dispatcher failed.
     #[error("{0}")]
     Dispatcher(#[from] dispatcher_core::Error),
+    /// The service failed.
+    #[error(transparent)]
+    Service(#[from] dispatcher_runtime::Error),
     /// The async runtime could not start.
     #[error("could not start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -9,10 +9,10 @@
 //!
 //! # Scenarios
 //!
-//! - `pool`: the process pool alone, no broker. A real [`dispatcher_core::Service`] with a
+//! - `pool`: the process pool alone, no broker. A real [`dispatcher_runtime::Service`] with a
 //!   [`dispatcher_pool::ProcessPool`] of `W` workers (this binary is its own worker program:
 //!   `main` calls [`dispatcher_pool::run_if_worker`] first) gets `N` no-op tasks
-//!   (`bench.noop`) submitted locally through [`dispatcher_core::ServiceHandle::submit`] by `P`
+//!   (`bench.noop`) submitted locally through [`dispatcher_runtime::ServiceHandle::submit`] by `P`
 //!   concurrent publishers, with full Call bookkeeping: every Call goes into the history, which
 //!   is made large enough to hold all `N`. See [`scenarios::pool`].
 //!

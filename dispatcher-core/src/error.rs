@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Everything that can go wrong in `dispatcher-core`.
+/// Everything that can go wrong in the contract: decoding, binding, publishing, brokers, pools.
 ///
 /// Every message names the offending value and, where there is one, the way to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -75,9 +75,6 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The service has stopped and cannot take the request.
-    #[error("the service is not running")]
-    ServiceStopped,
     /// A bounded buffer is full; the request was not accepted.
     #[error("{what} is full ({capacity} entries); try again later")]
     Full {
@@ -89,9 +86,6 @@ pub enum Error {
     /// A signature is missing, wrong or too old.
     #[error("signature check failed: {0}")]
     Signature(String),
-    /// The service loop ended abnormally (a bug: please report it with the log).
-    #[error("the service loop failed: {0}")]
-    LoopFailed(String),
     /// Waiting for something took longer than allowed.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),

@@ -1,13 +1,18 @@
-//! Core of a task dispatcher on PostgreSQL LISTEN/NOTIFY: tasks, Calls, the wire format, the
-//! [`Broker`], [`Pool`], [`Registry`] and [`PublishHook`] traits, the [`Publisher`] and the
-//! service loop.
+//! The contract of a task dispatcher on PostgreSQL: tasks, Calls, the wire format and the
+//! [`Broker`], [`Pool`], [`Registry`] and [`PublishHook`] traits, with the [`Publisher`] and the
+//! control-command client.
 //!
-//! Declare tasks with [`#[task]`](macro@task), collect them in a [`TaskRegistry`], run a [`Service`] with a broker
-//! and a pool, and publish with a [`Publisher`]. Every execution is recorded as a [`Call`].
+//! This crate is what a custom broker, a custom pool or a publishing-only application depends on.
+//! It holds no service loop and no transport: the runtime (`dispatcher-runtime`) runs services,
+//! `dispatcher-broker-pg` carries messages over PostgreSQL, `dispatcher-pool` runs Calls in worker
+//! processes. Most applications use the facade crate `dispatcher`, which re-exports all of them
+//! behind features.
+//!
+//! Declare tasks with [`#[task]`](macro@task) and collect them in a [`TaskRegistry`]; a
+//! [`Submission`] is a typed request to run one, and a [`Publisher`] sends it through a broker:
 //!
 //! ```
-//! use std::time::Duration;
-//! use dispatcher_core::{task, CallFilter, InProcessPool, Outcome, Service, TaskRegistry};
+//! use dispatcher_core::{task, Registry, TaskRegistry};
 //!
 //! /// Adds two numbers.
 //! #[task(name = "demo.add")]
@@ -15,61 +20,57 @@
 //!     a + b
 //! }
 //!
-//! /// Fails on odd input.
+//! /// Fails on odd input; a duplicate of a running Call is dropped.
 //! #[task(name = "demo.even", timeout = 5.0, on_duplicate = "discard")]
 //! async fn even(n: u32) -> Result<u32, String> {
 //!     if n % 2 == 0 { Ok(n) } else { Err(format!("{n} is odd")) }
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> dispatcher_core::Result<()> {
-//! let service = Service::builder()
-//!     .registry(TaskRegistry::new().register::<add>().register::<even>())
-//!     .pool(InProcessPool::new(2))
-//!     .start()
-//!     .await?;
-//! service.submit(add::call(1, 2)).await?;
-//! service.submit(even::call(3)).await?;
-//! service.wait_for_finished(2, Duration::from_secs(5)).await?;
-//! let failed = service.history(&CallFilter { outcome: Some(Outcome::Error), ..Default::default() });
-//! assert_eq!(failed[0].error.as_deref(), Some("3 is odd"));
-//! service.shutdown().await?;
-//! # Ok(()) }
+//! let registry = TaskRegistry::new().register::<add>().register::<even>();
+//! assert_eq!(registry.names(), ["demo.add", "demo.even"]);
+//! let (channel, message) = add::call(1, 2).channel("math").into_message("dispatcher")?;
+//! assert_eq!((channel.as_str(), message.task.as_str()), ("math", "demo.add"));
+//! assert_eq!(message.args, [serde_json::json!(1), serde_json::json!(2)]);
+//! # Ok::<(), dispatcher_core::Error>(())
 //! ```
 //!
-//! Crate map: [`message`] (wire format), [`chunk`] (large payloads), [`args`] (argument
-//! binding), [`task`](mod@task), [`registry`], [`call`] (Calls and history), [`broker`], [`pool`],
-//! [`hook`], [`publisher`], [`service`], [`inprocess`] (thread pool).
+//! The wire format is described in the repository's `docs/WIRE.md`; [`message`] decodes it,
+//! [`chunk`] splits and joins large payloads, [`signing`] wraps payloads in HMAC envelopes and
+//! [`control`] holds the typed control requests and replies and their client.
+//!
+//! Crate map: [`message`], [`chunk`], [`signing`], [`args`] (argument binding), [`task`](mod@task),
+//! [`context`], [`submission`], [`registry`], [`call`] (Calls and outcomes), [`broker`], [`pool`],
+//! [`worker`] (running a job), [`hook`], [`publisher`], [`control`].
 #![warn(missing_docs)]
 
 pub mod args;
 pub mod broker;
 pub mod call;
 pub mod chunk;
+pub mod context;
 pub mod control;
 mod error;
 pub mod hook;
-pub mod inprocess;
 pub mod message;
-pub mod metrics;
 pub mod pool;
 pub mod publisher;
 pub mod registry;
-pub mod service;
 pub mod signing;
+pub mod submission;
 pub mod task;
+pub mod worker;
 
 pub use broker::{Broker, Incoming, Subscription};
-pub use call::{Call, CallFilter, History, Outcome};
+pub use call::{Call, CallFilter, Outcome};
+pub use context::{ChildSink, TaskContext};
 pub use error::{Error, Result};
 pub use hook::{HookDecision, Outgoing, PublishHook};
-pub use inprocess::InProcessPool;
 pub use message::{ControlMessage, TaskMessage};
 pub use pool::{Dispatched, Job, Pool, PoolEvent, WorkerState, WorkerStatus};
-pub use publisher::{Published, Publisher, Submission};
+pub use publisher::{Published, Publisher};
 pub use registry::{Registry, TaskRegistry};
-pub use service::{LogLevelControl, Service, ServiceBuilder, ServiceConfig, ServiceHandle};
-pub use task::{OnDuplicate, Task, TaskConfig, TaskContext, TaskDescriptor, TaskFailure};
+pub use submission::Submission;
+pub use task::{OnDuplicate, Task, TaskConfig, TaskDescriptor, TaskFailure};
 
 /// Declares a task. See the `dispatcher-macros` crate for the options.
 pub use dispatcher_macros::task;
@@ -78,11 +79,12 @@ pub use dispatcher_macros::task;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::args::decode_argument;
-    pub use crate::publisher::to_argument;
+    pub use crate::context::TaskContext;
     pub use crate::registry::COLLECTED_TASKS;
+    pub use crate::submission::to_argument;
     pub use crate::task::{
-        Invocation, OnDuplicate, Task, TaskConfig, TaskContext, TaskDescriptor, TaskFailure,
-        TaskFuture, TaskOutput,
+        Invocation, OnDuplicate, Task, TaskConfig, TaskDescriptor, TaskFailure, TaskFuture,
+        TaskOutput,
     };
     pub use crate::{Error, Result, Submission};
     pub use linkme;

@@ -1,16 +1,14 @@
-//! Tasks: what `#[task]` produces, their declared configuration, and how a worker runs one.
+//! Tasks: what `#[task]` produces and their declared configuration.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::context::TaskContext;
 use crate::error::Result;
-use crate::message::TaskMessage;
-use crate::publisher::Submission;
 
 /// What to do with a Call whose task is already running (or waiting) with the same arguments.
 ///
@@ -126,68 +124,6 @@ pub struct Invocation {
     pub args: Vec<Value>,
     /// The task's context.
     pub context: TaskContext,
-}
-
-/// Where a [`TaskContext`] sends the tasks a task submits. Implemented by pools.
-pub trait ChildSink: Send + Sync + 'static {
-    /// Hands `message`, submitted by the Call `parent_uuid`, to the service.
-    fn submit(&self, parent_uuid: &str, message: TaskMessage) -> Result<()>;
-}
-
-/// Given to a task declared with `context`: who it is, and a way to submit other tasks.
-///
-/// Submitted tasks are dispatched by the same service, without a broker, and their Calls record
-/// this Call's uuid as `parent_uuid`.
-#[derive(Clone)]
-pub struct TaskContext {
-    uuid: String,
-    task: &'static str,
-    sink: Option<Arc<dyn ChildSink>>,
-}
-
-impl fmt::Debug for TaskContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskContext")
-            .field("uuid", &self.uuid)
-            .field("task", &self.task)
-            .field("can_submit", &self.sink.is_some())
-            .finish()
-    }
-}
-
-impl TaskContext {
-    /// A context for the Call `uuid` of `task`; `sink` receives submitted tasks.
-    pub fn new(uuid: String, task: &'static str, sink: Option<Arc<dyn ChildSink>>) -> Self {
-        TaskContext { uuid, task, sink }
-    }
-
-    /// This Call's uuid.
-    pub fn uuid(&self) -> &str {
-        &self.uuid
-    }
-
-    /// This Call's task name.
-    pub fn task(&self) -> &'static str {
-        self.task
-    }
-
-    /// Submits another registered task to this service; returns the child's uuid.
-    ///
-    /// Channel and delay set on the submission are kept; the child runs on this service.
-    pub fn submit<T: Task>(&self, submission: Submission<T>) -> Result<String> {
-        let Some(sink) = &self.sink else {
-            return Err(crate::Error::Config(
-                "this task context cannot submit tasks (no pool connection)".into(),
-            ));
-        };
-        let (_, mut message) = submission.into_message("")?;
-        let uuid = message
-            .uuid
-            .get_or_insert_with(crate::call::new_uuid)
-            .clone();
-        sink.submit(&self.uuid, message)?;
-        Ok(uuid)
-    }
 }
 
 /// Checks bound arguments against the parameter types without running anything.

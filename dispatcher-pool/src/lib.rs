@@ -7,7 +7,8 @@
 //!
 //! ```no_run
 //! use std::process::ExitCode;
-//! use dispatcher_core::{task, Service, TaskRegistry};
+//! use dispatcher_core::{task, TaskRegistry};
+//! use dispatcher_runtime::Service;
 //! use dispatcher_pool::{run_if_worker, ProcessPool};
 //!
 //! #[task(name = "app.resize", timeout = 30)]

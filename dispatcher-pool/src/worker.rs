@@ -5,9 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use dispatcher_core::inprocess::run_job;
 use dispatcher_core::pool::Job;
-use dispatcher_core::task::ChildSink;
+use dispatcher_core::worker::run_job;
+use dispatcher_core::ChildSink;
 use dispatcher_core::{Outcome, Registry, TaskMessage};
 
 use crate::error::{Error, Result};

@@ -17,7 +17,7 @@ pub enum Error {
     },
     /// The service failed.
     #[error(transparent)]
-    Service(#[from] dispatcher_core::Error),
+    Service(#[from] dispatcher_runtime::Error),
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] dispatcher_broker_pg::Error),

@@ -38,8 +38,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dispatcher_broker_pg::{PgBroker, PgBrokerConfig};
-use dispatcher_core::{Registry, Service, ServiceBuilder, ServiceConfig, ServiceHandle};
+use dispatcher_core::Registry;
 use dispatcher_pool::{ProcessPool, ProcessPoolConfig};
+use dispatcher_runtime::{Service, ServiceBuilder, ServiceConfig, ServiceHandle};
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};

@@ -81,7 +81,7 @@ pub fn level_filter(level: &str) -> std::result::Result<String, String> {
     Ok(parts.join(","))
 }
 
-impl dispatcher_core::LogLevelControl for LogHandle {
+impl dispatcher_runtime::LogLevelControl for LogHandle {
     fn set_level(&self, level: &str) -> std::result::Result<String, String> {
         let level = &level_filter(level)?;
         let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;

@@ -50,4 +50,7 @@ pub enum TestkitError {
     /// An error from `dispatcher-core`.
     #[error(transparent)]
     Core(#[from] dispatcher_core::Error),
+    /// An error from `dispatcher-runtime` (the service).
+    #[error(transparent)]
+    Runtime(#[from] dispatcher_runtime::Error),
 }

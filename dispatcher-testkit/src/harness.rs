@@ -1,4 +1,4 @@
-//! [`TestService`]: a real [`dispatcher_core::Service`] running in-process on a
+//! [`TestService`]: a real [`dispatcher_runtime::Service`] running in-process on a
 //! [`MemoryBroker`], with a publisher on the same bus and helpers to wait for Calls.
 //!
 //! ```
@@ -31,9 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dispatcher_core::broker::{self, validate_channel};
-use dispatcher_core::{
-    Broker, Call, CallFilter, Error, InProcessPool, Pool, Publisher, Registry, Service,
-    ServiceBuilder, ServiceHandle,
+use dispatcher_core::{Broker, Call, CallFilter, Error, Pool, Publisher, Registry};
+use dispatcher_runtime::{
+    Error as RuntimeError, InProcessPool, Service, ServiceBuilder, ServiceHandle,
 };
 
 use crate::error::TestkitError;
@@ -118,7 +118,7 @@ impl TestServiceBuilder {
     }
 
     /// Starts the service; it is subscribed to the broker when this returns.
-    pub async fn start(self) -> Result<TestService, Error> {
+    pub async fn start(self) -> Result<TestService, RuntimeError> {
         validate_channel(&self.channel)?;
         let broker = self.broker.unwrap_or_default();
         let shared: Arc<dyn Broker> = Arc::new(broker.clone());
@@ -230,13 +230,13 @@ impl TestService {
         let wanted = u64::try_from(n).unwrap_or(u64::MAX);
         match self.handle.wait_for_finished(wanted, timeout).await {
             Ok(()) => Ok(self.history()),
-            Err(Error::Timeout(..)) => Err(TestkitError::Timeout {
+            Err(RuntimeError::Timeout(..)) => Err(TestkitError::Timeout {
                 waited: timeout,
                 wanted: n,
                 finished: self.handle.finished_count(),
                 history: history_table(&self.history()),
             }),
-            Err(Error::ServiceStopped) => Err(TestkitError::ServiceStopped {
+            Err(RuntimeError::ServiceStopped) => Err(TestkitError::ServiceStopped {
                 wanted: n,
                 finished: self.handle.finished_count(),
                 history: history_table(&self.history()),

@@ -10,7 +10,7 @@
 //!   (`host=127.0.0.1 user=postgres dbname=app`); `DATABASE_URL` is used when the flag is absent.
 //!   Passwords are never shown in messages.
 //! - `--channel`: the channel the services listen on; default `dispatcher`, the core's default
-//!   listen channel ([`dispatcher_core::ServiceConfig`]).
+//!   listen channel (`ServiceConfig` of `dispatcher-runtime`).
 //! - `--timeout`: seconds to wait for replies (fractions allowed); default 5.
 //! - `--expected-replies N`: stop waiting as soon as N replies arrived. Without it the whole
 //!   timeout is waited and every reply that arrives is printed (as dispatcherd's client does).

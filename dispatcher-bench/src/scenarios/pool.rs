@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dispatcher_core::{CallFilter, Outcome, Service, ServiceConfig, ServiceHandle, TaskRegistry};
+use dispatcher_core::{CallFilter, Outcome, TaskRegistry};
 use dispatcher_pool::ProcessPool;
+use dispatcher_runtime::{Service, ServiceConfig, ServiceHandle};
 use serde_json::{Map, Value};
 
 use crate::error::{BenchError, Result};
@@ -78,7 +79,7 @@ async fn measure(
             for _ in 0..share {
                 service.submit(noop::call()).await?;
             }
-            Ok::<(), dispatcher_core::Error>(())
+            Ok::<(), dispatcher_runtime::Error>(())
         }));
     }
     let progress = tokio::spawn(progress(service.clone(), n, start));

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatcher_core::{task, Broker, InProcessPool, Outcome, Publisher, Service, TaskRegistry};
+use dispatcher_core::{task, Broker, Outcome, Publisher, TaskRegistry};
+use dispatcher_runtime::{InProcessPool, Service};
 use dispatcher_testkit::expect::{assert_history, call};
 use serde_json::json;
 

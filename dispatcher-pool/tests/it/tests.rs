@@ -363,7 +363,7 @@ pub fn serve_for_orphan_test(registry: TaskRegistry) -> ExitCode {
         return ExitCode::FAILURE;
     };
     rt.block_on(async {
-        let svc = dispatcher_core::Service::builder()
+        let svc = dispatcher_runtime::Service::builder()
             .registry(registry)
             .pool(ProcessPool::with_config(config(2, 2)))
             .start()
@@ -418,7 +418,7 @@ pub fn forgetful_main(registry: TaskRegistry) -> ExitCode {
         return ExitCode::FAILURE;
     };
     rt.block_on(async {
-        let r = dispatcher_core::Service::builder()
+        let r = dispatcher_runtime::Service::builder()
             .registry(registry)
             .pool(ProcessPool::new(1))
             .start()
@@ -453,7 +453,7 @@ async fn worker_that_never_connects_fails_start() {
     let mut c = config(1, 1);
     c.program = Some("/bin/true".into());
     c.start_timeout = Duration::from_secs(2);
-    let r = dispatcher_core::Service::builder()
+    let r = dispatcher_runtime::Service::builder()
         .registry(tasks::registry())
         .pool(ProcessPool::with_config(c))
         .start()

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatcher_core::{task, InProcessPool, Outcome, Publisher, TaskRegistry};
+use dispatcher_core::{task, Outcome, Publisher, TaskRegistry};
+use dispatcher_runtime::InProcessPool;
 use dispatcher_testkit::expect::{assert_history, call};
 use dispatcher_testkit::{MemoryBroker, RecordingHook, TestService, TestkitError};
 use serde_json::json;

@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{
-    task, InProcessPool, LogLevelControl, Outcome, Service, ServiceHandle, TaskRegistry,
-};
+use dispatcher_core::{task, Outcome, TaskRegistry};
+use dispatcher_runtime::{InProcessPool, LogLevelControl, Service, ServiceHandle};
 use dispatcher_testkit::postgres::PgFixture;
 use serde_json::{json, Map, Value};
 

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{task, Broker, Service, TaskRegistry};
+use dispatcher_core::{task, Broker, TaskRegistry};
 use dispatcher_examples::cookbook::{self, exactly_once};
 use dispatcher_pool::ProcessPool;
+use dispatcher_runtime::Service;
 
 /// The cookbook's job: sleeps `ms` milliseconds, prints, and returns `n`.
 #[task(name = "cookbook.work")]

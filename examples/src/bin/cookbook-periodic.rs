@@ -18,9 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{task, Broker, Service, TaskRegistry};
+use dispatcher_core::{task, Broker, TaskRegistry};
 use dispatcher_examples::cookbook::{self, periodic::PeriodicScheduler};
 use dispatcher_pool::ProcessPool;
+use dispatcher_runtime::Service;
 
 /// The periodic body: prints which node runs it, and when.
 #[task(name = "cookbook.report")]

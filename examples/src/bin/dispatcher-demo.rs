@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use dispatcher_core::{task, Broker, Publisher, Service, TaskContext, TaskRegistry};
+use dispatcher_core::{task, Broker, Publisher, TaskContext, TaskRegistry};
 use dispatcher_pool::ProcessPool;
+use dispatcher_runtime::Service;
 use dispatcher_server::{init_logging, Server, ServerConfig};
 
 /// Does nothing.

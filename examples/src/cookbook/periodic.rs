@@ -26,7 +26,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dispatcher_core::{ServiceHandle, Submission, Task, TaskMessage};
+use dispatcher_core::{Submission, Task, TaskMessage};
+use dispatcher_runtime::ServiceHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::GenericClient;
@@ -109,7 +110,7 @@ struct Periodic {
 /// # use dispatcher_core::task;
 /// # #[task(name = "app.report")]
 /// # fn report() {}
-/// # async fn demo(service: std::sync::Arc<dispatcher_core::ServiceHandle>)
+/// # async fn demo(service: std::sync::Arc<dispatcher_runtime::ServiceHandle>)
 /// #     -> dispatcher_examples::cookbook::Result<()> {
 /// use std::time::Duration;
 /// use dispatcher_examples::cookbook::periodic::PeriodicScheduler;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{task, Broker, InProcessPool, Service, ServiceHandle, TaskRegistry};
+use dispatcher_core::{task, Broker, TaskRegistry};
 use dispatcher_examples::cookbook;
+use dispatcher_runtime::{InProcessPool, Service, ServiceHandle};
 use dispatcher_testkit::postgres::PgFixture;
 
 /// A job body: works `ms` milliseconds and returns `n * 10`.

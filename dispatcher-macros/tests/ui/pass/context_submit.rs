@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use dispatcher_core::{
-    task, CallFilter, InProcessPool, Outcome, Service, Task, TaskContext, TaskRegistry,
-};
+use dispatcher_core::{task, CallFilter, Outcome, Task, TaskContext, TaskRegistry};
+use dispatcher_runtime::{InProcessPool, Service};
 
 #[task(name = "pass.other")]
 fn other(n: i64) -> i64 {

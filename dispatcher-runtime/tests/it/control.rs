@@ -194,9 +194,9 @@ async fn duplicate_task_names_fail_at_start() {
     let r = TaskRegistry::new()
         .register::<double>()
         .register::<other::impostor>();
-    let e = dispatcher_core::Service::builder()
+    let e = dispatcher_runtime::Service::builder()
         .registry(r)
-        .pool(dispatcher_core::InProcessPool::new(1))
+        .pool(dispatcher_runtime::InProcessPool::new(1))
         .start()
         .await
         .unwrap_err();

@@ -121,7 +121,7 @@ async fn delay_holds_the_call() {
 async fn capacity_queue_and_its_bound() {
     let svc = TestService::builder()
         .registry(registry())
-        .pool(dispatcher_core::InProcessPool::new(1))
+        .pool(dispatcher_runtime::InProcessPool::new(1))
         .configure(|b| b.max_waiting(2))
         .start()
         .await
@@ -183,7 +183,7 @@ async fn on_start_and_scheduled_producers() {
 async fn shutdown_lets_running_finish_and_cancels_waiting() {
     let svc = TestService::builder()
         .registry(registry())
-        .pool(dispatcher_core::InProcessPool::new(1))
+        .pool(dispatcher_runtime::InProcessPool::new(1))
         .start()
         .await
         .unwrap();

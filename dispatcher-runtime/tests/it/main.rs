@@ -39,7 +39,7 @@ pub(crate) async fn service(workers: usize) -> TestService {
     assert!(r.check().is_ok());
     TestService::builder()
         .registry(r)
-        .pool(dispatcher_core::InProcessPool::new(workers))
+        .pool(dispatcher_runtime::InProcessPool::new(workers))
         .start()
         .await
         .expect("service starts")

@@ -18,8 +18,7 @@
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
-use crate::call::{Call, Outcome};
-use crate::pool::{WorkerState, WorkerStatus};
+use dispatcher_core::{Call, Outcome, WorkerState, WorkerStatus};
 
 /// Handles registered once per service.
 pub(crate) struct ServiceMetrics {

@@ -5,7 +5,6 @@
 //! service, and a thread cannot be killed. A timed-out or canceled job is recorded at once and its
 //! thread is abandoned (left to finish on its own, its result ignored) and replaced.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,18 +12,19 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::call::{now_epoch, Outcome};
-use crate::error::{Error, Result};
-use crate::message::TaskMessage;
-use crate::pool::{
+use dispatcher_core::call::{now_epoch, Outcome};
+use dispatcher_core::message::TaskMessage;
+use dispatcher_core::pool::{
     CallKey, Dispatched, Job, Pool, PoolEvent, PoolEvents, WorkerState, WorkerStatus,
 };
-use crate::task::{ChildSink, Invocation, TaskContext, TaskOutput};
+use dispatcher_core::worker::run_job;
+use dispatcher_core::ChildSink;
+use dispatcher_core::{Error, Result};
 
 /// A pool of worker threads.
 ///
 /// ```
-/// use dispatcher_core::InProcessPool;
+/// use dispatcher_runtime::InProcessPool;
 /// let pool = InProcessPool::new(4);
 /// assert_eq!(pool.size(), 4);
 /// ```
@@ -90,39 +90,6 @@ impl ChildSink for EventSink {
                 what: "the service's event channel",
                 capacity: self.0.max_capacity(),
             })
-    }
-}
-
-/// The text of a panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
-}
-
-/// Runs one job to its end on the current thread (with `rt` for async tasks), catching panics.
-pub fn run_job(
-    rt: &tokio::runtime::Runtime,
-    job: Job,
-    sink: Option<Arc<dyn ChildSink>>,
-) -> (Outcome, Option<serde_json::Value>, Option<String>) {
-    let task = job.task;
-    let context = TaskContext::new(job.uuid.clone(), task.name(), sink);
-    let invocation = Invocation {
-        uuid: job.uuid,
-        args: job.args,
-        context,
-    };
-    let result: std::thread::Result<TaskOutput> =
-        catch_unwind(AssertUnwindSafe(|| rt.block_on(task.run(invocation))));
-    match result {
-        Ok(Ok(value)) => (Outcome::Ok, Some(value), None),
-        Ok(Err(failure)) => (Outcome::Error, None, Some(failure.0)),
-        Err(payload) => (Outcome::Panic, None, Some(panic_message(&*payload))),
     }
 }
 

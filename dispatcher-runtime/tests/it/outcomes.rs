@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dispatcher_core::pool::{CallKey, Dispatched, Job, Pool, PoolEvent, PoolEvents};
-use dispatcher_core::{Outcome, Service, WorkerStatus};
+use dispatcher_core::{Outcome, WorkerStatus};
+use dispatcher_runtime::Service;
 use dispatcher_testkit::expect::{assert_history, call};
 use dispatcher_testkit::MemoryBroker;
 use serde_json::json;

@@ -1,0 +1,112 @@
+//! Recording: a finished Call goes into the history (in batches, one lock per turn of the loop),
+//! the counters and the metrics, with one log line.
+
+use std::sync::atomic::Ordering;
+
+use dispatcher_core::call::{new_uuid, now_epoch};
+use dispatcher_core::{Call, Outcome};
+use serde_json::Value;
+
+use super::Loop;
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct Counters {
+    pub(super) received: u64,
+    pub(super) control: u64,
+    pub(super) dispatched: u64,
+    pub(super) ignored_fields: u64,
+    pub(super) signature_failures: u64,
+    pub(super) by_outcome: [u64; 8],
+}
+
+impl Loop {
+    pub(super) fn reject(&mut self, mut call: Call, reason: String) {
+        let span = call_span(&call.uuid, &call.task);
+        span.in_scope(|| tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %reason, "message rejected"));
+        call.queued_at = None;
+        self.record(
+            &span,
+            call,
+            Outcome::Rejected,
+            Some(reason),
+            None,
+            now_epoch(),
+        );
+    }
+
+    pub(super) fn reject_payload(&mut self, channel: &str, reason: String) {
+        let channel = self.names.channel(channel);
+        let call = Call::received(
+            new_uuid(),
+            String::new(),
+            self.names.node_id.clone(),
+            channel,
+        );
+        self.reject(call, reason);
+    }
+
+    /// Puts a finished Call into the history.
+    pub(super) fn record(
+        &mut self,
+        span: &tracing::Span,
+        mut call: Call,
+        outcome: Outcome,
+        error: Option<String>,
+        result: Option<Value>,
+        at: f64,
+    ) {
+        call.finish(outcome, error, at);
+        call.result = result;
+        self.counters.by_outcome[outcome as usize] += 1;
+        let _in_span = span.enter();
+        match outcome {
+            Outcome::Ok | Outcome::Discarded => {
+                tracing::debug!(uuid = %call.uuid, task = %call.task, %outcome, run_ms = call.run_ms, "call finished")
+            }
+            _ => {
+                tracing::warn!(uuid = %call.uuid, task = %call.task, %outcome, error = call.error.as_deref(), "call failed")
+            }
+        }
+        self.metrics.call_finished(&call);
+        self.finished_buf.push(call);
+    }
+
+    /// Moves the Calls finished in this turn into the history, under one lock, then tells
+    /// waiters (history first, so a waiter that sees the count also finds the Calls).
+    pub(super) fn flush_finished(&mut self) {
+        if self.finished_buf.is_empty() {
+            return;
+        }
+        let n = self.finished_buf.len() as u64;
+        {
+            let mut history = self.shared.history();
+            for call in self.finished_buf.drain(..) {
+                history.push(call);
+            }
+        }
+        let total = self.shared.finished.fetch_add(n, Ordering::SeqCst) + n;
+        if total >= self.shared.wanted.load(Ordering::SeqCst) {
+            // Every waiter wakes and asks again for what it still waits for.
+            self.shared.wanted.store(u64::MAX, Ordering::SeqCst);
+            self.finished.send_replace(total);
+        }
+        self.export_metrics();
+    }
+
+    pub(super) fn export_metrics(&mut self) {
+        let c = &self.counters;
+        self.metrics.sync(crate::metrics::Counts {
+            received: c.received,
+            control: c.control,
+            dispatched: c.dispatched,
+            finished: &c.by_outcome,
+        });
+    }
+}
+
+/// The span of one Call, at debug level: the events logged about a Call (rejected, failed,
+/// finished) name its uuid and task themselves, so at `info` the span would add nothing but its
+/// cost (about 2 µs per Call with the fmt subscriber, a fifth of the service's work per Call).
+pub(super) fn call_span(uuid: &str, task: &str) -> tracing::Span {
+    tracing::debug_span!("call", uuid = %uuid, task = %task)
+}
