@@ -41,8 +41,13 @@
 #![warn(missing_docs)]
 
 mod error;
+mod limits;
+mod link;
 mod pool;
 pub mod protocol;
+mod readers;
+mod spawn;
+mod supervisor;
 mod worker;
 
 pub use error::{Error, Result};

@@ -2,16 +2,29 @@
 //! socket (never the worker's stdout/stderr, which task code may write to).
 //!
 //! A frame is a 4-byte little-endian length followed by that many bytes of JSON.
+//!
+//! There is one frame decoder (the length prefix, its [`MAX_FRAME`] check and the JSON decode),
+//! and every reader goes through it, so all refuse the same sizes and decode alike. They differ
+//! only in how the bytes arrive: the pool's handshake reads a worker's hello with async reads,
+//! the service task reads every worker's socket through a cancel-safe buffer it polls, and the
+//! worker reads its socket with blocking reads.
 
 use std::io::{Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use crate::error::{Error, Result};
 
 /// Largest frame accepted, in bytes.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// Bytes in a frame's length prefix.
+const PREFIX: usize = 4;
 
 /// Environment variable naming the socket a worker connects to; its presence is the worker marker.
 pub const ENV_SOCKET: &str = "DISPATCHER_WORKER_SOCKET";
@@ -87,14 +100,14 @@ pub enum FromWorker {
 /// Encodes a frame (length prefix and JSON) into `buf`.
 pub fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<()> {
     let start = buf.len();
-    buf.extend_from_slice(&[0u8; 4]);
+    buf.extend_from_slice(&[0u8; PREFIX]);
     serde_json::to_writer(&mut *buf, msg).map_err(Error::Encode)?;
-    let len = buf.len() - start - 4;
+    let len = buf.len() - start - PREFIX;
     if len > MAX_FRAME {
         buf.truncate(start);
         return Err(Error::FrameTooLarge(len));
     }
-    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[start..start + PREFIX].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
 }
 
@@ -126,24 +139,6 @@ pub fn encode_run(
     )
 }
 
-/// Reads one frame body (blocking). `Ok(None)` at a clean end of stream.
-pub fn read_frame_blocking(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<()>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(Error::Io(e)),
-    }
-    let n = u32::from_le_bytes(len) as usize;
-    if n > MAX_FRAME {
-        return Err(Error::FrameTooLarge(n));
-    }
-    buf.clear();
-    buf.resize(n, 0);
-    r.read_exact(buf).map_err(Error::Io)?;
-    Ok(Some(()))
-}
-
 /// Writes one frame (blocking).
 pub fn write_frame_blocking<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<()> {
     let mut buf = Vec::with_capacity(256);
@@ -152,9 +147,166 @@ pub fn write_frame_blocking<T: Serialize>(w: &mut impl Write, msg: &T) -> Result
     w.flush().map_err(Error::Io)
 }
 
+/// The body length a frame's length prefix announces; over [`MAX_FRAME`] the frame is refused.
+/// With [`decode_body`], this is the one frame decoder every reader goes through.
+fn body_len(prefix: [u8; PREFIX]) -> Result<usize> {
+    let n = u32::from_le_bytes(prefix) as usize;
+    if n > MAX_FRAME {
+        return Err(Error::FrameTooLarge(n));
+    }
+    Ok(n)
+}
+
+/// Decodes a frame's body (the JSON after the length prefix).
+pub(crate) fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(Error::Decode)
+}
+
+/// Reads one frame body (blocking). `Ok(None)` at a clean end of stream.
+pub fn read_frame_blocking(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<()>> {
+    let mut prefix = [0u8; PREFIX];
+    match r.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Error::Io(e)),
+    }
+    let n = body_len(prefix)?;
+    buf.clear();
+    buf.resize(n, 0);
+    r.read_exact(buf).map_err(Error::Io)?;
+    Ok(Some(()))
+}
+
+/// Reads and decodes one frame (blocking): the worker's reader. `Ok(None)` at a clean end of
+/// stream. `buf` is reused for the body.
+pub(crate) fn read_blocking<T: DeserializeOwned>(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+) -> Result<Option<T>> {
+    match read_frame_blocking(r, buf)? {
+        Some(()) => decode_body(buf).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads and decodes one frame with async reads: the pool's handshake reader.
+///
+/// The body is kept as it arrives rather than in a buffer of the announced length made up front,
+/// so a peer that has not presented its token yet cannot make the pool reserve [`MAX_FRAME`]
+/// bytes just by announcing them.
+pub(crate) async fn read_frame<T: DeserializeOwned>(r: &mut (impl AsyncRead + Unpin)) -> Result<T> {
+    let mut prefix = [0u8; PREFIX];
+    r.read_exact(&mut prefix).await.map_err(Error::Io)?;
+    let n = body_len(prefix)?;
+    let mut body = Vec::new();
+    let got = (&mut *r)
+        .take(n as u64)
+        .read_to_end(&mut body)
+        .await
+        .map_err(Error::Io)?;
+    if got < n {
+        return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    decode_body(&body)
+}
+
+/// Size of a [`FrameReader`]'s buffer; it grows for larger frames and shrinks back after them.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Reads frames from an async stream by polling: the service task's reader of each worker's
+/// socket. Cancel-safe (bytes read are kept in the buffer), so it can be polled from
+/// `Pool::poll_events` and dropped between polls without losing anything.
+pub(crate) struct FrameReader<R> {
+    r: R,
+    /// `buf[start..end]` is read and not parsed yet.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(r: R) -> Self {
+        FrameReader {
+            r,
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The body length announced by the frame at `start`, once its prefix is in.
+    fn announced(&self) -> Result<Option<usize>> {
+        let prefix = self
+            .buf
+            .get(self.start..self.end)
+            .and_then(|b| b.first_chunk::<PREFIX>());
+        match prefix {
+            Some(p) => body_len(*p).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        let Some(n) = self.announced()? else {
+            return Ok(None);
+        };
+        if self.end - self.start < PREFIX + n {
+            return Ok(None);
+        }
+        let body = &self.buf[self.start + PREFIX..self.start + PREFIX + n];
+        let msg = decode_body(body)?;
+        self.start += PREFIX + n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_BUFFER {
+                self.buf.truncate(READ_BUFFER);
+                self.buf.shrink_to_fit();
+            }
+        }
+        Ok(Some(msg))
+    }
+
+    /// The next frame; `Ok(None)` at the end of the stream.
+    pub(crate) fn poll_frame<T: DeserializeOwned>(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<T>>> {
+        loop {
+            if let Some(m) = self.parse()? {
+                return Poll::Ready(Ok(Some(m)));
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                // A frame larger than the buffer (its size was checked by `parse`).
+                let need = self.announced()?.map_or(0, |n| n + PREFIX);
+                let len = need.max(self.buf.len() * 2);
+                self.buf.resize(len, 0);
+            }
+            let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
+            match Pin::new(&mut self.r).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let n = rb.filled().len();
+            if n == 0 {
+                return Poll::Ready(Ok(None));
+            }
+            self.end += n;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dispatcher_core::Outcome;
+    use tokio::net::UnixStream;
 
     #[test]
     fn encode_run_matches_the_enum() {
@@ -175,5 +327,120 @@ mod tests {
         assert_eq!(a, b);
         let back: ToWorker = serde_json::from_slice(&a[4..]).unwrap();
         assert!(matches!(back, ToWorker::Run { key: 7, .. }));
+    }
+
+    /// The three readers share the decoder: they read the same frame, and refuse the same sizes
+    /// and the same bodies.
+    #[tokio::test]
+    async fn every_reader_reads_alike_and_refuses_alike() {
+        let mut good = Vec::new();
+        encode(&FromWorker::Pong { n: 5 }, &mut good).unwrap();
+        let over = ((MAX_FRAME as u32) + 1).to_le_bytes().to_vec();
+        let mut bad = 3u32.to_le_bytes().to_vec();
+        bad.extend_from_slice(b"{{{");
+        let too_large = |r: &Result<FromWorker>| matches!(r, Err(Error::FrameTooLarge(n)) if *n == MAX_FRAME + 1);
+        let undecodable = |r: &Result<FromWorker>| matches!(r, Err(Error::Decode(_)));
+
+        // The worker's blocking reader.
+        let blocking = |bytes: &[u8]| {
+            let mut buf = Vec::new();
+            read_blocking::<FromWorker>(&mut &bytes[..], &mut buf)
+                .and_then(|f| f.ok_or(Error::Environment("end of stream".into())))
+        };
+        assert!(matches!(blocking(&good), Ok(FromWorker::Pong { n: 5 })));
+        assert!(too_large(&blocking(&over)));
+        assert!(undecodable(&blocking(&bad)));
+
+        // The handshake's async reader.
+        assert!(matches!(
+            read_frame::<FromWorker>(&mut &good[..]).await,
+            Ok(FromWorker::Pong { n: 5 })
+        ));
+        assert!(too_large(&read_frame(&mut &over[..]).await));
+        assert!(undecodable(&read_frame(&mut &bad[..]).await));
+
+        // The service task's buffered reader.
+        let buffered = |bytes: Vec<u8>| async move {
+            let mut frames = FrameReader::new(&bytes[..]);
+            std::future::poll_fn(|cx| frames.poll_frame::<FromWorker>(cx))
+                .await
+                .and_then(|f| f.ok_or(Error::Environment("end of stream".into())))
+        };
+        assert!(matches!(
+            buffered(good.clone()).await,
+            Ok(FromWorker::Pong { n: 5 })
+        ));
+        assert!(too_large(&buffered(over.clone()).await));
+        assert!(undecodable(&buffered(bad.clone()).await));
+    }
+
+    #[tokio::test]
+    async fn frame_reader_takes_frames_of_any_size_in_any_pieces() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut bytes = Vec::new();
+        let large = "x".repeat(3 * READ_BUFFER);
+        for i in 0..3u64 {
+            encode(&FromWorker::Pong { n: i }, &mut bytes).unwrap();
+        }
+        encode(
+            &FromWorker::Done {
+                key: 9,
+                outcome: Outcome::Ok,
+                result: Some(Value::from(large.clone())),
+                error: None,
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        encode(&FromWorker::Pong { n: 3 }, &mut bytes).unwrap();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut a = a;
+            // Odd pieces, so frames and length prefixes are cut anywhere.
+            for piece in bytes.chunks(7_777) {
+                a.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let (rd, _wr) = b.into_split();
+        let mut frames = FrameReader::new(rd);
+        let mut got: Vec<FromWorker> = Vec::new();
+        while let Some(f) = std::future::poll_fn(|cx| frames.poll_frame(cx))
+            .await
+            .unwrap()
+        {
+            got.push(f);
+        }
+        writer.await.unwrap();
+        assert_eq!(got.len(), 5);
+        assert!(matches!(got[2], FromWorker::Pong { n: 2 }));
+        match &got[3] {
+            FromWorker::Done {
+                key: 9,
+                result: Some(v),
+                ..
+            } => {
+                assert_eq!(v.as_str().map(str::len), Some(large.len()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(got[4], FromWorker::Pong { n: 3 }));
+        assert_eq!(frames.buf.len(), READ_BUFFER, "the buffer shrinks back");
+    }
+
+    #[tokio::test]
+    async fn frame_reader_rejects_an_oversized_prefix() {
+        let (a, b) = UnixStream::pair().unwrap();
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut a = a;
+            a.write_all(&((MAX_FRAME as u32) + 1).to_le_bytes())
+                .await
+                .unwrap();
+        }
+        let (rd, _wr) = b.into_split();
+        let mut frames = FrameReader::new(rd);
+        let r = std::future::poll_fn(|cx| frames.poll_frame::<FromWorker>(cx)).await;
+        assert!(matches!(r, Err(Error::FrameTooLarge(_))), "{r:?}");
     }
 }

@@ -12,7 +12,7 @@ use dispatcher_core::{Outcome, Registry, TaskMessage};
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    encode, read_frame_blocking, FromWorker, ToWorker, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID,
+    encode, read_blocking, FromWorker, ToWorker, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID,
 };
 
 /// True when this process was started by a [`crate::ProcessPool`] as a worker.
@@ -109,10 +109,9 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
         if reader.buffer().is_empty() {
             wait_readable(reader.get_ref())?;
         }
-        if read_frame_blocking(&mut reader, &mut buf)?.is_none() {
+        let Some(msg) = read_blocking::<ToWorker>(&mut reader, &mut buf)? else {
             break;
-        }
-        let msg: ToWorker = serde_json::from_slice(&buf).map_err(Error::Decode)?;
+        };
         match msg {
             ToWorker::Run {
                 key,

@@ -1,27 +1,71 @@
 //! Integration tests with real worker processes. This binary is its own worker program: `main`
-//! calls `run_if_worker` first, as an application must.
+//! calls `run_if_worker` first, as an application must. Each test runs a real service with a
+//! `ProcessPool` of this very binary; the modules are named for what their tests cover.
 //!
 //! It uses its own `main` (libtest-mimic), so clippy does not see it as test code: unwrap and
 //! println are allowed here explicitly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod cancel;
+mod death;
+mod health;
+mod limits;
+mod output;
+mod recycling;
+mod results;
+mod scaling;
+mod startup;
+mod support;
 mod tasks;
-mod tests;
+mod timeouts;
 
 use std::process::ExitCode;
+
+use libtest_mimic::Trial;
 
 fn main() -> ExitCode {
     let registry = tasks::registry();
     if std::env::var_os("POOL_TEST_FORGETFUL").is_some() {
-        return tests::forgetful_main(registry);
+        return startup::forgetful_main(registry);
     }
     if let Some(code) = dispatcher_pool::run_if_worker(&registry) {
         return code;
     }
     if std::env::var_os("POOL_TEST_SERVE").is_some() {
-        return tests::serve_for_orphan_test(registry);
+        return death::serve_for_orphan_test(registry);
     }
-    tests::capture_logs();
+    output::capture_logs();
     let args = libtest_mimic::Arguments::from_args();
-    libtest_mimic::run(&args, tests::all()).exit_code()
+    libtest_mimic::run(&args, all()).exit_code()
+}
+
+/// Each `module::test` becomes a trial of that name, run on its own runtime.
+macro_rules! trials {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$(Trial::test(
+            concat!(stringify!($module), "::", stringify!($name)),
+            || support::block_on($module::$name()),
+        )),*]
+    };
+}
+
+fn all() -> Vec<Trial> {
+    trials![
+        results::ok_error_and_panic_keep_the_worker,
+        timeouts::timeout_kills_and_replaces_the_worker,
+        cancel::cancel_kills_the_worker,
+        death::abort_is_worker_lost,
+        death::sigkill_from_outside_is_worker_lost,
+        recycling::recycle_after_max_tasks,
+        scaling::scale_up_and_down,
+        results::tasks_from_tasks,
+        health::unresponsive_idle_worker_is_replaced,
+        death::orphans_exit_when_the_service_is_killed,
+        startup::forgotten_entry_call_fails_loudly,
+        startup::worker_that_never_connects_fails_start,
+        output::worker_output_is_logged_with_the_worker_id,
+        limits::memory_limit_ends_a_greedy_worker,
+        limits::process_limit_bounds_a_fork_happy_task,
+        limits::processes_a_task_started_die_with_its_worker,
+    ]
 }
