@@ -386,7 +386,7 @@ impl Broker for PgBroker {
         Some(NOTIFY_LIMIT)
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> dispatcher_core::BrokerStatus {
         self.listener.status()
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use dispatcher_core::broker::{Incoming, Subscription};
+use dispatcher_core::broker::{BrokerStatus, Incoming, SelfCheckStatus, Subscription};
 use futures_util::stream::{Stream, StreamExt};
 use futures_util::FutureExt;
 use serde_json::json;
@@ -40,6 +40,8 @@ struct Stats {
     check_failures: u64,
     last_rtt: Option<Duration>,
     max_rtt: Duration,
+    /// Sum of the successful checks' round trips (for the mean).
+    total_rtt: Duration,
     last_recycle_reason: Option<String>,
 }
 
@@ -101,24 +103,26 @@ impl Listener {
         lock(&self.stats).recycles
     }
 
-    pub(crate) fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> BrokerStatus {
         let s = lock(&self.stats);
         let channels: Vec<String> = lock(&self.subs).by_channel.keys().cloned().collect();
-        json!({
-            "broker": "postgres",
-            "connected": self.connected.load(Ordering::Relaxed),
-            "listener_pid": self.backend_pid(),
-            "channels": channels,
-            "recycles": s.recycles,
-            "last_recycle_reason": s.last_recycle_reason,
-            "self_check": {
-                "count": s.checks,
-                "failures": s.check_failures,
-                "last_rtt_ms": s.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
-                "max_rtt_ms": s.max_rtt.as_secs_f64() * 1000.0,
-                "interval_s": self.config.self_check_interval.as_secs_f64(),
-            },
-        })
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut check = SelfCheckStatus::new(s.checks + s.check_failures, s.check_failures);
+        check.last_rtt_ms = s.last_rtt.map(ms);
+        check.max_rtt_ms = (s.checks > 0).then(|| ms(s.max_rtt));
+        check.mean_rtt_ms = (s.checks > 0).then(|| ms(s.total_rtt) / s.checks as f64);
+        check.interval_s = Some(self.config.self_check_interval.as_secs_f64());
+        // dispatcherd's name for its PostgreSQL broker, so producers are named alike.
+        let mut status = BrokerStatus::new("pg_notify");
+        status.connected = Some(self.connected.load(Ordering::Relaxed));
+        status.recycles = s.recycles;
+        status.last_recycle_reason = s.last_recycle_reason.clone();
+        status.self_check = Some(check);
+        status
+            .details
+            .insert("listener_pid".into(), json!(self.backend_pid()));
+        status.details.insert("channels".into(), json!(channels));
+        status
     }
 
     pub(crate) async fn subscribe(self: &Arc<Self>, channels: &[String]) -> Result<Subscription> {
@@ -448,6 +452,7 @@ async fn on_message(
                         s.checks += 1;
                         s.last_rtt = Some(rtt);
                         s.max_rtt = s.max_rtt.max(rtt);
+                        s.total_rtt += rtt;
                         metrics::gauge!("dispatcher_broker_self_check_rtt_seconds")
                             .set(rtt.as_secs_f64());
                         metrics::counter!("dispatcher_broker_self_checks_total").increment(1);

@@ -53,10 +53,10 @@ pub trait Broker: Send + Sync + 'static {
         None
     }
 
-    /// Health and statistics for the `status` and `main` control commands (e.g. self-check round
-    /// trips, reconnects). The default reports nothing.
-    fn status(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    /// Health and statistics for the `main`, `status` and `producers` control commands (e.g.
+    /// self-check round trips, reconnects). The default reports only the broker's kind.
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus::new("broker")
     }
 
     /// Sends a payload to a fresh channel of its own and waits to receive it, within `bound`;
@@ -78,6 +78,71 @@ pub trait Broker: Send + Sync + 'static {
         tokio::time::timeout(bound, wait)
             .await
             .map_err(|_| Error::Timeout(bound, format!("self-check message on {channel}")))?
+    }
+}
+
+/// A broker's health, as the `main` control command lists it.
+///
+/// Build one with [`BrokerStatus::new`] and set the fields the broker knows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct BrokerStatus {
+    /// The broker's kind (`pg_notify`, `memory`, ...); producers are named after it.
+    pub broker: String,
+    /// Whether its connection is up, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// Times its connection was replaced.
+    pub recycles: u64,
+    /// Why it was last replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_recycle_reason: Option<String>,
+    /// Its self-check, when it checks itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_check: Option<SelfCheckStatus>,
+    /// Anything else the broker reports (e.g. its channels, a backend pid).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl BrokerStatus {
+    /// A status naming the broker's kind, with nothing else known.
+    pub fn new(kind: impl Into<String>) -> Self {
+        BrokerStatus {
+            broker: kind.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A broker's self-check statistics.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct SelfCheckStatus {
+    /// Checks made.
+    pub count: u64,
+    /// Checks that failed (and made the broker replace its connection).
+    pub failures: u64,
+    /// The last round trip, in milliseconds.
+    pub last_rtt_ms: Option<f64>,
+    /// The mean round trip of the successful checks, in milliseconds.
+    pub mean_rtt_ms: Option<f64>,
+    /// The longest round trip, in milliseconds.
+    pub max_rtt_ms: Option<f64>,
+    /// Seconds between checks.
+    pub interval_s: Option<f64>,
+}
+
+impl SelfCheckStatus {
+    /// Statistics of `count` checks of which `failures` failed.
+    pub fn new(count: u64, failures: u64) -> Self {
+        SelfCheckStatus {
+            count,
+            failures,
+            ..Default::default()
+        }
     }
 }
 

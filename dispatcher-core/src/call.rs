@@ -228,6 +228,9 @@ pub struct Call {
     /// The task's return value, for `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// Why it was rejected, for `rejected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_reason: Option<RejectReason>,
     /// The service that received it (shared by all its Calls).
     pub node_id: SharedStr,
     /// The channel it arrived on (`local` for on-start, scheduled and child submissions; shared
@@ -277,6 +280,7 @@ impl Call {
             outcome: None,
             error: None,
             result: None,
+            reject_reason: None,
             node_id: node_id.into(),
             channel: channel.into(),
             worker_id: None,
@@ -316,16 +320,123 @@ impl Call {
     }
 }
 
-/// Selects Calls from the history.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Why a message was rejected: the kind of problem (the Call's `error` says exactly what). It is
+/// also the `reason` label of the `dispatcher_rejected_total` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Not JSON, or not a message of the wire format.
+    Malformed,
+    /// Larger than a configured bound.
+    TooLarge,
+    /// A chunk envelope that could not be assembled (or expired).
+    Chunk,
+    /// A missing, forged or stale signature.
+    Signature,
+    /// No task of the name is registered.
+    UnknownTask,
+    /// The arguments do not fit the task's parameters.
+    BadArguments,
+    /// A delay over `max_delay`.
+    Delay,
+    /// The service had `max_waiting` Calls waiting already.
+    Capacity,
+}
+
+impl RejectReason {
+    /// Every reason.
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::Malformed,
+        RejectReason::TooLarge,
+        RejectReason::Chunk,
+        RejectReason::Signature,
+        RejectReason::UnknownTask,
+        RejectReason::BadArguments,
+        RejectReason::Delay,
+        RejectReason::Capacity,
+    ];
+
+    /// The wire and label word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::Chunk => "chunk",
+            RejectReason::Signature => "signature",
+            RejectReason::UnknownTask => "unknown_task",
+            RejectReason::BadArguments => "bad_arguments",
+            RejectReason::Delay => "delay",
+            RejectReason::Capacity => "capacity",
+        }
+    }
+
+    /// The kind of rejection an error of the contract stands for.
+    pub fn of(error: &crate::Error) -> RejectReason {
+        use crate::Error;
+        match error {
+            Error::TooLarge { .. } => RejectReason::TooLarge,
+            Error::Chunk(_) => RejectReason::Chunk,
+            Error::Signature(_) => RejectReason::Signature,
+            Error::UnknownTask { .. } => RejectReason::UnknownTask,
+            Error::Arguments { .. } => RejectReason::BadArguments,
+            _ => RejectReason::Malformed,
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected message: the kind of problem and the text that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The kind.
+    pub reason: RejectReason,
+    /// What exactly was wrong.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection of `reason` saying `message`.
+    pub fn new(reason: RejectReason, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::Error> for Rejection {
+    fn from(e: crate::Error) -> Self {
+        Rejection::new(RejectReason::of(&e), e.to_string())
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Selects Calls from the history (also the data of the `history` control command).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CallFilter {
     /// Only this task.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
     /// Only this uuid.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     /// Only this outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
     /// At most this many, the newest.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
 }
 

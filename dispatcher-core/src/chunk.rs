@@ -160,12 +160,48 @@ impl std::fmt::Display for Expired {
     }
 }
 
+/// What an [`Assembler`] has seen, for the `chunks` control command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AssemblyStats {
+    /// Chunk envelopes taken in (valid or not).
+    pub total_chunks_received: u64,
+    /// Payloads assembled whole.
+    pub successful_assemblies: u64,
+    /// Pieces refused (out of range, duplicate, a bound exceeded).
+    pub errored_assemblies: u64,
+    /// Partial payloads dropped because their pieces did not all arrive in time.
+    pub timed_out_assemblies: u64,
+    /// Payloads being assembled now.
+    pub active_messages: u64,
+}
+
+/// One payload being assembled, as the `chunks` control command lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartialStatus {
+    /// Seconds since its first piece arrived.
+    pub seconds_since_start: Option<f64>,
+    /// Pieces announced.
+    pub expected_total: Option<u64>,
+    /// The pieces held, by index.
+    pub chunks: Vec<PieceStatus>,
+}
+
+/// One piece held of a partial payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PieceStatus {
+    /// The piece's index.
+    pub chunk_id: u64,
+    /// Its length in characters (as dispatcherd counts).
+    pub length: u64,
+}
+
 /// Reassembles chunked payloads.
 #[derive(Debug)]
 pub struct Assembler {
     limits: AssemblerLimits,
     partials: HashMap<String, Partial>,
     buffered: usize,
+    stats: AssemblyStats,
 }
 
 impl Assembler {
@@ -175,7 +211,43 @@ impl Assembler {
             limits,
             partials: HashMap::new(),
             buffered: 0,
+            stats: AssemblyStats::default(),
         }
+    }
+
+    /// Counts of what this assembler has seen.
+    pub fn stats(&self) -> AssemblyStats {
+        AssemblyStats {
+            active_messages: self.partials.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// The payloads being assembled now, by message id.
+    pub fn partials(&self, now: Instant) -> Vec<(String, PartialStatus)> {
+        let mut out: Vec<(String, PartialStatus)> = self
+            .partials
+            .iter()
+            .map(|(id, p)| {
+                let status = PartialStatus {
+                    seconds_since_start: Some(
+                        now.saturating_duration_since(p.first_seen).as_secs_f64(),
+                    ),
+                    expected_total: Some(p.total),
+                    chunks: p
+                        .pieces
+                        .iter()
+                        .map(|(i, s)| PieceStatus {
+                            chunk_id: *i,
+                            length: s.chars().count() as u64,
+                        })
+                        .collect(),
+                };
+                (id.clone(), status)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Payloads being assembled now; never more than `max_partials`.
@@ -202,6 +274,17 @@ impl Assembler {
     /// payload (its size, a changed `total`) also drops what was collected for it, and the error
     /// says so.
     pub fn push(&mut self, env: ChunkEnvelope, now: Instant) -> Result<Option<String>> {
+        self.stats.total_chunks_received += 1;
+        let result = self.take_piece(env, now);
+        match &result {
+            Ok(Some(_)) => self.stats.successful_assemblies += 1,
+            Ok(None) => {}
+            Err(_) => self.stats.errored_assemblies += 1,
+        }
+        result
+    }
+
+    fn take_piece(&mut self, env: ChunkEnvelope, now: Instant) -> Result<Option<String>> {
         let id = env.message_id;
         if id.is_empty() || id.len() > crate::message::MAX_ID_LEN {
             return Err(Error::Chunk(format!(
@@ -316,6 +399,7 @@ impl Assembler {
                     total: p.total,
                 };
                 self.drop_partial(&id);
+                self.stats.timed_out_assemblies += 1;
                 Some(e)
             })
             .collect()

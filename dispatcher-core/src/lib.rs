@@ -60,13 +60,13 @@ pub mod submission;
 pub mod task;
 pub mod worker;
 
-pub use broker::{Broker, Incoming, Subscription};
-pub use call::{Call, CallFilter, Outcome};
+pub use broker::{Broker, BrokerStatus, Incoming, Subscription};
+pub use call::{Call, CallFilter, Outcome, RejectReason, Rejection};
 pub use context::{ChildSink, TaskContext};
 pub use error::{Error, Result};
 pub use hook::{HookDecision, Outgoing, PublishHook};
 pub use message::{ControlMessage, TaskMessage};
-pub use pool::{Dispatched, Job, Pool, PoolEvent, WorkerState, WorkerStatus};
+pub use pool::{Dispatched, Job, Pool, PoolEvent, PoolStats, WorkerState, WorkerStatus};
 pub use publisher::{Published, Publisher};
 pub use registry::{Registry, TaskRegistry};
 pub use submission::Submission;

@@ -71,38 +71,123 @@ pub enum PoolEvent {
 /// senders wait.
 pub type PoolEvents = mpsc::Sender<PoolEvent>;
 
-/// A worker's state.
+/// A worker's state, in dispatcherd's words. A worker running a Call is `ready` with a
+/// `current_task` (as in dispatcherd); see [`WorkerStatus::is_busy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WorkerState {
-    /// Starting up.
+    /// Known, not started yet.
+    Initialized,
+    /// Its process was started.
+    Spawned,
+    /// Starting up (connecting).
     Starting,
-    /// Ready for a job.
-    Idle,
-    /// Running a job.
-    Busy,
+    /// Ready for a job, or running one (see `current_task`).
+    Ready,
     /// Being stopped or replaced.
     Stopping,
+    /// Its process ended.
+    Exited,
+    /// It failed.
+    Error,
+    /// Retired (recycled or scaled down).
+    Retired,
+    /// A word this version does not know (from another implementation).
+    #[serde(other)]
+    Unknown,
 }
 
-/// A worker as the `workers` control command reports it.
+impl WorkerState {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Initialized => "initialized",
+            WorkerState::Spawned => "spawned",
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Exited => "exited",
+            WorkerState::Error => "error",
+            WorkerState::Retired => "retired",
+            WorkerState::Unknown => "unknown",
+        }
+    }
+}
+
+/// A worker as the `workers` control command reports it (dispatcherd's fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     /// Worker id, unique within the pool.
     pub worker_id: u32,
-    /// Process id (the service's own for in-process pools).
-    pub pid: u32,
+    /// Process id (the service's own for in-process pools; none before it started).
+    pub pid: Option<u32>,
     /// State.
     pub status: WorkerState,
     /// Jobs finished by this worker.
+    #[serde(default)]
     pub finished_count: u64,
     /// Task name of the running job.
+    #[serde(default)]
     pub current_task: Option<String>,
     /// Uuid of the running job.
+    #[serde(default)]
     pub current_task_uuid: Option<String>,
+    /// Whether the running job is being canceled.
+    #[serde(default)]
+    pub active_cancel: bool,
     /// Seconds since the worker started.
+    #[serde(default)]
     pub age: f64,
+    /// When the running job started on it, epoch seconds (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_task_started_at: Option<f64>,
+    /// Resident memory, in KiB, when the pool measures it (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_kb: Option<u64>,
+}
+
+impl WorkerStatus {
+    /// A worker with nothing running and nothing counted.
+    pub fn new(worker_id: u32, pid: Option<u32>, status: WorkerState) -> Self {
+        WorkerStatus {
+            worker_id,
+            pid,
+            status,
+            finished_count: 0,
+            current_task: None,
+            current_task_uuid: None,
+            active_cancel: false,
+            age: 0.0,
+            current_task_started_at: None,
+            rss_kb: None,
+        }
+    }
+
+    /// True while it runs a Call.
+    pub fn is_busy(&self) -> bool {
+        self.current_task.is_some() || self.current_task_uuid.is_some()
+    }
+}
+
+/// Counts a pool keeps about its workers over its life, for the `main` control command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// The id the next worker started will get.
+    pub next_worker_id: u32,
+    /// Workers retired (recycled, scaled down, replaced after a timeout, a cancel or a death).
+    pub retirement_count: u64,
+}
+
+impl PoolStats {
+    /// Stats from these counts.
+    pub fn new(next_worker_id: u32, retirement_count: u64) -> Self {
+        PoolStats {
+            next_worker_id,
+            retirement_count,
+        }
+    }
 }
 
 /// Runs dispatched jobs.
@@ -123,6 +208,18 @@ pub trait Pool: Send + 'static {
 
     /// The workers now.
     fn workers(&self) -> Vec<WorkerStatus>;
+
+    /// Counts over the pool's life. The default derives the next worker id from the workers
+    /// now and counts no retirements.
+    fn stats(&self) -> PoolStats {
+        let next = self
+            .workers()
+            .iter()
+            .map(|w| w.worker_id + 1)
+            .max()
+            .unwrap_or(0);
+        PoolStats::new(next, 0)
+    }
 
     /// Tells the pool how many Calls wait for a worker (a hint for pools that scale).
     fn set_backlog(&mut self, waiting: usize) {
@@ -160,6 +257,9 @@ impl<P: Pool + ?Sized> Pool for Box<P> {
     }
     fn workers(&self) -> Vec<WorkerStatus> {
         (**self).workers()
+    }
+    fn stats(&self) -> PoolStats {
+        (**self).stats()
     }
     fn set_backlog(&mut self, waiting: usize) {
         (**self).set_backlog(waiting)

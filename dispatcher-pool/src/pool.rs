@@ -16,8 +16,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use dispatcher_core::call::now_epoch;
 use dispatcher_core::pool::{CallKey, Dispatched, Job, Pool, PoolEvent, PoolEvents};
-use dispatcher_core::{Outcome, WorkerState, WorkerStatus};
+use dispatcher_core::{Outcome, PoolStats, WorkerState, WorkerStatus};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -153,6 +154,34 @@ pub(crate) struct Running {
     pub(crate) key: CallKey,
     pub(crate) uuid: String,
     pub(crate) task: &'static str,
+    /// When it was handed to the worker, epoch seconds.
+    pub(crate) started_at: f64,
+}
+
+/// A worker's state as the pool tracks it; reported in dispatcherd's words (see
+/// [`SlotState::reported`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// Started, not connected yet.
+    Starting,
+    /// Connected, no job.
+    Idle,
+    /// Running a job.
+    Busy,
+    /// Being stopped or replaced.
+    Stopping,
+}
+
+impl SlotState {
+    /// The state the `workers` command reports: an idle or busy worker is `ready` (a busy one
+    /// also has a current task), as in dispatcherd.
+    pub(crate) fn reported(self) -> WorkerState {
+        match self {
+            SlotState::Starting => WorkerState::Starting,
+            SlotState::Idle | SlotState::Busy => WorkerState::Ready,
+            SlotState::Stopping => WorkerState::Stopping,
+        }
+    }
 }
 
 /// One worker, as the pool's state knows it.
@@ -160,8 +189,10 @@ pub(crate) struct Running {
 pub(crate) struct Slot {
     /// 0 until the worker connected.
     pub(crate) pid: u32,
-    pub(crate) status: WorkerState,
+    pub(crate) status: SlotState,
     pub(crate) running: Option<Running>,
+    /// A cancel of its job is under way.
+    pub(crate) canceling: bool,
     pub(crate) finished: u64,
     pub(crate) started: Instant,
     pub(crate) idle_since: Instant,
@@ -178,6 +209,8 @@ pub(crate) struct Slot {
 pub(crate) struct State {
     pub(crate) workers: BTreeMap<u32, Slot>,
     pub(crate) next_id: u32,
+    /// Workers that ended (recycled, scaled down, replaced).
+    pub(crate) retired: u64,
 }
 
 /// What the pool and its tasks (acceptor, supervisors, maintenance) share.
@@ -212,7 +245,7 @@ impl Inner {
         state
             .workers
             .values()
-            .filter(|s| s.status != WorkerState::Stopping)
+            .filter(|s| s.status != SlotState::Stopping)
             .count()
     }
 }
@@ -290,7 +323,7 @@ impl Pool for ProcessPool {
         let mut broken = Vec::new();
         let mut placed = None;
         for (id, slot) in state.workers.iter_mut() {
-            if slot.status != WorkerState::Idle {
+            if slot.status != SlotState::Idle {
                 continue;
             }
             let Some(link) = slot.link.as_mut() else {
@@ -310,7 +343,7 @@ impl Pool for ProcessPool {
                 }
                 Err(e) => {
                     // Nothing reached it: keep the job for another worker, replace this one.
-                    slot.status = WorkerState::Stopping;
+                    slot.status = SlotState::Stopping;
                     if let Some(cmd) = slot.cmd.clone() {
                         broken.push((cmd, format!("could not write to worker {id}: {e}")));
                     }
@@ -322,11 +355,12 @@ impl Pool for ProcessPool {
                 let slot = state.workers.get_mut(&worker_id);
                 let cmd = slot.as_ref().and_then(|s| s.cmd.clone());
                 if let Some(slot) = slot {
-                    slot.status = WorkerState::Busy;
+                    slot.status = SlotState::Busy;
                     slot.running = Some(Running {
                         key: job.key,
                         uuid: job.uuid,
                         task: job.task.name(),
+                        started_at: now_epoch(),
                     });
                 }
                 drop(state);
@@ -355,15 +389,18 @@ impl Pool for ProcessPool {
         let Some(inner) = &self.inner else {
             return false;
         };
-        let state = inner.lock();
-        let Some(cmd) = state
+        let mut state = inner.lock();
+        let Some(slot) = state
             .workers
-            .values()
+            .values_mut()
             .find(|s| s.running.as_ref().is_some_and(|r| r.key == key))
-            .and_then(|s| s.cmd.clone())
         else {
             return false;
         };
+        let Some(cmd) = slot.cmd.clone() else {
+            return false;
+        };
+        slot.canceling = true;
         drop(state);
         tell(
             cmd,
@@ -380,16 +417,28 @@ impl Pool for ProcessPool {
             .lock()
             .workers
             .iter()
-            .map(|(id, s)| WorkerStatus {
-                worker_id: *id,
-                pid: s.pid,
-                status: s.status,
-                finished_count: s.finished,
-                current_task: s.running.as_ref().map(|r| r.task.to_owned()),
-                current_task_uuid: s.running.as_ref().map(|r| r.uuid.clone()),
-                age: s.started.elapsed().as_secs_f64(),
+            .map(|(id, s)| {
+                let pid = (s.pid != 0).then_some(s.pid);
+                let mut w = WorkerStatus::new(*id, pid, s.status.reported());
+                w.finished_count = s.finished;
+                w.current_task = s.running.as_ref().map(|r| r.task.to_owned());
+                w.current_task_uuid = s.running.as_ref().map(|r| r.uuid.clone());
+                w.current_task_started_at = s.running.as_ref().map(|r| r.started_at);
+                w.active_cancel = s.canceling;
+                w.age = s.started.elapsed().as_secs_f64();
+                w
             })
             .collect()
+    }
+
+    fn stats(&self) -> PoolStats {
+        match &self.inner {
+            Some(inner) => {
+                let state = inner.lock();
+                PoolStats::new(state.next_id, state.retired)
+            }
+            None => PoolStats::default(),
+        }
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>, events: &mut Vec<PoolEvent>) -> Poll<()> {

@@ -4,9 +4,9 @@
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::pool::SlotState;
 use dispatcher_core::call::now_epoch;
 use dispatcher_core::pool::{CallKey, PoolEvent};
-use dispatcher_core::WorkerState;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 
@@ -155,14 +155,14 @@ impl Inner {
                 .config
                 .max_worker_age
                 .is_some_and(|age| slot.started.elapsed() >= age);
-        if slot.status == WorkerState::Stopping {
+        if slot.status == SlotState::Stopping {
             // Being ended (timeout, cancel, shutdown) as the job finished: it stays stopping.
             return Some(false);
         }
         slot.status = if recycle {
-            WorkerState::Stopping
+            SlotState::Stopping
         } else {
-            WorkerState::Idle
+            SlotState::Idle
         };
         Some(recycle)
     }

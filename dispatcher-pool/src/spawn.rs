@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pool::SlotState;
 use dispatcher_core::pool::PoolEvent;
-use dispatcher_core::WorkerState;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::Command;
@@ -60,8 +60,9 @@ impl Slot {
         let now = Instant::now();
         Slot {
             pid: 0,
-            status: WorkerState::Starting,
+            status: SlotState::Starting,
             running: None,
+            canceling: false,
             finished: 0,
             started: now,
             idle_since: now,
@@ -109,7 +110,7 @@ impl Inner {
                 state
                     .workers
                     .values()
-                    .filter(|s| s.status == WorkerState::Idle)
+                    .filter(|s| s.status == SlotState::Idle)
                     .count()
             };
             if ready >= min {
@@ -220,7 +221,7 @@ impl Inner {
             match state.workers.get_mut(&id) {
                 Some(slot) => {
                     slot.pid = pid;
-                    slot.status = WorkerState::Idle;
+                    slot.status = SlotState::Idle;
                     slot.cmd = Some(cmd_tx);
                     slot.link = Some(Link::new(wr.clone(), flush.clone()));
                     slot.started = Instant::now();

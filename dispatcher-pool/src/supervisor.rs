@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use dispatcher_core::call::now_epoch;
 use dispatcher_core::pool::{CallKey, PoolEvent};
-use dispatcher_core::{Outcome, WorkerState};
+use dispatcher_core::Outcome;
+
+use crate::pool::SlotState;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::unix::OwnedWriteHalf;
@@ -80,6 +82,7 @@ impl Inner {
         let min = self.config.min_workers;
         let running = {
             let mut state = self.lock();
+            state.retired += 1;
             state.workers.remove(&id).and_then(|s| s.running)
         };
         if let (Some(r), Some((outcome, error))) = (running, report) {
@@ -301,7 +304,7 @@ impl Inner {
         let Some(slot) = state.workers.get_mut(&id) else {
             return Ok(false);
         };
-        if slot.running.is_some() || slot.status != WorkerState::Idle {
+        if slot.running.is_some() || slot.status != SlotState::Idle {
             return Ok(false);
         }
         let Some(link) = slot.link.as_mut() else {
@@ -348,7 +351,7 @@ impl Inner {
 
     fn mark_stopping(&self, id: u32) {
         if let Some(slot) = self.lock().workers.get_mut(&id) {
-            slot.status = WorkerState::Stopping;
+            slot.status = SlotState::Stopping;
         }
     }
 
@@ -377,7 +380,7 @@ impl Inner {
                 let mut state = self.lock();
                 let mut live = self.live(&state);
                 for (id, slot) in state.workers.iter_mut() {
-                    if slot.status != WorkerState::Idle {
+                    if slot.status != SlotState::Idle {
                         continue;
                     }
                     let Some(cmd) = slot.cmd.clone() else {
@@ -390,7 +393,7 @@ impl Inner {
                     let surplus = live > self.config.min_workers
                         && slot.idle_since.elapsed() >= self.config.scale_down_after;
                     if too_old || surplus {
-                        slot.status = WorkerState::Stopping;
+                        slot.status = SlotState::Stopping;
                         live -= 1;
                         tracing::debug!(worker = id, too_old, surplus, "stopping an idle worker");
                         to_stop.push(cmd);

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use dispatcher_core::call::{now_epoch, Outcome};
 use dispatcher_core::message::TaskMessage;
 use dispatcher_core::pool::{
-    CallKey, Dispatched, Job, Pool, PoolEvent, PoolEvents, WorkerState, WorkerStatus,
+    CallKey, Dispatched, Job, Pool, PoolEvent, PoolEvents, PoolStats, WorkerState, WorkerStatus,
 };
 use dispatcher_core::worker::run_job;
 use dispatcher_core::ChildSink;
@@ -45,6 +45,8 @@ struct Shared {
 struct State {
     slots: Vec<Slot>,
     next_worker_id: u32,
+    /// Worker threads abandoned and replaced (timeout, cancel).
+    retired: u64,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,8 @@ struct Slot {
 #[derive(Debug)]
 struct Running {
     key: CallKey,
+    /// When it started, epoch seconds.
+    started_at: f64,
     uuid: String,
     task: &'static str,
     timer: Option<JoinHandle<()>>,
@@ -175,6 +179,7 @@ impl Shared {
         else {
             return false;
         };
+        state.retired += 1;
         match self.spawn_slot(&mut state) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut state.slots[idx], fresh);
@@ -282,6 +287,7 @@ impl Pool for InProcessPool {
         });
         let running = Running {
             key,
+            started_at: now_epoch(),
             uuid: job.uuid.clone(),
             task: job.task.name(),
             timer,
@@ -318,20 +324,27 @@ impl Pool for InProcessPool {
         state
             .slots
             .iter()
-            .map(|s| WorkerStatus {
-                worker_id: s.worker_id,
-                pid: std::process::id(),
-                status: if s.running.is_some() {
-                    WorkerState::Busy
-                } else {
-                    WorkerState::Idle
-                },
-                finished_count: s.finished,
-                current_task: s.running.as_ref().map(|r| r.task.to_owned()),
-                current_task_uuid: s.running.as_ref().map(|r| r.uuid.clone()),
-                age: s.started.elapsed().as_secs_f64(),
+            .map(|s| {
+                let mut w =
+                    WorkerStatus::new(s.worker_id, Some(std::process::id()), WorkerState::Ready);
+                w.finished_count = s.finished;
+                w.current_task = s.running.as_ref().map(|r| r.task.to_owned());
+                w.current_task_uuid = s.running.as_ref().map(|r| r.uuid.clone());
+                w.current_task_started_at = s.running.as_ref().map(|r| r.started_at);
+                w.age = s.started.elapsed().as_secs_f64();
+                w
             })
             .collect()
+    }
+
+    fn stats(&self) -> PoolStats {
+        match &self.shared {
+            Some(shared) => {
+                let state = shared.lock();
+                PoolStats::new(state.next_worker_id, state.retired)
+            }
+            None => PoolStats::default(),
+        }
     }
 
     async fn shutdown(&mut self, grace: Duration) {

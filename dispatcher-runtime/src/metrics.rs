@@ -8,17 +8,32 @@
 //! | `dispatcher_control_total` | counter | | control commands answered |
 //! | `dispatcher_dispatched_total` | counter | | Calls handed to a worker |
 //! | `dispatcher_finished_total` | counter | `outcome` | Calls finished, by outcome (`discarded` and `rejected` included) |
+//! | `dispatcher_rejected_total` | counter | `reason` | messages rejected, by [`RejectReason`] (`unknown_task`, `bad_arguments`, `malformed`, ...) |
 //! | `dispatcher_call_run_seconds` | histogram | | start to end of Calls that ran |
 //! | `dispatcher_call_wait_seconds` | histogram | | receipt to start |
 //! | `dispatcher_waiting` | gauge | | Calls delayed, blocked or queued |
 //! | `dispatcher_queue_depth` | gauge | | Calls queued for a worker |
 //! | `dispatcher_running` | gauge | | Calls running |
-//! | `dispatcher_workers` | gauge | `status` | workers by status |
+//! | `dispatcher_workers` | gauge | `status` | workers by status: `starting`, `idle`, `busy`, `stopping` |
 //! | `dispatcher_partial_chunked_messages` | gauge | | chunked payloads being assembled |
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
-use dispatcher_core::{Call, Outcome, WorkerState, WorkerStatus};
+use dispatcher_core::{Call, Outcome, RejectReason, WorkerStatus};
+
+/// The `status` label values of `dispatcher_workers`.
+const WORKER_LABELS: [&str; 4] = ["starting", "idle", "busy", "stopping"];
+
+/// A worker's `status` label: `busy` while it runs a Call, `idle` when ready without one.
+fn worker_label(w: &WorkerStatus) -> &'static str {
+    use dispatcher_core::WorkerState as S;
+    match w.status {
+        S::Initialized | S::Spawned | S::Starting => "starting",
+        S::Ready if w.is_busy() => "busy",
+        S::Ready => "idle",
+        _ => "stopping",
+    }
+}
 
 /// Handles registered once per service.
 pub(crate) struct ServiceMetrics {
@@ -26,13 +41,15 @@ pub(crate) struct ServiceMetrics {
     control: Counter,
     dispatched: Counter,
     finished: Vec<Counter>,
+    rejected: Vec<Counter>,
     run: Histogram,
     wait: Histogram,
     waiting: Gauge,
     queue_depth: Gauge,
     running: Gauge,
     partial: Gauge,
-    workers: Vec<(WorkerState, Gauge)>,
+    /// One gauge per [`WORKER_LABELS`] entry.
+    workers: Vec<Gauge>,
     exported: Exported,
 }
 
@@ -42,6 +59,7 @@ struct Exported {
     control: u64,
     dispatched: u64,
     finished: [u64; 8],
+    rejected: [u64; RejectReason::ALL.len()],
 }
 
 /// Counter values to export (the service's own counts).
@@ -50,6 +68,7 @@ pub(crate) struct Counts<'a> {
     pub control: u64,
     pub dispatched: u64,
     pub finished: &'a [u64; 8],
+    pub rejected: &'a [u64; RejectReason::ALL.len()],
 }
 
 impl ServiceMetrics {
@@ -62,29 +81,20 @@ impl ServiceMetrics {
                 .iter()
                 .map(|o| counter!("dispatcher_finished_total", "outcome" => o.as_str()))
                 .collect(),
+            rejected: RejectReason::ALL
+                .iter()
+                .map(|r| counter!("dispatcher_rejected_total", "reason" => r.as_str()))
+                .collect(),
             run: histogram!("dispatcher_call_run_seconds"),
             wait: histogram!("dispatcher_call_wait_seconds"),
             waiting: gauge!("dispatcher_waiting"),
             queue_depth: gauge!("dispatcher_queue_depth"),
             running: gauge!("dispatcher_running"),
             partial: gauge!("dispatcher_partial_chunked_messages"),
-            workers: [
-                WorkerState::Starting,
-                WorkerState::Idle,
-                WorkerState::Busy,
-                WorkerState::Stopping,
-            ]
-            .into_iter()
-            .map(|s| {
-                let name = match s {
-                    WorkerState::Starting => "starting",
-                    WorkerState::Idle => "idle",
-                    WorkerState::Busy => "busy",
-                    _ => "stopping",
-                };
-                (s, gauge!("dispatcher_workers", "status" => name))
-            })
-            .collect(),
+            workers: WORKER_LABELS
+                .iter()
+                .map(|name| gauge!("dispatcher_workers", "status" => *name))
+                .collect(),
             exported: Exported::default(),
         }
     }
@@ -110,6 +120,12 @@ impl ServiceMetrics {
                 counter.increment(n - e.finished[i]);
             }
         }
+        for (i, n) in c.rejected.iter().enumerate() {
+            if let Some(counter) = self.rejected.get(i) {
+                counter.increment(n - e.rejected[i]);
+            }
+        }
+        e.rejected = *c.rejected;
         e.received = c.received;
         e.control = c.control;
         e.dispatched = c.dispatched;
@@ -129,8 +145,8 @@ impl ServiceMetrics {
         self.queue_depth.set(queue_depth as f64);
         self.running.set(running as f64);
         self.partial.set(partial as f64);
-        for (state, g) in &self.workers {
-            g.set(workers.iter().filter(|w| w.status == *state).count() as f64);
+        for (label, g) in WORKER_LABELS.iter().zip(&self.workers) {
+            g.set(workers.iter().filter(|w| worker_label(w) == *label).count() as f64);
         }
     }
 }

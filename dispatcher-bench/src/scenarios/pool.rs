@@ -202,9 +202,9 @@ mod tests {
     #[test]
     fn pids_from_a_workers_reply() {
         let reply = serde_json::json!({
-            "worker-0": {"pid": 10, "status": "idle"},
+            "worker-0": {"pid": 10, "status": "ready"},
             "worker-1": {"pid": 0, "status": "starting"},
-            "worker-2": {"status": "idle"},
+            "worker-2": {"status": "ready"},
         });
         assert_eq!(worker_pids(&reply), vec![10]);
         assert!(worker_pids(&Value::Null).is_empty());

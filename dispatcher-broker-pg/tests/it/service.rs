@@ -57,7 +57,7 @@ async fn task_end_to_end_with_large_arguments() {
     assert_eq!(e.result, Some(json!(big.len())));
     assert_eq!(e.channel, "pg_e2e");
     let status = svc.control("status", Default::default()).await.unwrap();
-    assert_eq!(status["main"]["brokers"][0]["broker"], json!("postgres"));
+    assert_eq!(status["main"]["brokers"][0]["broker"], json!("pg_notify"));
     svc.shutdown().await.unwrap();
 }
 

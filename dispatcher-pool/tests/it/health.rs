@@ -18,8 +18,11 @@ pub async fn unresponsive_idle_worker_is_replaced() {
     nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGSTOP).unwrap();
     wait_workers(&svc, Duration::from_secs(5), "replaced", |w| {
         w.len() == 1
-            && w.values()
-                .all(|v| v["pid"].as_u64() != Some(u64::from(pid)) && v["status"] == json!("idle"))
+            && w.values().all(|v| {
+                v["pid"].as_u64() != Some(u64::from(pid))
+                    && v["status"] == json!("ready")
+                    && v["current_task"].is_null()
+            })
     })
     .await;
     let t = Instant::now();

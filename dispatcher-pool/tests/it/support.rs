@@ -68,7 +68,9 @@ pub async fn wait_workers(
 }
 
 pub fn idle_count(w: &serde_json::Map<String, Value>) -> usize {
-    w.values().filter(|v| v["status"] == json!("idle")).count()
+    w.values()
+        .filter(|v| v["status"] == json!("ready") && v["current_task"].is_null())
+        .count()
 }
 
 pub fn alive(pid: u32) -> bool {

@@ -14,7 +14,7 @@ use futures_util::stream::SelectAll;
 use tokio::sync::{mpsc, watch};
 
 use super::admission::{Delays, Duplicates};
-use super::handle::{Command, Shared};
+use super::handle::{Command, Origin, Shared};
 use super::record::Counters;
 use super::{
     tag_subscription, LogLevelControl, Loop, Names, ServiceConfig, ServiceHandle, LOCAL_CHANNEL,
@@ -242,7 +242,7 @@ impl ServiceBuilder {
         for m in self.on_start {
             let _ = cmd_tx.try_send(Command::Submit {
                 message: m,
-                parent: None,
+                origin: Origin::OnStart,
             });
         }
         for (m, every) in self.scheduled {
@@ -257,7 +257,7 @@ impl ServiceBuilder {
                     if tx
                         .send(Command::Submit {
                             message: msg,
-                            parent: None,
+                            origin: Origin::Scheduled,
                         })
                         .await
                         .is_err()
@@ -268,6 +268,7 @@ impl ServiceBuilder {
             }));
         }
         let node_id = config.node_id.clone();
+        let broker_count = self.brokers.len();
         let state = Loop {
             names: Names::new(&config.node_id),
             backlog_changed: false,
@@ -288,7 +289,10 @@ impl ServiceBuilder {
             delayed: Delays::default(),
             queue: VecDeque::new(),
             dups: Duplicates::default(),
-            counters: Counters::default(),
+            counters: Counters {
+                per_broker: vec![0; broker_count],
+                ..Counters::default()
+            },
             started: Instant::now(),
             producers,
             stopping: false,

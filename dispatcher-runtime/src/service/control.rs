@@ -1,225 +1,340 @@
-//! Control commands: the service's answers to `alive`, `main`, `workers`, `running`, `cancel`,
-//! `status`, `history`, `metrics`, `set_log_level` and `run`, and publishing the replies.
+//! Control commands: the service's typed answers ([`dispatcher_core::control`]) to every
+//! [`Command`], and publishing the replies.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use dispatcher_core::broker;
 use dispatcher_core::call::new_uuid;
+use dispatcher_core::control::{
+    history_query, worker_key, AioTask, AioTasksReply, AliveReply, BrokerSelfCheck, CallSelector,
+    ChunksReply, Command, ErrorReply, HistoryReply, LogLevelReply, LogLevelRequest, MainReply,
+    MetricsEndpoint, MetricsReply, PoolSummary, ProducerStatus, ProducersReply, RunReply,
+    RunningEntry, RunningReply, StatusReply, WorkersReply,
+};
 use dispatcher_core::pool::CallKey;
 use dispatcher_core::{Call, CallFilter, ControlMessage, Outcome, TaskMessage};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{Loop, Stage, LOCAL_CHANNEL};
+use super::{to_value, Loop, Stage, LOCAL_CHANNEL};
 
 /// How many of the newest Calls the `status` command includes.
-const STATUS_HISTORY: u64 = 20;
+const STATUS_HISTORY: usize = 20;
+
+/// The logger name `set_log_level` replies with (dispatcherd names its Python logger).
+const LOGGER: &str = "dispatcher";
+
+/// An error reply.
+fn error(text: impl Into<String>) -> Value {
+    to_value(&ErrorReply { error: text.into() })
+}
 
 impl Loop {
+    /// Answers a control command (the reply without `node_id`, which [`Loop::send_reply`] adds).
     pub(super) fn control(&mut self, msg: ControlMessage) -> Value {
         // Replies read the history: it must hold every Call finished so far.
         self.flush_finished();
         self.counters.control += 1;
         let data = msg.control_data;
-        match msg.control.as_str() {
-            "alive" => json!({}),
-            "main" => self.main_status(),
-            "workers" => self.workers_status(),
-            "running" => self.running(&data),
-            "cancel" => self.cancel(&data),
-            "history" => self.history(&data),
-            "metrics" => self.metrics(),
-            "status" => json!({
-                "alive": {},
-                "main": self.main_status(),
-                "workers": self.workers_status(),
-                "running": self.running(&Map::new()),
-                "metrics": self.metrics(),
+        let Some(command) = Command::parse(&msg.control) else {
+            return error(format!("No control method {}", msg.control));
+        };
+        match command {
+            Command::Alive => to_value(&AliveReply {}),
+            Command::Main => to_value(&self.main_reply()),
+            Command::Workers => to_value(&self.workers_reply()),
+            Command::Running => match CallSelector::from_data(&data) {
+                Ok(s) => to_value(&self.running_reply(&self.matching(&s))),
+                Err(e) => error(e),
+            },
+            Command::Cancel => match CallSelector::from_data(&data) {
+                Ok(s) => to_value(&self.cancel(&s)),
+                Err(e) => error(e),
+            },
+            Command::History => match history_query(&data) {
+                Ok(q) => to_value(&self.history_reply(&q)),
+                Err(e) => error(e),
+            },
+            Command::Metrics => to_value(&self.metrics_reply()),
+            Command::Status => to_value(&StatusReply {
+                main: self.main_reply(),
+                workers: self.workers_reply(),
+                running: self.running_reply(&self.matching(&CallSelector::default())),
+                aio_tasks: self.aio_tasks_reply(),
+                producers: self.producers_reply(),
+                metrics: self.metrics_reply(),
+                chunks: self.chunks_reply(),
                 // The newest Calls only: the whole history is the `history` command's.
-                "history": self.history(&[("limit".to_owned(), json!(STATUS_HISTORY))].into_iter().collect()),
+                history: Some(self.history_reply(&CallFilter {
+                    limit: Some(STATUS_HISTORY),
+                    ..CallFilter::default()
+                })),
             }),
-            "run" => match serde_json::from_value::<TaskMessage>(Value::Object(data.clone())) {
-                Ok(mut m) => {
-                    let uuid = m.uuid.get_or_insert_with(new_uuid).clone();
-                    match self.accept_task(m, LOCAL_CHANNEL, None) {
-                        Ok(()) => {
-                            let mut ack = data;
-                            ack.insert("uuid".into(), Value::from(uuid));
-                            json!({ "ack": ack })
-                        }
-                        Err(reason) => json!({ "error": reason }),
-                    }
-                }
-                Err(e) => json!({ "error": format!("control_data is not a task message: {e}") }),
-            },
-            "set_log_level" => match (
-                data.get("level").and_then(|l| match l {
-                    // dispatcherd also takes Python's numeric levels (logging.WARNING is 30).
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::String(s) => Some(s.clone()),
-                    _ => None,
-                }),
-                &self.log_control,
-            ) {
-                (Some(level), Some(ctl)) => match ctl.set_level(&level) {
-                    Ok(previous) => {
-                        tracing::info!(%level, %previous, "log level changed");
-                        json!({ "level": level, "previous_level": previous })
-                    }
-                    Err(e) => json!({ "error": format!("log level {level:?} refused: {e}") }),
-                },
-                (None, _) => {
-                    json!({ "error": "set_log_level needs control_data {\"level\": \"<filter>\"}, e.g. {\"level\": \"debug\"}" })
-                }
-                (Some(_), None) => {
-                    json!({ "error": "this service has no log level control (ServiceBuilder::log_control)" })
-                }
-            },
-            other => json!({ "error": format!("No control method {other}") }),
+            Command::Run => self.run_command(data),
+            Command::SetLogLevel => self.set_log_level(&data),
+            Command::AioTasks => to_value(&self.aio_tasks_reply()),
+            Command::Chunks => to_value(&self.chunks_reply()),
+            Command::Producers => to_value(&self.producers_reply()),
+            // A command of a newer contract this loop does not serve yet.
+            _ => error(format!("No control method {}", msg.control)),
         }
     }
 
-    pub(super) fn main_status(&self) -> Value {
-        let c = &self.counters;
-        let running = self
-            .pending
-            .values()
-            .filter(|p| p.stage == Stage::Running)
-            .count();
-        json!({
-            "node_id": self.config.node_id,
-            "pid": std::process::id(),
-            "received_count": c.received,
-            "control_count": c.control,
-            "uptime": self.started.elapsed().as_secs_f64(),
-            "registered_tasks": self.registry.names(),
-            "brokers": self.brokers.iter().map(|b| b.status()).collect::<Vec<_>>(),
-            "pool": {
-                "finished_count": c.by_outcome.iter().sum::<u64>(),
-                "dispatched_count": c.dispatched,
-                "canceled_count": c.by_outcome[Outcome::Canceled as usize],
-                "discard_count": c.by_outcome[Outcome::Discarded as usize],
-                "rejected_count": c.by_outcome[Outcome::Rejected as usize],
-                "running_count": running,
-                "queued_count": self.queue.len(),
-                "blocked_count": self.dups.blocked_count(),
-                "delayed_count": self.pending.values().filter(|p| p.stage == Stage::Delayed).count(),
-                "workers": self.pool.workers().len(),
-            },
-        })
-    }
-
-    pub(super) fn workers_status(&self) -> Value {
-        let mut m = Map::new();
-        for w in self.pool.workers() {
-            let v = serde_json::to_value(&w).unwrap_or(Value::Null);
-            m.insert(format!("worker-{}", w.worker_id), v);
-        }
-        Value::Object(m)
-    }
-
-    pub(super) fn metrics(&self) -> Value {
-        let c = &self.counters;
-        let mut finished = Map::new();
-        for o in Outcome::ALL {
-            finished.insert(o.as_str().to_owned(), Value::from(c.by_outcome[o as usize]));
-        }
-        json!({
-            "received": c.received,
-            "control": c.control,
-            "dispatched": c.dispatched,
-            "ignored_fields": c.ignored_fields,
-            "signature_failures": c.signature_failures,
-            "finished": finished,
-            "waiting": self.waiting_count(),
-            "queue_depth": self.queue.len(),
-            "partial_chunked_messages": self.assembler.partial_count(),
-            "history_size": self.shared.history().len(),
-            // dispatcherd's `metrics` reply: is an HTTP metrics endpoint serving, and where.
-            "enabled": self.config.metrics_endpoint.is_some(),
-            "status": self.config.metrics_endpoint.as_deref().map(|addr| {
-                let (host, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
-                json!({ "host": host, "port": port.parse::<u16>().ok(), "ready": true })
-            }),
-        })
-    }
-
-    pub(super) fn matching(
-        &self,
-        data: &Map<String, Value>,
-    ) -> std::result::Result<Vec<CallKey>, String> {
-        for k in data.keys() {
-            if !matches!(k.as_str(), "task" | "uuid" | "args" | "kwargs") {
-                return Err(format!(
-                    "unknown filter field {k:?}; use any of task, uuid, args, kwargs"
-                ));
+    fn run_command(&mut self, data: Map<String, Value>) -> Value {
+        match serde_json::from_value::<TaskMessage>(Value::Object(data.clone())) {
+            Ok(mut m) => {
+                let uuid = m.uuid.get_or_insert_with(new_uuid).clone();
+                self.counters.control_runs += 1;
+                match self.accept_task(m, LOCAL_CHANNEL, None) {
+                    Ok(()) => to_value(&RunReply {
+                        ack: data,
+                        uuid: Some(uuid),
+                    }),
+                    Err(rejection) => error(rejection.message),
+                }
             }
+            Err(e) => error(format!("control_data is not a task message: {e}")),
         }
+    }
+
+    fn set_log_level(&mut self, data: &Map<String, Value>) -> Value {
+        let request = match LogLevelRequest::from_data(data) {
+            Ok(r) => r,
+            Err(e) => return error(e.to_string()),
+        };
+        let Some(ctl) = &self.log_control else {
+            return error("this service has no log level control (ServiceBuilder::log_control)");
+        };
+        let level = request.level;
+        match ctl.set_level(&level) {
+            Ok(previous) => {
+                tracing::info!(%level, %previous, "log level changed");
+                to_value(&LogLevelReply {
+                    logger: LOGGER.to_owned(),
+                    level,
+                    previous_level: previous,
+                })
+            }
+            Err(e) => error(format!("log level {level:?} refused: {e}")),
+        }
+    }
+
+    fn main_reply(&self) -> MainReply {
+        let c = &self.counters;
+        let finished_by_worker = [
+            Outcome::Ok,
+            Outcome::Error,
+            Outcome::Panic,
+            Outcome::Timeout,
+            Outcome::WorkerLost,
+        ]
+        .iter()
+        .map(|o| c.by_outcome[*o as usize])
+        .sum();
+        let stats = self.pool.stats();
+        let count = |stage| self.pending.values().filter(|p| p.stage == stage).count() as u64;
+        MainReply {
+            pid: std::process::id(),
+            received_count: c.received,
+            control_count: c.control,
+            uptime: self.started.elapsed().as_secs_f64(),
+            registered_tasks: self
+                .registry
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            brokers: self.brokers.iter().map(|b| b.status()).collect(),
+            pool: PoolSummary {
+                next_worker_id: stats.next_worker_id,
+                finished_count: finished_by_worker,
+                canceled_count: c.by_outcome[Outcome::Canceled as usize],
+                retirement_count: stats.retirement_count,
+                worker_ct: self.pool.workers().len() as u64,
+                running_ct: self.running as u64,
+                active_task_ct: (self.running + self.queue.len()) as u64,
+                dispatched_count: c.dispatched,
+                discard_count: c.by_outcome[Outcome::Discarded as usize],
+                rejected_count: c.by_outcome[Outcome::Rejected as usize],
+                queued_count: self.queue.len() as u64,
+                blocked_count: self.dups.blocked_count() as u64,
+                delayed_count: count(Stage::Delayed),
+            },
+        }
+    }
+
+    fn workers_reply(&self) -> WorkersReply {
+        self.pool
+            .workers()
+            .into_iter()
+            .map(|w| (worker_key(w.worker_id), w))
+            .collect()
+    }
+
+    fn metrics_reply(&self) -> MetricsReply {
+        let c = &self.counters;
+        MetricsReply {
+            received: c.received,
+            control: c.control,
+            dispatched: c.dispatched,
+            ignored_fields: c.ignored_fields,
+            signature_failures: c.signature_failures,
+            finished: Outcome::ALL
+                .iter()
+                .map(|o| (o.as_str().to_owned(), c.by_outcome[*o as usize]))
+                .collect(),
+            waiting: self.waiting_count() as u64,
+            queue_depth: self.queue.len() as u64,
+            partial_chunked_messages: self.assembler.partial_count() as u64,
+            history_size: self.shared.history().len() as u64,
+            // dispatcherd's part: is an HTTP metrics endpoint serving, and where.
+            enabled: self.config.metrics_endpoint.is_some(),
+            status: self.config.metrics_endpoint.as_deref().map(|addr| {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
+                MetricsEndpoint {
+                    host: host.to_owned(),
+                    port: port.parse::<u16>().ok(),
+                    ready: true,
+                    extra: Map::new(),
+                }
+            }),
+        }
+    }
+
+    fn history_reply(&self, filter: &CallFilter) -> HistoryReply {
+        HistoryReply {
+            calls: self.shared.history().select(filter),
+        }
+    }
+
+    fn aio_tasks_reply(&self) -> AioTasksReply {
+        let mut out = BTreeMap::new();
+        out.insert(
+            "service-loop".to_owned(),
+            AioTask {
+                done: self.stopping,
+                stack: format!(
+                    "the service loop of {}: {} Calls in flight",
+                    self.config.node_id,
+                    self.pending.len()
+                ),
+            },
+        );
+        for (i, p) in self.producers.iter().enumerate() {
+            out.insert(
+                format!("scheduled-producer-{i}"),
+                AioTask {
+                    done: p.is_finished(),
+                    stack: "submits a scheduled task at its interval".to_owned(),
+                },
+            );
+        }
+        out
+    }
+
+    fn chunks_reply(&self) -> ChunksReply {
+        ChunksReply {
+            status: self.assembler.stats(),
+            partials: self
+                .assembler
+                .partials(Instant::now())
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn producers_reply(&self) -> ProducersReply {
+        let uptime = self.started.elapsed().as_secs_f64();
+        let c = &self.counters;
+        let mut out = BTreeMap::new();
+        for (i, b) in self.brokers.iter().enumerate() {
+            let status = b.status();
+            let check = status.self_check.as_ref().map(|s| BrokerSelfCheck {
+                enabled: true,
+                success_count: s.count.saturating_sub(s.failures),
+                average_time_seconds: s.mean_rtt_ms.map(|ms| ms / 1000.0),
+                max_time_seconds: s.max_rtt_ms.map(|ms| ms / 1000.0),
+            });
+            // dispatcherd names a brokered producer after its broker; a second broker of the
+            // same kind gets its index.
+            let mut name = format!("{}-producer", status.broker);
+            if out.contains_key(&name) {
+                name = format!("{}-producer-{i}", status.broker);
+            }
+            out.insert(
+                name,
+                ProducerStatus {
+                    produced_count: c.per_broker.get(i).copied().unwrap_or(0),
+                    uptime_seconds: uptime,
+                    recycle_count: Some(status.recycles),
+                    broker_self_check: check,
+                },
+            );
+        }
+        for (name, produced) in [
+            ("on-start-producer", c.on_start),
+            ("scheduled-producer", c.scheduled),
+            ("control-producer", c.control_runs),
+        ] {
+            out.insert(
+                name.to_owned(),
+                ProducerStatus {
+                    produced_count: produced,
+                    uptime_seconds: uptime,
+                    ..ProducerStatus::default()
+                },
+            );
+        }
+        out
+    }
+
+    /// The Calls in flight that `selector` matches, oldest first.
+    fn matching(&self, selector: &CallSelector) -> Vec<CallKey> {
         let mut keys: Vec<CallKey> = self
             .pending
             .iter()
             .filter(|(_, p)| {
-                data.get("task")
-                    .is_none_or(|t| t.as_str() == Some(p.call.task.as_str()))
-                    && data
-                        .get("uuid")
-                        .is_none_or(|u| u.as_str() == Some(p.call.uuid.as_str()))
-                    && data.get("args").is_none_or(|a| *a == p.call.args)
-                    && data.get("kwargs").is_none_or(|k| *k == p.call.kwargs)
+                selector.matches(&p.call.task, &p.call.uuid, &p.call.args, &p.call.kwargs)
             })
             .map(|(k, _)| *k)
             .collect();
         keys.sort_unstable();
-        Ok(keys)
+        keys
     }
 
-    pub(super) fn describe(&self, keys: &[CallKey]) -> Value {
-        let mut out = Map::new();
+    fn running_reply(&self, keys: &[CallKey]) -> RunningReply {
+        let mut out = BTreeMap::new();
         let mut counts: HashMap<&str, usize> = HashMap::new();
+        let mut next = |prefix: &'static str| {
+            let n = counts.entry(prefix).or_default();
+            let name = format!("{prefix}-{n}");
+            *n += 1;
+            name
+        };
         for k in keys {
             let Some(p) = self.pending.get(k) else {
                 continue;
             };
-            let name = match p.stage {
-                Stage::Running => match p.call.worker_id {
-                    Some(w) if !out.contains_key(&format!("worker-{w}")) => format!("worker-{w}"),
-                    // A pool without worker ids, or two Calls on one worker: keep both.
-                    _ => {
-                        let n = counts.entry("running").or_default();
-                        let name = format!("running-{n}");
-                        *n += 1;
-                        name
-                    }
-                },
-                other => {
-                    let prefix = match other {
-                        Stage::Delayed => "delayed",
-                        Stage::Blocked => "blocked",
-                        _ => "queued",
-                    };
-                    let n = counts.entry(prefix).or_default();
-                    let name = format!("{prefix}-{n}");
-                    *n += 1;
-                    name
-                }
+            let name = match (p.stage, p.call.worker_id) {
+                (Stage::Running, Some(w)) if !out.contains_key(&worker_key(w)) => worker_key(w),
+                // A pool without worker ids, or two Calls on one worker: keep both.
+                (Stage::Running, _) => next("running"),
+                (Stage::Delayed, _) => next("delayed"),
+                (Stage::Blocked, _) => next("blocked"),
+                (Stage::Queued, _) => next("queued"),
             };
-            out.insert(name, message_json(&p.call));
+            let mut entry = running_entry(&p.call);
+            if p.stage == Stage::Delayed {
+                entry.due_at = p.due_at;
+            }
+            out.insert(name, entry);
         }
-        Value::Object(out)
+        out
     }
 
-    pub(super) fn running(&self, data: &Map<String, Value>) -> Value {
-        match self.matching(data) {
-            Ok(keys) => self.describe(&keys),
-            Err(e) => json!({ "error": e }),
-        }
-    }
-
-    pub(super) fn cancel(&mut self, data: &Map<String, Value>) -> Value {
-        let keys = match self.matching(data) {
-            Ok(k) => k,
-            Err(e) => return json!({ "error": e }),
-        };
-        let reply = self.describe(&keys);
+    fn cancel(&mut self, selector: &CallSelector) -> RunningReply {
+        let keys = self.matching(selector);
+        let reply = self.running_reply(&keys);
         for key in keys {
             let running = self
                 .pending
@@ -234,29 +349,6 @@ impl Loop {
             }
         }
         reply
-    }
-
-    pub(super) fn history(&self, data: &Map<String, Value>) -> Value {
-        let mut filter = CallFilter::default();
-        for (k, v) in data {
-            match (k.as_str(), v) {
-                ("task", Value::String(s)) => filter.task = Some(s.clone()),
-                ("uuid", Value::String(s)) => filter.uuid = Some(s.clone()),
-                ("outcome", Value::String(s)) => match Outcome::parse(s) {
-                    Some(o) => filter.outcome = Some(o),
-                    None => {
-                        return json!({ "error": format!("unknown outcome {s:?}; use one of ok, error, panic, timeout, canceled, worker_lost, discarded, rejected") })
-                    }
-                },
-                ("limit", v) if v.as_u64().is_some() => {
-                    filter.limit = v.as_u64().map(|n| n as usize)
-                }
-                (k, v) => {
-                    return json!({ "error": format!("bad history filter {k:?} = {v}; use task (string), uuid (string), outcome (string), limit (integer)") })
-                }
-            }
-        }
-        json!({ "calls": self.shared.history().select(&filter) })
     }
 
     /// Publishes a control reply (with this node's id) on `reply_to` through `broker`.
@@ -287,12 +379,20 @@ impl Loop {
     }
 }
 
-fn message_json(call: &Call) -> Value {
-    json!({
-        "task": call.task,
-        "uuid": call.uuid,
-        "args": call.args,
-        "kwargs": call.kwargs,
-        "time_pub": call.time_pub,
-    })
+/// A Call in flight as `running` lists it: the message as received, and where it stands.
+fn running_entry(call: &Call) -> RunningEntry {
+    RunningEntry {
+        task: call.task.clone(),
+        uuid: call.uuid.clone(),
+        args: call.args.as_array().cloned().unwrap_or_default(),
+        kwargs: call.kwargs.as_object().cloned().unwrap_or_default(),
+        time_pub: call.time_pub,
+        channel: (call.channel != LOCAL_CHANNEL).then(|| call.channel.to_string()),
+        guid: call.guid.clone(),
+        received_at: call.received_at,
+        started_at: call.started_at,
+        due_at: None,
+        parent_uuid: call.parent_uuid.clone(),
+        extra: Map::new(),
+    }
 }

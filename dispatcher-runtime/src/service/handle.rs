@@ -31,10 +31,21 @@ impl Shared {
     }
 }
 
+/// Where a local submission comes from (counted by the `producers` command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// [`ServiceHandle::submit`].
+    Local,
+    /// `ServiceBuilder::on_start`.
+    OnStart,
+    /// `ServiceBuilder::schedule`.
+    Scheduled,
+}
+
 pub(super) enum Command {
     Submit {
         message: TaskMessage,
-        parent: Option<String>,
+        origin: Origin,
     },
     Control {
         message: ControlMessage,
@@ -73,7 +84,7 @@ impl ServiceHandle {
         self.commands
             .send(Command::Submit {
                 message,
-                parent: None,
+                origin: Origin::Local,
             })
             .await
             .map_err(|_| Error::ServiceStopped)?;

@@ -6,15 +6,19 @@
 use std::time::{Duration, Instant};
 
 use dispatcher_core::call::{new_uuid, now_epoch};
+use dispatcher_core::control::ErrorReply;
 use dispatcher_core::message::{decode, Decoded};
-use dispatcher_core::{Call, Error, Incoming, TaskMessage};
-use serde_json::{json, Value};
+use dispatcher_core::{Call, Error, Incoming, RejectReason, Rejection, TaskMessage};
+use serde_json::Value;
 
 use super::record::call_span;
-use super::{Loop, Pending, Stage};
+use super::{to_value, Loop, Pending, Stage};
 
 impl Loop {
     pub(super) fn on_incoming(&mut self, broker: usize, msg: Incoming) {
+        if let Some(n) = self.counters.per_broker.get_mut(broker) {
+            *n += 1;
+        }
         if msg.payload.len() > self.config.chunks.max_payload_bytes {
             self.counters.received += 1;
             let e = Error::TooLarge {
@@ -22,7 +26,7 @@ impl Loop {
                 size: msg.payload.len(),
                 limit: self.config.chunks.max_payload_bytes,
             };
-            self.reject_payload(&msg.channel, e.to_string());
+            self.reject_payload(&msg.channel, e.into());
             return;
         }
         if self.signing.is_some() && !msg.payload.contains("\"__dispatcherd_chunk__\"") {
@@ -36,7 +40,7 @@ impl Loop {
                 Ok(None) => {}
                 Err(e) => {
                     self.counters.received += 1;
-                    self.reject_payload(&msg.channel, e.to_string());
+                    self.reject_payload(&msg.channel, e.into());
                 }
             },
             Ok((decoded, ignored)) if self.signing.is_none() => {
@@ -47,7 +51,7 @@ impl Loop {
             Ok(_) => self.on_payload(broker, &msg.channel, &msg.payload),
             Err(e) => {
                 let trusted = self.signing.is_none();
-                self.reject_undecodable(broker, &msg.channel, &msg.payload, trusted, e.to_string());
+                self.reject_undecodable(broker, &msg.channel, &msg.payload, trusted, e.into());
             }
         }
     }
@@ -65,7 +69,7 @@ impl Loop {
                 Err(e) => {
                     self.counters.received += 1;
                     self.counters.signature_failures += 1;
-                    self.reject_payload(channel, e.to_string());
+                    self.reject_payload(channel, e.into());
                     return;
                 }
             },
@@ -74,10 +78,16 @@ impl Loop {
         match decode(payload) {
             Ok((Decoded::Chunk(_), _)) => {
                 self.counters.received += 1;
-                self.reject_payload(channel, "a chunk envelope inside a chunked message".into());
+                self.reject_payload(
+                    channel,
+                    Rejection::new(
+                        RejectReason::Chunk,
+                        "a chunk envelope inside a chunked message",
+                    ),
+                );
             }
             Ok((decoded, ignored)) => self.on_decoded(broker, channel, decoded, ignored.any()),
-            Err(e) => self.reject_undecodable(broker, channel, payload, true, e.to_string()),
+            Err(e) => self.reject_undecodable(broker, channel, payload, true, e.into()),
         }
     }
 
@@ -118,25 +128,28 @@ impl Loop {
         channel: &str,
         payload: &str,
         trusted: bool,
-        reason: String,
+        rejection: Rejection,
     ) {
         self.counters.received += 1;
         if let Some(reply_to) = trusted
             .then(|| dispatcher_core::message::control_reply_to(payload))
             .flatten()
         {
-            self.send_reply(broker, reply_to, json!({ "error": reason.clone() }));
+            let reply = ErrorReply {
+                error: rejection.message.clone(),
+            };
+            self.send_reply(broker, reply_to, to_value(&reply));
         }
-        self.reject_payload(channel, reason);
+        self.reject_payload(channel, rejection);
     }
 
-    /// Takes a task message in; returns the rejection reason when it was rejected at once.
+    /// Takes a task message in; returns the rejection when it was rejected at once.
     pub(super) fn accept_task(
         &mut self,
         msg: TaskMessage,
         channel: &str,
         parent: Option<String>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Rejection> {
         self.counters.received += 1;
         let uuid = msg.uuid.unwrap_or_else(new_uuid);
         let channel = self.names.channel(channel);
@@ -147,39 +160,44 @@ impl Loop {
         call.guid = msg.guid;
         call.parent_uuid = parent;
         let Some(task) = self.registry.lookup(&call.task) else {
-            let reason = Error::UnknownTask {
+            let rejection = Rejection::from(Error::UnknownTask {
                 name: call.task.clone(),
-            }
-            .to_string();
-            self.reject(call, reason.clone());
-            return Err(reason);
+            });
+            self.reject(call, rejection.clone());
+            return Err(rejection);
         };
         let args = match task.bind(msg.args, msg.kwargs) {
             Ok(a) => a,
             Err(e) => {
-                let reason = e.to_string();
-                self.reject(call, reason.clone());
-                return Err(reason);
+                let rejection = Rejection::from(e);
+                self.reject(call, rejection.clone());
+                return Err(rejection);
             }
         };
         if self.waiting_count() >= self.config.max_waiting {
-            let reason = format!(
-                "service is at capacity: {} Calls waiting (max_waiting); the Call was not accepted",
-                self.config.max_waiting
+            let rejection = Rejection::new(
+                RejectReason::Capacity,
+                format!(
+                    "service is at capacity: {} Calls waiting (max_waiting); the Call was not accepted",
+                    self.config.max_waiting
+                ),
             );
-            self.reject(call, reason.clone());
-            return Err(reason);
+            self.reject(call, rejection.clone());
+            return Err(rejection);
         }
         let delay = match msg.delay {
             Some(d) if d > 0.0 => match Duration::try_from_secs_f64(d) {
                 Ok(d) if d <= self.config.max_delay => Some(d),
                 _ => {
-                    let reason = format!(
-                        "delay of {d} seconds exceeds the limit of {} seconds (max_delay)",
-                        self.config.max_delay.as_secs()
+                    let rejection = Rejection::new(
+                        RejectReason::Delay,
+                        format!(
+                            "delay of {d} seconds exceeds the limit of {} seconds (max_delay)",
+                            self.config.max_delay.as_secs()
+                        ),
                     );
-                    self.reject(call, reason.clone());
-                    return Err(reason);
+                    self.reject(call, rejection.clone());
+                    return Err(rejection);
                 }
             },
             _ => None,
@@ -192,10 +210,13 @@ impl Loop {
             args,
             stage: Stage::Delayed,
             dup_key: None,
+            due_at: None,
             span,
         });
         if let Some(d) = delay {
-            p.call.queued_at = Some(now_epoch());
+            let now = now_epoch();
+            p.call.queued_at = Some(now);
+            p.due_at = Some(now + d.as_secs_f64());
             self.pending.insert(key, p);
             self.delayed.push(Instant::now() + d, key);
         } else {

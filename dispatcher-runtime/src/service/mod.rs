@@ -56,6 +56,8 @@ struct Pending {
     args: Vec<Value>,
     stage: Stage,
     dup_key: Option<String>,
+    /// When a delayed Call is due, epoch seconds.
+    due_at: Option<f64>,
     /// The Call's span (uuid, task): its log lines are recorded inside it.
     span: tracing::Span,
 }
@@ -272,8 +274,9 @@ impl Loop {
                             continue;
                         }
                         match cmd {
-                            Command::Submit { message, parent } => {
-                                let _ = self.accept_task(message, LOCAL_CHANNEL, parent);
+                            Command::Submit { message, origin } => {
+                                self.counters.count_origin(origin);
+                                let _ = self.accept_task(message, LOCAL_CHANNEL, None);
                             }
                             Command::Control { message, reply } => {
                                 let v = self.control(message);
@@ -355,9 +358,23 @@ impl Loop {
     fn expire_chunks(&mut self) {
         for e in self.assembler.expire(Instant::now()) {
             self.counters.received += 1;
-            self.reject_payload("", e.to_string());
+            self.reject_payload(
+                "",
+                dispatcher_core::Rejection::new(
+                    dispatcher_core::RejectReason::Chunk,
+                    e.to_string(),
+                ),
+            );
         }
     }
+}
+
+/// A reply as JSON (serializing our own reply types cannot fail; if it ever did, the client gets
+/// an error reply saying so rather than nothing).
+fn to_value<T: serde::Serialize>(reply: &T) -> Value {
+    serde_json::to_value(reply).unwrap_or_else(
+        |e| serde_json::json!({ "error": format!("could not serialize the reply: {e}") }),
+    )
 }
 
 async fn sleep_until(at: Option<Instant>) {

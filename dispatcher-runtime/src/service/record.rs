@@ -4,9 +4,10 @@
 use std::sync::atomic::Ordering;
 
 use dispatcher_core::call::{new_uuid, now_epoch};
-use dispatcher_core::{Call, Outcome};
+use dispatcher_core::{Call, Outcome, RejectReason, Rejection};
 use serde_json::Value;
 
+use super::handle::Origin;
 use super::Loop;
 
 #[derive(Debug, Default, Clone)]
@@ -17,24 +18,52 @@ pub(super) struct Counters {
     pub(super) ignored_fields: u64,
     pub(super) signature_failures: u64,
     pub(super) by_outcome: [u64; 8],
+    /// Rejections by [`RejectReason`] (in the order of `RejectReason::ALL`).
+    pub(super) rejected_by: [u64; RejectReason::ALL.len()],
+    /// Payloads taken from each broker, by the broker's index.
+    pub(super) per_broker: Vec<u64>,
+    /// Tasks submitted at start (`on_start`).
+    pub(super) on_start: u64,
+    /// Tasks submitted by schedules.
+    pub(super) scheduled: u64,
+    /// Tasks submitted by the `run` control command.
+    pub(super) control_runs: u64,
+}
+
+impl Counters {
+    pub(super) fn count_origin(&mut self, origin: Origin) {
+        match origin {
+            Origin::Local => {}
+            Origin::OnStart => self.on_start += 1,
+            Origin::Scheduled => self.scheduled += 1,
+        }
+    }
 }
 
 impl Loop {
-    pub(super) fn reject(&mut self, mut call: Call, reason: String) {
+    /// Records `call` as rejected for `rejection`.
+    pub(super) fn reject(&mut self, mut call: Call, rejection: Rejection) {
         let span = call_span(&call.uuid, &call.task);
-        span.in_scope(|| tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %reason, "message rejected"));
         call.queued_at = None;
+        call.reject_reason = Some(rejection.reason);
+        if let Some(i) = RejectReason::ALL
+            .iter()
+            .position(|r| *r == rejection.reason)
+        {
+            self.counters.rejected_by[i] += 1;
+        }
         self.record(
             &span,
             call,
             Outcome::Rejected,
-            Some(reason),
+            Some(rejection.message),
             None,
             now_epoch(),
         );
     }
 
-    pub(super) fn reject_payload(&mut self, channel: &str, reason: String) {
+    /// Records a payload that could not be read as far as a task name.
+    pub(super) fn reject_payload(&mut self, channel: &str, reason: Rejection) {
         let channel = self.names.channel(channel);
         let call = Call::received(
             new_uuid(),
@@ -64,7 +93,7 @@ impl Loop {
                 tracing::debug!(uuid = %call.uuid, task = %call.task, %outcome, run_ms = call.run_ms, "call finished")
             }
             _ => {
-                tracing::warn!(uuid = %call.uuid, task = %call.task, %outcome, error = call.error.as_deref(), "call failed")
+                tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %outcome, reason = call.reject_reason.map(RejectReason::as_str), error = call.error.as_deref(), "call failed")
             }
         }
         self.metrics.call_finished(&call);
@@ -100,6 +129,7 @@ impl Loop {
             control: c.control,
             dispatched: c.dispatched,
             finished: &c.by_outcome,
+            rejected: &c.rejected_by,
         });
     }
 }

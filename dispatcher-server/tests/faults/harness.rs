@@ -328,7 +328,7 @@ impl Svc {
             let w = self.workers().await;
             let live = w
                 .iter()
-                .filter(|w| matches!(w["status"].as_str(), Some("idle" | "busy")))
+                .filter(|w| w["status"] == "ready")
                 .filter(|w| exclude.is_none_or(|p| w["pid"].as_u64() != Some(p)))
                 .count();
             if live == n && w.len() == n {

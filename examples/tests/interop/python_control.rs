@@ -201,7 +201,11 @@ async fn run_command_from_dispatcherd_client() {
         let ack = &reply["ack"];
         assert_eq!(ack["task"], "demo.echo", "{reply:#}");
         assert_eq!(ack["args"], json!(["via run"]), "{reply:#}");
-        let uuid = ack["uuid"].as_str().expect("the ack names the uuid");
+        assert!(
+            ack.get("uuid").is_none(),
+            "the ack is the data as sent: {reply:#}"
+        );
+        let uuid = reply["uuid"].as_str().expect("the reply names the uuid");
         let call = s.call(uuid).await;
         assert_eq!(call["outcome"], "ok", "{call:#}");
         assert_eq!(call["result"], "via run");

@@ -1,9 +1,11 @@
-//! The client side of control commands: send a command, collect the replies.
+//! The client side of control commands: send a command, collect the replies, read them typed.
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
+
+use serde::de::DeserializeOwned;
 
 use crate::broker::{self, Broker};
 use crate::chunk::{Assembler, AssemblerLimits};
@@ -92,4 +94,60 @@ pub async fn request_signed(
         }
     }
     Ok(out)
+}
+
+/// One service's reply: who answered, and the rest of the reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The answering service (`""` when the reply did not say).
+    pub node_id: String,
+    /// The reply without its `node_id`.
+    pub body: Value,
+}
+
+impl Reply {
+    /// Splits a raw reply into node id and body.
+    pub fn from_value(value: Value) -> Reply {
+        match value {
+            Value::Object(mut m) => {
+                let node_id = match m.remove("node_id") {
+                    Some(Value::String(s)) => s,
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                Reply {
+                    node_id,
+                    body: Value::Object(m),
+                }
+            }
+            other => Reply {
+                node_id: String::new(),
+                body: other,
+            },
+        }
+    }
+
+    /// The error the service answered with, if it did (`{"error": "..."}`).
+    pub fn error(&self) -> Option<&str> {
+        self.body.get("error").and_then(Value::as_str)
+    }
+
+    /// Reads the body as the typed reply `T`; an error reply is an error carrying its text.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        if let Some(e) = self.error() {
+            return Err(Error::Config(format!(
+                "service {} answered with an error: {e}",
+                self.node_id
+            )));
+        }
+        serde_json::from_value(self.body.clone()).map_err(|e| {
+            Error::malformed(
+                format!(
+                    "reply of service {} is not of the expected shape: {e}",
+                    self.node_id
+                ),
+                &self.body.to_string(),
+            )
+        })
+    }
 }
