@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use dispatcher_core::broker::{BrokerStatus, Incoming, SelfCheckStatus, Subscription};
+use dispatcher_core::time::sleep_until;
 use futures_util::stream::{Stream, StreamExt};
 use futures_util::FutureExt;
 use serde_json::json;
@@ -470,13 +471,6 @@ async fn on_message(
         Some(Ok(_)) => None,
         Some(Err(e)) => Some(format!("connection error: {e}")),
         None => Some("connection closed".to_owned()),
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -58,6 +58,7 @@ pub mod registry;
 pub mod signing;
 pub mod submission;
 pub mod task;
+pub mod time;
 pub mod worker;
 
 pub use broker::{Broker, BrokerStatus, Incoming, Subscription};

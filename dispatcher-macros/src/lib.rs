@@ -1,5 +1,8 @@
-//! The `#[task]` attribute. Use it as `dispatcher_core::task`; the generated code refers to
-//! `::dispatcher_core::__private` (override with `crate = "path"` when re-exporting).
+//! The `#[task]` attribute. Use it as `dispatcher::task` or `dispatcher_core::task`; the
+//! generated code refers to the `__private` module of whichever of the two the using crate
+//! depends on (`dispatcher-core` when it names both), found in its `Cargo.toml`, also when the
+//! dependency is renamed. Override with `crate = "path"` when re-exporting from a crate of your
+//! own.
 //!
 //! ```ignore
 //! #[task(name = "demo.add", timeout = 5, on_duplicate = "serial", queue = "math")]
@@ -30,13 +33,21 @@
 //! Mistakes are reported at the offending token; `tests/ui/fail` holds one case of each.
 #![warn(missing_docs)]
 
+mod options;
+mod signature;
+
+use options::Options;
+use signature::{
+    check_context_param, is_task_context, ok_type, parse_function, reference_message,
+    returns_result,
+};
+
 use proc_macro::TokenStream;
-use proc_macro2::{Span, TokenStream as TokenStream2};
+use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
-use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{Error, FnArg, Ident, ItemFn, Lit, Pat, ReturnType, Token, Type};
+use syn::{Error, FnArg, Ident, Pat, ReturnType, Type};
 
 /// Declares a task. See the crate documentation for the options.
 #[proc_macro_attribute]
@@ -50,363 +61,6 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
             let error = e.to_compile_error();
             quote!(#error #item).into()
         }
-    }
-}
-
-struct Options {
-    name: Option<syn::LitStr>,
-    timeout: Option<f64>,
-    on_duplicate: Option<Ident>,
-    queue: Option<syn::LitStr>,
-    context: Option<Span>,
-    krate: Option<syn::Path>,
-}
-
-const OPTION_NAMES: [&str; 6] = [
-    "name",
-    "timeout",
-    "on_duplicate",
-    "queue",
-    "context",
-    "crate",
-];
-const OPTIONS: &str = "`name`, `timeout`, `on_duplicate`, `queue`, `context`, `crate`";
-const POLICIES: &str = "\"parallel\", \"discard\", \"serial\", \"queue_one\"";
-
-/// An example value of a string option, for error messages.
-fn example(option: &str) -> &'static str {
-    match option {
-        "name" => "name = \"app.send_email\"",
-        "queue" => "queue = \"emails\"",
-        "crate" => "crate = \"my_crate::dispatcher_core\"",
-        "on_duplicate" => "on_duplicate = \"serial\"",
-        "timeout" => "timeout = 5",
-        _ => "context",
-    }
-}
-
-/// Edit distance between two short ASCII words, for "did you mean" suggestions.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
-}
-
-/// The value of `option = value` as a literal, or an error saying what to write instead.
-fn literal(option: &str, value: syn::Expr) -> syn::Result<Lit> {
-    match value {
-        syn::Expr::Lit(l) => Ok(l.lit),
-        // A literal passed through a `macro_rules!` fragment arrives in an invisible group.
-        syn::Expr::Group(g) => literal(option, *g.expr),
-        syn::Expr::Unary(u) if option == "timeout" && matches!(u.op, syn::UnOp::Neg(_)) => {
-            Err(Error::new_spanned(u, "`timeout` must be above 0 seconds"))
-        }
-        syn::Expr::Path(p)
-            if option != "timeout" && option != "context" && p.path.get_ident().is_some() =>
-        {
-            let word = p.path.segments[0].ident.to_string();
-            Err(Error::new_spanned(
-                p,
-                format!("`{option}` takes a string: write `{option} = \"{word}\"`"),
-            ))
-        }
-        other => Err(Error::new_spanned(
-            other,
-            format!(
-                "option `{option}` takes a literal, not an expression, e.g. `{}`",
-                example(option)
-            ),
-        )),
-    }
-}
-
-impl Parse for Options {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let mut o = Options {
-            name: None,
-            timeout: None,
-            on_duplicate: None,
-            queue: None,
-            context: None,
-            krate: None,
-        };
-        let mut seen: Vec<String> = Vec::new();
-        while !input.is_empty() {
-            let key = Ident::parse_any(input)
-                .map_err(|e| Error::new(e.span(), format!("expected a task option: {OPTIONS}")))?;
-            let k = key.to_string();
-            if !OPTION_NAMES.contains(&k.as_str()) {
-                let closest = OPTION_NAMES
-                    .iter()
-                    .map(|o| (distance(&k, o), o))
-                    .min()
-                    .filter(|(d, o)| *d <= 2 && *d < o.len());
-                let hint = match closest {
-                    Some((_, o)) => format!("did you mean `{o}`?"),
-                    None => format!("the options are {OPTIONS}"),
-                };
-                return Err(Error::new(
-                    key.span(),
-                    format!("unknown task option `{k}`; {hint}"),
-                ));
-            }
-            if seen.contains(&k) {
-                return Err(Error::new(
-                    key.span(),
-                    format!("option `{k}` is given twice; keep only one `{k}`"),
-                ));
-            }
-            seen.push(k.clone());
-            let value: Option<Lit> = if input.peek(Token![=]) {
-                input.parse::<Token![=]>()?;
-                if input.is_empty() || input.peek(Token![,]) {
-                    return Err(input.error(format!(
-                        "option `{k}` needs a value after `=`, e.g. `{}`",
-                        example(&k)
-                    )));
-                }
-                Some(literal(&k, input.parse()?)?)
-            } else {
-                None
-            };
-            match (k.as_str(), value) {
-                ("name", Some(Lit::Str(s))) => {
-                    if s.value().is_empty() {
-                        return Err(Error::new(
-                            s.span(),
-                            "a task name cannot be empty; remove `name` to register the task as `module::path::function`",
-                        ));
-                    }
-                    if s.value().len() > 255 {
-                        return Err(Error::new(s.span(), "a task name is at most 255 bytes"));
-                    }
-                    o.name = Some(s)
-                }
-                ("queue", Some(Lit::Str(s))) => {
-                    let v = s.value();
-                    if v.is_empty() {
-                        return Err(Error::new(
-                            s.span(),
-                            "a queue name cannot be empty; remove `queue` to use the publisher's default channel",
-                        ));
-                    }
-                    if v.len() > 63 {
-                        return Err(Error::new(s.span(), "a queue (channel) name is at most 63 bytes"));
-                    }
-                    o.queue = Some(s)
-                }
-                ("crate", Some(Lit::Str(s))) => o.krate = Some(s.parse()?),
-                ("timeout", Some(Lit::Int(i))) => {
-                    o.timeout = Some(check_timeout(i.base10_parse::<u64>()? as f64, i.span())?)
-                }
-                ("timeout", Some(Lit::Float(f))) => {
-                    o.timeout = Some(check_timeout(f.base10_parse::<f64>()?, f.span())?)
-                }
-                ("on_duplicate", Some(Lit::Str(s))) => {
-                    let v = s.value();
-                    let variant = match v.as_str() {
-                        "parallel" => "Parallel",
-                        "discard" => "Discard",
-                        "serial" => "Serial",
-                        "queue_one" => "QueueOne",
-                        _ => {
-                            return Err(Error::new(
-                                s.span(),
-                                format!("unknown on_duplicate policy {v:?}; expected one of {POLICIES}"),
-                            ))
-                        }
-                    };
-                    o.on_duplicate = Some(Ident::new(variant, s.span()));
-                }
-                ("context", None) => o.context = Some(key.span()),
-                ("context", Some(Lit::Bool(b))) => {
-                    if b.value {
-                        o.context = Some(key.span())
-                    }
-                }
-                ("timeout", Some(Lit::Str(s))) if s.value().trim().parse::<f64>().is_ok() => {
-                    return Err(Error::new(
-                        s.span(),
-                        format!(
-                            "`timeout` takes a number of seconds, not a string: write `timeout = {}`",
-                            s.value().trim()
-                        ),
-                    ))
-                }
-                ("timeout", Some(other)) => return Err(Error::new(
-                    other.span(),
-                    "`timeout` takes a number of seconds, e.g. `timeout = 5` or `timeout = 0.5`",
-                )),
-                ("on_duplicate", Some(other)) => {
-                    return Err(Error::new(
-                        other.span(),
-                        format!("`on_duplicate` takes a string, one of {POLICIES}"),
-                    ))
-                }
-                ("name" | "queue" | "crate", Some(other)) => {
-                    return Err(Error::new(
-                        other.span(),
-                        format!("`{k}` takes a string, e.g. `{}`", example(&k)),
-                    ))
-                }
-                ("context", Some(other)) => {
-                    return Err(Error::new(
-                        other.span(),
-                        "`context` is a flag: write `context` alone (or `context = true`)",
-                    ))
-                }
-                _ => {
-                    return Err(Error::new(
-                        key.span(),
-                        format!("option `{k}` needs a value, e.g. `{}`", example(&k)),
-                    ))
-                }
-            }
-            if input.is_empty() {
-                break;
-            }
-            if !input.peek(Token![,]) {
-                return Err(input.error("expected `,` between task options"));
-            }
-            input.parse::<Token![,]>()?;
-        }
-        Ok(o)
-    }
-}
-
-fn check_timeout(t: f64, span: Span) -> syn::Result<f64> {
-    if t.is_finite() && t > 0.0 && t <= 1.0e9 {
-        Ok(t)
-    } else if t > 1.0e9 {
-        Err(Error::new(span, "`timeout` is at most 1e9 seconds"))
-    } else {
-        Err(Error::new(span, "`timeout` must be above 0 seconds"))
-    }
-}
-
-/// The type behind any number of references.
-fn unreferenced(ty: &Type) -> &Type {
-    match ty {
-        Type::Reference(r) => unreferenced(&r.elem),
-        Type::Paren(p) => unreferenced(&p.elem),
-        Type::Group(g) => unreferenced(&g.elem),
-        other => other,
-    }
-}
-
-/// Whether `ty` names `TaskContext` (behind any references).
-fn is_task_context(ty: &Type) -> bool {
-    match unreferenced(ty) {
-        Type::Path(p) => p
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "TaskContext"),
-        _ => false,
-    }
-}
-
-/// Checks the first parameter of a task declared with `context`: it must be `&TaskContext`.
-fn check_context_param(arg: &FnArg) -> syn::Result<()> {
-    let pt = match arg {
-        FnArg::Typed(pt) => pt,
-        FnArg::Receiver(r) => {
-            return Err(Error::new_spanned(
-                r,
-                "a task is a free function; it cannot take `self`",
-            ))
-        }
-    };
-    match &*pt.ty {
-        Type::Reference(r) if r.mutability.is_none() && is_task_context(&r.elem) => {
-            if matches!(&*r.elem, Type::Reference(_)) {
-                Err(Error::new_spanned(
-                    &pt.ty,
-                    "the context parameter is taken by one shared reference: write `&TaskContext`",
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        Type::Reference(r) if is_task_context(&r.elem) => Err(Error::new_spanned(
-            r.mutability,
-            "the context parameter is a shared reference: write `&TaskContext`, not `&mut TaskContext`",
-        )),
-        ty if is_task_context(ty) => Err(Error::new_spanned(
-            ty,
-            "the context parameter is taken by reference: write `&TaskContext`",
-        )),
-        ty => Err(Error::new_spanned(
-            ty,
-            "a task declared with `context` takes `&TaskContext` as its first parameter; add `ctx: &TaskContext` before the others, or remove `context`",
-        )),
-    }
-}
-
-/// The `T` of a `Result<T, E>` return type.
-fn ok_type(ty: &Type) -> Option<&Type> {
-    let Type::Path(p) = ty else { return None };
-    let last = p.path.segments.last()?;
-    if last.ident != "Result" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    args.args.iter().find_map(|a| match a {
-        syn::GenericArgument::Type(t) => Some(t),
-        _ => None,
-    })
-}
-
-fn returns_result(ret: &ReturnType) -> bool {
-    match ret {
-        ReturnType::Type(_, ty) => match &**ty {
-            Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
-            _ => false,
-        },
-        ReturnType::Default => false,
-    }
-}
-
-/// Parses the item `#[task]` is on, with a clear error when it is not a function.
-fn parse_function(item: TokenStream2) -> syn::Result<ItemFn> {
-    match syn::parse2::<ItemFn>(item.clone()) {
-        Ok(f) => Ok(f),
-        Err(e) => match syn::parse2::<syn::Item>(item) {
-            Ok(syn::Item::Fn(_) | syn::Item::Verbatim(_)) | Err(_) => Err(e),
-            Ok(other) => Err(Error::new(
-                other.span(),
-                "`#[task]` goes on a function, e.g. `#[task] fn add(a: i64, b: i64) -> i64`",
-            )),
-        },
-    }
-}
-
-/// The message for a reference parameter, with the owned type to use instead where obvious.
-fn reference_message(r: &syn::TypeReference) -> String {
-    let owned = match unreferenced(&r.elem) {
-        Type::Path(p) if p.path.is_ident("str") => Some("`String` instead of `&str`".to_owned()),
-        Type::Slice(_) => Some("a `Vec<_>` instead of a slice".to_owned()),
-        Type::Path(p) if p.path.is_ident("Path") => Some("`PathBuf` instead of `&Path`".to_owned()),
-        _ => None,
-    };
-    match owned {
-        Some(owned) => format!(
-            "task parameters are deserialized from JSON and cannot borrow; take {owned}"
-        ),
-        None => "task parameters are deserialized from JSON and cannot borrow; take the parameter by value".to_owned(),
     }
 }
 
@@ -431,7 +85,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     }
     let krate: TokenStream2 = match &opts.krate {
         Some(p) => quote!(#p),
-        None => quote!(::dispatcher_core),
+        None => default_crate_path(),
     };
     let p = quote!(#krate::__private);
     let fn_name = &sig.ident;
@@ -630,4 +284,29 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             }
         }
     })
+}
+
+/// The path generated code names: the contract crate when the using crate depends on it, else
+/// the facade, as either is named in the using crate's `Cargo.toml` (renames included).
+fn default_crate_path() -> TokenStream2 {
+    use proc_macro_crate::{crate_name, FoundCrate};
+    for (package, fallback) in [
+        ("dispatcher-core", "dispatcher_core"),
+        ("dispatcher", "dispatcher"),
+    ] {
+        match crate_name(package) {
+            Ok(FoundCrate::Name(name)) => {
+                let ident = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
+                return quote!(::#ident);
+            }
+            // The package itself (its doc tests and integration tests are separate crates that
+            // name it as usual).
+            Ok(FoundCrate::Itself) => {
+                let ident = proc_macro2::Ident::new(fallback, proc_macro2::Span::call_site());
+                return quote!(::#ident);
+            }
+            Err(_) => {}
+        }
+    }
+    quote!(::dispatcher_core)
 }

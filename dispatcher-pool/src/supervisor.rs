@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use dispatcher_core::call::now_epoch;
 use dispatcher_core::pool::{CallKey, PoolEvent};
+use dispatcher_core::time::sleep_until;
 use dispatcher_core::Outcome;
 
 use crate::pool::SlotState;
@@ -454,12 +455,5 @@ async fn terminate(child: &mut Child, pid: u32, grace: Duration) {
 fn kill_group(pgid: u32) {
     if pgid > 1 {
         let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }

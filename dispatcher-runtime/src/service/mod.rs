@@ -29,6 +29,7 @@ use dispatcher_core::call::SharedStr;
 use dispatcher_core::chunk::Assembler;
 use dispatcher_core::pool::{CallKey, Pool, PoolEvent};
 use dispatcher_core::signing::SigningKey;
+use dispatcher_core::time::sleep_until;
 use dispatcher_core::{Call, Registry, TaskDescriptor};
 use futures_util::stream::{SelectAll, StreamExt};
 use serde_json::Value;
@@ -375,13 +376,6 @@ fn to_value<T: serde::Serialize>(reply: &T) -> Value {
     serde_json::to_value(reply).unwrap_or_else(
         |e| serde_json::json!({ "error": format!("could not serialize the reply: {e}") }),
     )
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

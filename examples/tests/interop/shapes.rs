@@ -37,15 +37,18 @@ fn shape(command: &str, reply: &Value) -> BTreeMap<String, &'static str> {
     walk(reply, "", depth, &mut out);
     out.remove("node_id");
     if command == "aio_tasks" {
-        // Task names are each implementation's own (asyncio's `Task-12`, our `service-loop`):
-        // compare what an entry holds.
-        out = out
-            .into_iter()
-            .map(|(k, v)| match k.split_once('.') {
-                Some((_, field)) => (format!("*.{field}"), v),
-                None => ("*".to_owned(), v),
-            })
-            .collect();
+        // Task names are each implementation's own (asyncio's dotted names, our
+        // `service-loop`): compare what an entry holds.
+        out.clear();
+        for (name, entry) in reply.as_object().into_iter().flatten() {
+            if name == "node_id" {
+                continue;
+            }
+            out.insert("*".to_owned(), kind(entry));
+            for (field, v) in entry.as_object().into_iter().flatten() {
+                out.insert(format!("*.{field}"), kind(v));
+            }
+        }
     }
     out
 }
