@@ -1,7 +1,7 @@
 //! The runtime of the dispatcher: a [`Service`] takes messages from its brokers, applies each
 //! task's declared policy and runs it in a pool, recording every execution as a
-//! [`Call`](dispatcher_core::Call). Also here: [`InProcessPool`] (worker threads) and the
-//! bounded [`History`].
+//! [`Call`](dispatcher_core::Call). Also here: [`InProcessPool`] (worker threads), the bounded
+//! [`History`] and [`MemoryBroker`], an in-process bus for single-process applications.
 //!
 //! The contract it runs against (tasks, the wire format, the `Broker` and `Pool` traits) is
 //! `dispatcher-core`; most applications use both through the facade crate `dispatcher`.
@@ -39,19 +39,57 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The service above has no broker: work reaches it through [`ServiceHandle::submit`]. To publish
+//! to it the way other processes would over PostgreSQL (a
+//! [`Publisher`](dispatcher_core::Publisher), control commands, several services on one bus),
+//! give it a [`MemoryBroker`], the in-process bus for single-process applications and
+//! quickstarts; swapping it for a `PgBroker` later changes nothing else:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use dispatcher_core::{task, Broker, Publisher, TaskRegistry};
+//! use dispatcher_runtime::{InProcessPool, MemoryBroker, Service};
+//!
+//! /// Adds two numbers.
+//! #[task(name = "demo.add")]
+//! fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+//! let service = Service::builder()
+//!     .registry(TaskRegistry::new().register::<add>())
+//!     .broker(bus.clone())
+//!     .channels(["jobs"])
+//!     .pool(InProcessPool::new(2))
+//!     .start()
+//!     .await?;
+//! Publisher::new(bus, "jobs")?.publish(add::call(20, 22)).await?;
+//! service.wait_for_finished(1, Duration::from_secs(5)).await?;
+//! assert_eq!(service.history(&Default::default())[0].result, Some(42.into()));
+//! service.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! Crate map: [`service`] (the loop, one file per pipeline stage), [`inprocess`] (thread pool),
-//! [`history`], [`metrics`] (names exported through the `metrics` facade).
+//! [`memory`] (in-process broker), [`history`], [`metrics`] (names exported through the
+//! `metrics` facade).
 #![warn(missing_docs)]
 
 mod error;
 pub mod history;
 pub mod inprocess;
+pub mod memory;
 pub mod metrics;
 pub mod service;
 
 pub use error::{Error, Result};
 pub use history::History;
 pub use inprocess::InProcessPool;
+pub use memory::MemoryBroker;
 pub use service::{
     LogLevelControl, Service, ServiceBuilder, ServiceConfig, ServiceHandle, LOCAL_CHANNEL,
 };

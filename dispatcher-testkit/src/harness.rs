@@ -1,5 +1,8 @@
-//! [`TestService`]: a real [`dispatcher_runtime::Service`] running in-process on a
-//! [`MemoryBroker`], with a publisher on the same bus and helpers to wait for Calls.
+//! [`TestService`]: a real [`dispatcher_runtime::Service`] running in-process on any
+//! [`Broker`], with a publisher on the same broker and channel and helpers to wait for Calls.
+//!
+//! By default it runs on a fresh [`MemoryBroker`] (the runtime's in-process bus with the
+//! testkit's fault injection), reachable with [`TestService::memory_broker`]:
 //!
 //! ```
 //! use std::time::Duration;
@@ -22,6 +25,47 @@
 //! assert_history(&calls)
 //!     .has(call().task("docs.shout").outcome(Outcome::Ok).result("HI".into()))
 //!     .has(call().outcome(Outcome::Rejected).error_contains("not a bare task name"));
+//!
+//! // Faults only exist on the memory broker.
+//! let bus = svc.memory_broker().expect("the default broker is a MemoryBroker");
+//! bus.faults().drop_next(1);
+//! svc.publisher().publish(shout::call("lost".into())).await?;
+//! assert_eq!(bus.dropped_count(), 1);
+//! svc.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The same test runs on PostgreSQL when the builder gets a broker with
+//! [`TestServiceBuilder::broker`], here a `PgBroker` (crate `dispatcher-broker-pg`) on a fresh
+//! database of the testkit's `PgFixture` (feature `postgres`); `publisher`, `publish_raw` and
+//! `wait_for_calls` work the same, and [`TestService::memory_broker`] is `None`:
+//!
+#![cfg_attr(feature = "postgres", doc = "```no_run")]
+#![cfg_attr(not(feature = "postgres"), doc = "```ignore")]
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use dispatcher_broker_pg::PgBroker;
+//! use dispatcher_core::{task, Broker, Outcome, TaskRegistry};
+//! use dispatcher_testkit::expect::{assert_history, call};
+//! use dispatcher_testkit::postgres::PgFixture;
+//! use dispatcher_testkit::TestService;
+//!
+//! #[task(name = "docs.shout")]
+//! fn shout(text: String) -> String { text.to_uppercase() }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fx = PgFixture::new().await?; // a fresh database, dropped with `fx`
+//! let pg: Arc<dyn Broker> = Arc::new(PgBroker::connect(&fx.url()).await?);
+//! let svc = TestService::builder()
+//!     .registry(TaskRegistry::new().register::<shout>())
+//!     .broker(pg)
+//!     .start()
+//!     .await?;
+//! svc.publisher().publish(shout::call("hi".into())).await?;
+//! let calls = svc.wait_for_calls(1, Duration::from_secs(20)).await?;
+//! assert_history(&calls).has(call().task("docs.shout").outcome(Outcome::Ok).result("HI".into()));
+//! assert!(svc.memory_broker().is_none());
 //! svc.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -52,12 +96,27 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 type Configure = Box<dyn FnOnce(ServiceBuilder) -> ServiceBuilder + Send>;
 
+/// The broker a [`TestServiceBuilder`] was given.
+enum BrokerChoice {
+    Memory(MemoryBroker),
+    Other(Arc<dyn Broker>),
+}
+
+impl fmt::Debug for BrokerChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrokerChoice::Memory(m) => m.fmt(f),
+            BrokerChoice::Other(b) => f.debug_tuple("Broker").field(&b.status()).finish(),
+        }
+    }
+}
+
 /// Builds a [`TestService`]; get one with [`TestService::builder`].
 #[must_use]
 pub struct TestServiceBuilder {
     registry: Option<Arc<dyn Registry>>,
     pool: Option<Box<dyn Pool>>,
-    broker: Option<MemoryBroker>,
+    broker: Option<BrokerChoice>,
     channel: String,
     configure: Vec<Configure>,
 }
@@ -87,10 +146,20 @@ impl TestServiceBuilder {
         self
     }
 
-    /// The bus to listen and publish on; default a fresh [`MemoryBroker`]. Pass a clone of one
-    /// you keep to inject faults or publish on it yourself.
-    pub fn broker(mut self, broker: MemoryBroker) -> Self {
-        self.broker = Some(broker);
+    /// The broker to listen and publish on, any implementation (e.g. a `PgBroker` on a
+    /// `PgFixture` database); default a fresh [`MemoryBroker`]. Keep a clone of the `Arc` to
+    /// publish or subscribe on it yourself. [`TestService::memory_broker`] is `None` for a
+    /// broker given here, even a `MemoryBroker` behind the `Arc`: pass one with
+    /// [`TestServiceBuilder::memory_broker`] to keep its faults at hand.
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(BrokerChoice::Other(broker));
+        self
+    }
+
+    /// Runs on this [`MemoryBroker`] (instead of a fresh one); pass a clone of one you keep to
+    /// inject faults or publish on it yourself. [`TestService::memory_broker`] returns it.
+    pub fn memory_broker(mut self, broker: MemoryBroker) -> Self {
+        self.broker = Some(BrokerChoice::Memory(broker));
         self
     }
 
@@ -120,8 +189,14 @@ impl TestServiceBuilder {
     /// Starts the service; it is subscribed to the broker when this returns.
     pub async fn start(self) -> Result<TestService, RuntimeError> {
         validate_channel(&self.channel)?;
-        let broker = self.broker.unwrap_or_default();
-        let shared: Arc<dyn Broker> = Arc::new(broker.clone());
+        let (shared, memory): (Arc<dyn Broker>, _) = match self.broker {
+            Some(BrokerChoice::Other(broker)) => (broker, None),
+            Some(BrokerChoice::Memory(memory)) => (Arc::new(memory.clone()), Some(memory)),
+            None => {
+                let memory = MemoryBroker::new();
+                (Arc::new(memory.clone()), Some(memory))
+            }
+        };
         let mut builder = Service::builder()
             .broker(shared.clone())
             .channels([self.channel.clone()])
@@ -140,28 +215,41 @@ impl TestServiceBuilder {
         for f in self.configure {
             builder = f(builder);
         }
-        let publisher = Publisher::new(shared, self.channel.clone())?;
+        let publisher = Publisher::new(shared.clone(), self.channel.clone())?;
         let handle = builder.start().await?;
         tracing::debug!(node = %handle.node_id(), channel = %self.channel, "test service started");
         Ok(TestService {
             handle,
-            broker,
+            broker: shared,
+            memory,
             publisher,
             channel: self.channel,
         })
     }
 }
 
-/// A real service running in-process on a [`MemoryBroker`]; see the [module docs](self).
+/// A real service running in-process on a broker (by default a fresh [`MemoryBroker`]); see the
+/// [module docs](self).
 ///
 /// Dropping it without [`TestService::shutdown`] leaves the service running until the tokio
 /// runtime ends.
-#[derive(Debug)]
 pub struct TestService {
     handle: ServiceHandle,
-    broker: MemoryBroker,
+    broker: Arc<dyn Broker>,
+    memory: Option<MemoryBroker>,
     publisher: Publisher,
     channel: String,
+}
+
+impl fmt::Debug for TestService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestService")
+            .field("handle", &self.handle)
+            .field("broker", &self.broker.status())
+            .field("publisher", &self.publisher)
+            .field("channel", &self.channel)
+            .finish()
+    }
 }
 
 impl TestService {
@@ -183,9 +271,16 @@ impl TestService {
         self.publisher.clone()
     }
 
-    /// The bus the service listens on.
-    pub fn broker(&self) -> &MemoryBroker {
+    /// The broker the service listens on (and [`TestService::publisher`] publishes to). Clone
+    /// the `Arc` to publish or subscribe on it yourself.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
+    }
+
+    /// The [`MemoryBroker`] the service runs on, for its faults and counters; `None` when the
+    /// builder got another broker through [`TestServiceBuilder::broker`].
+    pub fn memory_broker(&self) -> Option<&MemoryBroker> {
+        self.memory.as_ref()
     }
 
     /// The running service.
@@ -216,7 +311,7 @@ impl TestService {
 
     /// Like [`TestService::publish_raw`], returning the broker's error.
     pub async fn try_publish_raw(&self, payload: &str) -> Result<(), Error> {
-        broker::send(&self.broker, &self.channel, payload).await
+        broker::send(self.broker.as_ref(), &self.channel, payload).await
     }
 
     /// Waits until at least `n` Calls have finished (any outcome, counted since start), then

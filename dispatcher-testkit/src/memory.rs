@@ -1,5 +1,5 @@
-//! [`MemoryBroker`]: an in-process pub/sub bus implementing [`dispatcher_core::Broker`], with
-//! fault injection through [`Faults`].
+//! [`MemoryBroker`]: the runtime's in-process bus ([`dispatcher_runtime::MemoryBroker`]) with
+//! fault injection through [`Faults`], and counters.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -21,31 +21,43 @@
 //! assert_eq!(bus.dropped_count(), 1);
 //! # Ok(()) }
 //! ```
+//!
+//! # Design
+//!
+//! The bus itself (broadcast per channel, bounded per-subscription queues with backpressure, the
+//! payload limit) is the runtime's [`dispatcher_runtime::MemoryBroker`], which applications
+//! embed; it has no test-only knobs. This type wraps it and implements [`Broker`] by applying
+//! the faults, then delegating:
+//!
+//! * a publish is checked as the bus would (channel name, size) and counted; then a pending
+//!   [`Faults::drop_next`] swallows it, [`Faults::duplicate_next`] hands it to the bus twice, and
+//!   [`Faults::delay`] passes it to a queue that hands it to the bus at its due time;
+//! * a subscription is the bus's, wrapped in a stream that ends at a disconnect;
+//! * [`Faults::disconnect`] replaces the bus by a fresh one, as a broker that reconnects gets a
+//!   new connection: the old bus, its subscriptions and what they still had queued are gone, a
+//!   publisher waiting on one of its full queues is released with an error, and nothing
+//!   published after [`Faults::reconnect`] can wait behind a stale subscription that nobody reads
+//!   any more.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dispatcher_core::broker::validate_channel;
-use dispatcher_core::{Broker, Error, Incoming, Result, Subscription};
+use dispatcher_core::{Broker, Error, Result, Subscription};
+use dispatcher_runtime::MemoryBroker as Bus;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-/// Queue capacity of each subscription unless [`MemoryBroker::with_capacity`] says otherwise.
-pub const DEFAULT_CAPACITY: usize = 10_000;
-
-/// The default payload limit, PostgreSQL's: payloads of this many bytes or more are refused, so
-/// the core splits them into chunks.
-pub const DEFAULT_MAX_PAYLOAD: usize = dispatcher_core::chunk::DEFAULT_MAX_PAYLOAD;
+pub use dispatcher_runtime::memory::{DEFAULT_CAPACITY, DEFAULT_MAX_PAYLOAD};
 
 /// Capacity of the queue of messages held back by [`Faults::delay`]; publish waits when it is
 /// full.
 pub const DELAY_QUEUE_CAPACITY: usize = 10_000;
 
-/// An in-process pub/sub bus implementing [`Broker`].
+/// The runtime's in-process bus ([`dispatcher_runtime::MemoryBroker`]) with fault injection;
+/// implements [`Broker`]. See the [module docs](self) for how the two fit together.
 ///
 /// * **Sharing.** Clones share one bus (through an inner `Arc`), so `Arc::new(broker.clone())` is
 ///   an `Arc<dyn Broker>` connected to the same bus; a service and a publisher can each hold one.
@@ -57,14 +69,14 @@ pub const DELAY_QUEUE_CAPACITY: usize = 10_000;
 ///   has room: nothing is ever dropped silently (only [`Faults::drop_next`] loses messages, and
 ///   it counts them). A subscription that is never read therefore stalls publishers once its
 ///   queue is full; drop it to unsubscribe.
-/// * **Size limit.** Payloads of [`MemoryBroker::max_payload`] bytes or more are refused with
+/// * **Size limit.** Payloads of [`Broker::max_payload`] bytes or more are refused with
 ///   [`Error::TooLarge`] (default [`DEFAULT_MAX_PAYLOAD`], like PostgreSQL), so the core's
 ///   chunking is exercised; `with_max_payload(None)` lifts the limit.
 /// * **Faults.** [`MemoryBroker::faults`] drops, delays and duplicates messages and simulates a
-///   lost connection.
+///   lost connection; [`MemoryBroker::published_count`] and its siblings count what happened.
 #[derive(Clone)]
 pub struct MemoryBroker {
-    bus: Arc<Bus>,
+    shared: Arc<Shared>,
     capacity: usize,
     max_payload: Option<usize>,
 }
@@ -77,7 +89,7 @@ impl fmt::Debug for MemoryBroker {
             .field("subscriptions", &self.subscription_count())
             .field("published", &self.published_count())
             .field("dropped", &self.dropped_count())
-            .field("connected", &self.bus.lock().connected)
+            .field("connected", &self.shared.lock().connected)
             .finish()
     }
 }
@@ -89,9 +101,9 @@ impl Default for MemoryBroker {
 }
 
 /// The state shared by all clones of one [`MemoryBroker`].
-struct Bus {
+struct Shared {
     state: Mutex<State>,
-    /// Bumped at every disconnect; subscriptions made in an older epoch end.
+    /// Bumped at every disconnect; subscriptions and deliveries of an older epoch end.
     epoch: watch::Sender<u64>,
     published: AtomicU64,
     dropped: AtomicU64,
@@ -101,7 +113,8 @@ struct Bus {
 }
 
 struct State {
-    subscribers: Vec<Subscriber>,
+    /// The bus of the current "connection"; replaced at every disconnect.
+    bus: Bus,
     connected: bool,
     drop_next: usize,
     duplicate_next: usize,
@@ -109,15 +122,11 @@ struct State {
     delay_tx: Option<mpsc::Sender<Delayed>>,
 }
 
-struct Subscriber {
-    channels: HashSet<String>,
-    tx: mpsc::Sender<Incoming>,
-}
-
-/// One message on its way to its subscribers.
+/// One accepted message on its way to the bus.
 struct Delivery {
-    targets: Vec<mpsc::Sender<Incoming>>,
-    message: Incoming,
+    bus: Bus,
+    channel: String,
+    payload: String,
     copies: usize,
     epoch: u64,
 }
@@ -127,7 +136,7 @@ struct Delayed {
     delivery: Delivery,
 }
 
-impl Bus {
+impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere while holding it; the state stays usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -141,7 +150,7 @@ fn disconnected() -> Error {
     )
 }
 
-/// Resolves when the bus's epoch is no longer `epoch` (a disconnect happened); never when the bus
+/// Resolves when the epoch is no longer `epoch` (a disconnect happened); never when the broker
 /// is gone.
 async fn disconnect_after(mut rx: watch::Receiver<u64>, epoch: u64) {
     if rx.wait_for(|e| *e != epoch).await.is_err() {
@@ -149,27 +158,21 @@ async fn disconnect_after(mut rx: watch::Receiver<u64>, epoch: u64) {
     }
 }
 
-/// Hands `delivery` to each target, waiting for room in full queues; stops with an error when
-/// the bus disconnects meanwhile.
+/// Hands `delivery` to its bus (`copies` times), waiting for room in full queues; stops with an
+/// error when a disconnect happens meanwhile.
 async fn deliver(delivery: Delivery, epoch_rx: &watch::Receiver<u64>) -> Result<()> {
     let Delivery {
-        targets,
-        message,
+        bus,
+        channel,
+        payload,
         copies,
         epoch,
     } = delivery;
-    for tx in &targets {
-        for _ in 0..copies {
-            tokio::select! {
-                biased;
-                _ = disconnect_after(epoch_rx.clone(), epoch) => return Err(disconnected()),
-                sent = tx.send(message.clone()) => {
-                    if sent.is_err() {
-                        // The subscription was dropped: it unsubscribed.
-                        break;
-                    }
-                }
-            }
+    for _ in 0..copies {
+        tokio::select! {
+            biased;
+            _ = disconnect_after(epoch_rx.clone(), epoch) => return Err(disconnected()),
+            sent = bus.publish(&channel, &payload) => sent?,
         }
     }
     Ok(())
@@ -195,13 +198,13 @@ async fn run_delay_queue(
 }
 
 impl MemoryBroker {
-    /// A fresh bus with the default queue capacity and payload limit.
+    /// A fresh bus with the default queue capacity and payload limit, and no faults.
     pub fn new() -> Self {
         let (epoch, _) = watch::channel(0u64);
         MemoryBroker {
-            bus: Arc::new(Bus {
+            shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    subscribers: Vec::new(),
+                    bus: Bus::new(),
                     connected: true,
                     drop_next: 0,
                     duplicate_next: 0,
@@ -242,7 +245,7 @@ impl MemoryBroker {
     /// published after the change.
     pub fn faults(&self) -> Faults {
         Faults {
-            bus: self.bus.clone(),
+            shared: self.shared.clone(),
         }
     }
 
@@ -250,75 +253,67 @@ impl MemoryBroker {
     /// including those a fault then dropped; publishes refused (disconnected, too large, bad
     /// channel) do not count.
     pub fn published_count(&self) -> u64 {
-        self.bus.published.load(Ordering::SeqCst)
+        self.shared.published.load(Ordering::SeqCst)
     }
 
     /// Payloads lost to [`Faults::drop_next`].
     pub fn dropped_count(&self) -> u64 {
-        self.bus.dropped.load(Ordering::SeqCst)
+        self.shared.dropped.load(Ordering::SeqCst)
     }
 
     /// Payloads delivered twice because of [`Faults::duplicate_next`].
     pub fn duplicated_count(&self) -> u64 {
-        self.bus.duplicated.load(Ordering::SeqCst)
+        self.shared.duplicated.load(Ordering::SeqCst)
     }
 
-    /// Live subscriptions on the bus (dropped ones are not counted).
+    /// Live subscriptions on the bus (dropped ones, and those ended by a disconnect, are not
+    /// counted).
     pub fn subscription_count(&self) -> usize {
-        let mut state = self.bus.lock();
-        state.subscribers.retain(|s| !s.tx.is_closed());
-        state.subscribers.len()
+        self.shared.lock().bus.subscription_count()
     }
 
-    fn check_payload(&self, channel: &str, payload: &str) -> Result<()> {
-        validate_channel(channel)?;
-        match self.max_payload {
-            Some(max) if payload.len() >= max => Err(Error::TooLarge {
-                what: "notification payload",
-                size: payload.len(),
-                limit: max.saturating_sub(1),
-            }),
-            _ => Ok(()),
-        }
+    /// The current bus, with this handle's capacity and payload limit.
+    fn bus(&self, state: &State) -> Bus {
+        state
+            .bus
+            .clone()
+            .with_capacity(self.capacity)
+            .with_max_payload(self.max_payload)
     }
 
-    /// Applies the faults to one accepted payload and finds its subscribers; `None` when a fault
-    /// dropped it. Returns the delay to apply too.
+    fn check(&self, channel: &str, payload: &str) -> Result<()> {
+        let bus = self.bus(&self.shared.lock());
+        bus.check(channel, payload)
+    }
+
+    /// Applies the faults to one checked payload; `None` when a fault dropped it. Returns the
+    /// delay to apply too.
     fn route(&self, channel: &str, payload: &str) -> Result<Option<(Delivery, Duration)>> {
-        let mut state = self.bus.lock();
+        let mut state = self.shared.lock();
         if !state.connected {
             return Err(disconnected());
         }
-        self.bus.published.fetch_add(1, Ordering::SeqCst);
+        self.shared.published.fetch_add(1, Ordering::SeqCst);
         if state.drop_next > 0 {
             state.drop_next -= 1;
-            self.bus.dropped.fetch_add(1, Ordering::SeqCst);
+            self.shared.dropped.fetch_add(1, Ordering::SeqCst);
             tracing::debug!(%channel, "memory broker dropped a message (Faults::drop_next)");
             return Ok(None);
         }
         let copies = if state.duplicate_next > 0 {
             state.duplicate_next -= 1;
-            self.bus.duplicated.fetch_add(1, Ordering::SeqCst);
+            self.shared.duplicated.fetch_add(1, Ordering::SeqCst);
             tracing::debug!(%channel, "memory broker duplicates a message (Faults::duplicate_next)");
             2
         } else {
             1
         };
-        state.subscribers.retain(|s| !s.tx.is_closed());
-        let targets = state
-            .subscribers
-            .iter()
-            .filter(|s| s.channels.contains(channel))
-            .map(|s| s.tx.clone())
-            .collect();
         let delivery = Delivery {
-            targets,
-            message: Incoming {
-                channel: channel.to_owned(),
-                payload: payload.to_owned(),
-            },
+            bus: self.bus(&state),
+            channel: channel.to_owned(),
+            payload: payload.to_owned(),
             copies,
-            epoch: *self.bus.epoch.borrow(),
+            epoch: *self.shared.epoch.borrow(),
         };
         Ok(Some((delivery, state.delay)))
     }
@@ -326,7 +321,7 @@ impl MemoryBroker {
     /// The sender of the delay queue, starting its task when there is none (or its runtime is
     /// gone).
     fn delay_queue(&self) -> Result<mpsc::Sender<Delayed>> {
-        let mut state = self.bus.lock();
+        let mut state = self.shared.lock();
         if let Some(tx) = state.delay_tx.as_ref().filter(|tx| !tx.is_closed()) {
             return Ok(tx.clone());
         }
@@ -338,8 +333,8 @@ impl MemoryBroker {
         let (tx, rx) = mpsc::channel(DELAY_QUEUE_CAPACITY);
         runtime.spawn(run_delay_queue(
             rx,
-            self.bus.epoch.subscribe(),
-            self.bus.in_flight.clone(),
+            self.shared.epoch.subscribe(),
+            self.shared.in_flight.clone(),
         ));
         state.delay_tx = Some(tx.clone());
         Ok(tx)
@@ -350,20 +345,20 @@ impl MemoryBroker {
             return Ok(());
         };
         // While delayed messages are in flight, later ones queue behind them to keep the order.
-        if delay.is_zero() && self.bus.in_flight.load(Ordering::SeqCst) == 0 {
-            return deliver(delivery, &self.bus.epoch.subscribe()).await;
+        if delay.is_zero() && self.shared.in_flight.load(Ordering::SeqCst) == 0 {
+            return deliver(delivery, &self.shared.epoch.subscribe()).await;
         }
         let mut item = Delayed {
             due: tokio::time::Instant::now() + delay,
             delivery,
         };
-        self.bus.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         // One retry: the queue's task may have ended with the runtime that ran it.
         for _ in 0..2 {
             let tx = match self.delay_queue() {
                 Ok(tx) => tx,
                 Err(e) => {
-                    self.bus.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     return Err(e);
                 }
             };
@@ -372,7 +367,7 @@ impl MemoryBroker {
                 Err(mpsc::error::SendError(back)) => item = back,
             }
         }
-        self.bus.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         Err(Error::broker(
             "memory broker: the delay queue's task is not running",
         ))
@@ -382,7 +377,7 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
-        self.check_payload(channel, payload)?;
+        self.check(channel, payload)?;
         self.send_one(channel, payload).await
     }
 
@@ -390,9 +385,9 @@ impl Broker for MemoryBroker {
     /// order.
     async fn publish_batch(&self, messages: &[(String, String)]) -> Result<()> {
         for (channel, payload) in messages {
-            self.check_payload(channel, payload)?;
+            self.check(channel, payload)?;
         }
-        if !self.bus.lock().connected {
+        if !self.shared.lock().connected {
             return Err(disconnected());
         }
         for (channel, payload) in messages {
@@ -402,31 +397,28 @@ impl Broker for MemoryBroker {
     }
 
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription> {
-        for c in channels {
-            validate_channel(c)?;
-        }
-        let (tx, rx) = mpsc::channel(self.capacity);
-        let (epoch, epoch_rx) = {
-            let mut state = self.bus.lock();
+        let (bus, epoch, epoch_rx) = {
+            let state = self.shared.lock();
             if !state.connected {
                 return Err(disconnected());
             }
-            state.subscribers.push(Subscriber {
-                channels: channels.iter().cloned().collect(),
-                tx,
-            });
-            (*self.bus.epoch.borrow(), self.bus.epoch.subscribe())
+            (
+                self.bus(&state),
+                *self.shared.epoch.borrow(),
+                self.shared.epoch.subscribe(),
+            )
         };
+        let inner = bus.subscribe(channels).await?;
         let stream = futures_util::stream::unfold(
-            (rx, epoch_rx, epoch),
-            |(mut rx, epoch_rx, epoch)| async move {
+            (inner, epoch_rx, epoch),
+            |(mut inner, epoch_rx, epoch)| async move {
                 if *epoch_rx.borrow() != epoch {
                     return None;
                 }
                 tokio::select! {
                     biased;
                     _ = disconnect_after(epoch_rx.clone(), epoch) => None,
-                    m = rx.recv() => m.map(|m| (m, (rx, epoch_rx, epoch))),
+                    m = inner.next() => m.map(|m| (m, (inner, epoch_rx, epoch))),
                 }
             },
         );
@@ -436,18 +428,33 @@ impl Broker for MemoryBroker {
     fn max_payload(&self) -> Option<usize> {
         self.max_payload
     }
+
+    /// The bus's status, plus the connection state and the counters.
+    fn status(&self) -> serde_json::Value {
+        let (mut status, connected) = {
+            let state = self.shared.lock();
+            (self.bus(&state).status(), state.connected)
+        };
+        if let Some(fields) = status.as_object_mut() {
+            fields.insert("connected".into(), connected.into());
+            fields.insert("published".into(), self.published_count().into());
+            fields.insert("dropped".into(), self.dropped_count().into());
+            fields.insert("duplicated".into(), self.duplicated_count().into());
+        }
+        status
+    }
 }
 
 /// Fault injection for one [`MemoryBroker`] bus (all its clones). Changes apply to messages
 /// published after them; each publish of `publish_batch` counts as one message.
 #[derive(Clone)]
 pub struct Faults {
-    bus: Arc<Bus>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Faults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.bus.lock();
+        let state = self.shared.lock();
         f.debug_struct("Faults")
             .field("connected", &state.connected)
             .field("drop_next", &state.drop_next)
@@ -461,7 +468,7 @@ impl Faults {
     /// Silently loses the next `n` published messages (replacing any count still pending);
     /// publish reports success. They are counted in [`MemoryBroker::dropped_count`].
     pub fn drop_next(&self, n: usize) {
-        self.bus.lock().drop_next = n;
+        self.shared.lock().drop_next = n;
     }
 
     /// Delivers each message published from now on `delay` after it was published (zero turns
@@ -469,13 +476,13 @@ impl Faults {
     /// the undelayed ones that follow them. Up to [`DELAY_QUEUE_CAPACITY`] messages wait at once;
     /// beyond that, publish waits. Needs a tokio runtime.
     pub fn delay(&self, delay: Duration) {
-        self.bus.lock().delay = delay;
+        self.shared.lock().delay = delay;
     }
 
     /// Delivers each of the next `n` messages twice in a row (replacing any count still
     /// pending).
     pub fn duplicate_next(&self, n: usize) {
-        self.bus.lock().duplicate_next = n;
+        self.shared.lock().duplicate_next = n;
     }
 
     /// Simulates a lost connection: every current subscription stream ends (messages still
@@ -483,28 +490,29 @@ impl Faults {
     /// and `publish` and `subscribe` fail with an error saying the memory broker is
     /// disconnected until [`Faults::reconnect`].
     pub fn disconnect(&self) {
-        let mut state = self.bus.lock();
+        let mut state = self.shared.lock();
         state.connected = false;
-        state.subscribers.clear();
-        self.bus.epoch.send_modify(|e| *e += 1);
+        // The old bus goes with the old connection (see the module docs).
+        state.bus = Bus::new();
+        self.shared.epoch.send_modify(|e| *e += 1);
         tracing::debug!("memory broker disconnected (Faults::disconnect)");
     }
 
     /// Accepts publishes and subscriptions again. Subscriptions ended by the disconnect stay
     /// ended: subscribe again.
     pub fn reconnect(&self) {
-        self.bus.lock().connected = true;
+        self.shared.lock().connected = true;
         tracing::debug!("memory broker reconnected (Faults::reconnect)");
     }
 
     /// False between [`Faults::disconnect`] and [`Faults::reconnect`].
     pub fn is_connected(&self) -> bool {
-        self.bus.lock().connected
+        self.shared.lock().connected
     }
 
     /// Clears pending drops and duplicates and the delay (the connection state is kept).
     pub fn clear(&self) {
-        let mut state = self.bus.lock();
+        let mut state = self.shared.lock();
         state.drop_next = 0;
         state.duplicate_next = 0;
         state.delay = Duration::ZERO;

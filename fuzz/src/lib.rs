@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dispatcher_core::chunk::{split, Assembler, AssemblerLimits};
 use dispatcher_core::message::{decode, Decoded, MAX_ID_LEN, MAX_TASK_NAME};
-use dispatcher_core::{task, Broker, CallFilter, Outcome, Registry, TaskContext, TaskRegistry};
+use dispatcher_core::{task, CallFilter, Outcome, Registry, TaskContext, TaskRegistry};
 use dispatcher_runtime::{ServiceConfig};
 use dispatcher_testkit::{MemoryBroker, TestService};
 use serde_json::{json, Map, Value};
@@ -216,7 +216,7 @@ impl Intake {
             .block_on(
                 TestService::builder()
                     .registry(registry())
-                    .broker(MemoryBroker::new().with_max_payload(None))
+                    .memory_broker(MemoryBroker::new().with_max_payload(None))
                     .channel(CHANNEL)
                     .pool(dispatcher_runtime::InProcessPool::new(2))
                     .configure(move |b| b.config(c))

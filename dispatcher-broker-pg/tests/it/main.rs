@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod conformance;
+mod harness;
 mod recovery;
 mod service;
 #[cfg(feature = "tls")]

@@ -13,7 +13,6 @@ async fn control_over_the_broker_replies_on_reply_to() {
     let svc = service(2).await;
     let broker = svc.broker().clone();
     let reply_channel = format!("reply_to_{}", uuid_hex());
-    use dispatcher_core::Broker;
     use futures_util::StreamExt;
     let mut replies = broker
         .subscribe(std::slice::from_ref(&reply_channel))

@@ -313,7 +313,7 @@ async fn service_on(broker: MemoryBroker, adjust: impl FnOnce(&mut ServiceConfig
     adjust(&mut config);
     TestService::builder()
         .registry(registry())
-        .broker(broker)
+        .memory_broker(broker)
         .configure(move |b| b.config(config))
         .start()
         .await

@@ -1,9 +1,10 @@
 //! End-to-end tests of the service loop, run in-process with the testkit's memory broker and the
-//! in-process pool.
+//! in-process pool; and of the runtime's own in-memory broker (`memory`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod control;
 mod hostile;
+mod memory;
 mod outcomes;
 mod policy;
 mod publish;

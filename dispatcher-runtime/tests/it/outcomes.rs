@@ -269,7 +269,10 @@ async fn large_arguments_travel_in_chunks() {
     let calls = svc.wait_for_calls(1, WAIT).await.unwrap();
     assert_eq!(calls[0].outcome, Some(Outcome::Ok), "{:?}", calls[0].error);
     assert_eq!(calls[0].result, Some(json!(format!("hello, {big}"))));
-    assert!(svc.broker().published_count() > 10, "sent as chunks");
+    assert!(
+        svc.memory_broker().unwrap().published_count() > 10,
+        "sent as chunks"
+    );
     svc.shutdown().await;
 }
 
@@ -313,7 +316,7 @@ async fn brokers_keep_other_channels_apart() {
     let broker = MemoryBroker::new();
     let svc = dispatcher_testkit::TestService::builder()
         .registry(crate::registry())
-        .broker(broker.clone())
+        .memory_broker(broker.clone())
         .channel("only_this")
         .start()
         .await

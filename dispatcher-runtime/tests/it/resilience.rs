@@ -14,12 +14,12 @@ async fn resubscribes_after_the_broker_disconnects() {
     let p = svc.publisher();
     p.publish(double::call(1)).await.unwrap();
     svc.wait_for_calls(1, WAIT).await.unwrap();
-    svc.broker().faults().disconnect();
+    svc.memory_broker().unwrap().faults().disconnect();
     assert!(
         p.publish(double::call(2)).await.is_err(),
         "publishing fails while disconnected"
     );
-    svc.broker().faults().reconnect();
+    svc.memory_broker().unwrap().faults().reconnect();
     // The service subscribes again with backoff; publish until one gets through.
     let start = Instant::now();
     loop {

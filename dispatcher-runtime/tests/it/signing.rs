@@ -69,7 +69,7 @@ async fn only_signed_messages_run() {
     // control: signed requests get signed replies; unsigned ones are rejected, no reply
     let broker = svc.broker().clone();
     let replies = dispatcher_core::control::request_signed(
-        &broker,
+        broker.as_ref(),
         svc.channel(),
         "metrics",
         Default::default(),
@@ -82,7 +82,7 @@ async fn only_signed_messages_run() {
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0]["signature_failures"], json!(3), "{}", replies[0]);
     let unsigned = dispatcher_core::control::request(
-        &broker,
+        broker.as_ref(),
         svc.channel(),
         "alive",
         Default::default(),
@@ -104,7 +104,7 @@ async fn a_client_with_a_key_drops_unsigned_replies() {
     let svc = crate::service(1).await;
     let broker = svc.broker().clone();
     let replies = dispatcher_core::control::request_signed(
-        &broker,
+        broker.as_ref(),
         svc.channel(),
         "alive",
         Default::default(),

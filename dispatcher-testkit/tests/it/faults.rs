@@ -221,7 +221,7 @@ async fn faults_reach_a_running_service() {
     let bus = MemoryBroker::new();
     let svc = TestService::builder()
         .registry(registry())
-        .broker(bus.clone())
+        .memory_broker(bus.clone())
         .start()
         .await
         .unwrap();
@@ -245,4 +245,43 @@ async fn faults_reach_a_running_service() {
     let e = svc.try_publish_raw("t.add").await.unwrap_err().to_string();
     assert!(e.contains("disconnected"), "{e}");
     svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_a_reconnect_a_stale_full_subscription_blocks_nobody() {
+    let bus = MemoryBroker::new().with_capacity(1);
+    let mut stale = sub(&bus, "c").await;
+    bus.publish("c", "1").await.unwrap(); // its queue is full now
+    bus.faults().disconnect();
+    bus.faults().reconnect();
+    let mut fresh = sub(&bus, "c").await;
+    assert_eq!(bus.subscription_count(), 1, "the stale one is gone");
+    tokio::time::timeout(WAIT, bus.publish("c", "2"))
+        .await
+        .expect("publish does not wait for the stale subscription")
+        .unwrap();
+    assert_eq!(recv(&mut fresh).await, "2");
+    let ended = tokio::time::timeout(WAIT, stale.next()).await.unwrap();
+    assert!(ended.is_none(), "the stale subscription lost its queue");
+}
+
+#[tokio::test]
+async fn status_reports_the_bus_the_connection_and_the_counters() {
+    let bus = MemoryBroker::new();
+    let _s = sub(&bus, "c").await;
+    bus.faults().drop_next(1);
+    bus.faults().duplicate_next(1);
+    bus.publish("c", "lost").await.unwrap();
+    bus.publish("c", "twice").await.unwrap();
+    let status = bus.status();
+    assert_eq!(status["broker"], "memory", "{status}");
+    assert_eq!(status["subscriptions"], 1, "{status}");
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["published"], 2, "{status}");
+    assert_eq!(status["dropped"], 1, "{status}");
+    assert_eq!(status["duplicated"], 1, "{status}");
+    bus.faults().disconnect();
+    let status = bus.status();
+    assert_eq!(status["connected"], false, "{status}");
+    assert_eq!(status["subscriptions"], 0, "{status}");
 }

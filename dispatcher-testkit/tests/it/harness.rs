@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatcher_core::{task, Outcome, Publisher, TaskRegistry};
+use dispatcher_core::{task, Broker, Outcome, Publisher, TaskRegistry};
 use dispatcher_runtime::InProcessPool;
 use dispatcher_testkit::expect::{assert_history, call};
 use dispatcher_testkit::{MemoryBroker, RecordingHook, TestService, TestkitError};
 use serde_json::json;
 
+use crate::custom_broker::BroadcastBroker;
 use crate::WAIT;
 
 #[task(name = "tk.add")]
@@ -149,7 +150,7 @@ async fn custom_channel_broker_pool_and_configure() {
     let svc = TestService::builder()
         .registry(registry())
         .pool(InProcessPool::new(1))
-        .broker(bus.clone())
+        .memory_broker(bus.clone())
         .channel("custom_chan")
         .configure(|b| b.node_id("node-under-test").history_size(2))
         .start()
@@ -168,7 +169,7 @@ async fn custom_channel_broker_pool_and_configure() {
         .count(2)
         .in_order([call().args(json!([1, 1])), call().args(json!([2, 2]))])
         .has_none(call().channel("dispatcher_test"));
-    assert!(svc.broker().published_count() >= 3);
+    assert!(svc.memory_broker().unwrap().published_count() >= 3);
     svc.shutdown().await;
 }
 
@@ -237,4 +238,72 @@ async fn shutdown_ends_running_calls_after_the_short_grace() {
         started.elapsed()
     );
     assert_history(&svc.history()).has_exactly(1, call().task("tk.nap").outcome(Outcome::Canceled));
+}
+
+/// The harness on a broker that is not the memory broker: its publisher, `publish_raw` (in
+/// chunks under that broker's smaller limit) and another publisher on the same bus all reach
+/// the service; there are no memory-broker faults to reach.
+#[tokio::test]
+async fn runs_on_any_broker_given_as_an_arc() {
+    let bus = BroadcastBroker::new();
+    let given: Arc<dyn Broker> = Arc::new(bus.clone());
+    let svc = TestService::builder()
+        .registry(registry())
+        .broker(given.clone())
+        .channel("any_broker")
+        .start()
+        .await
+        .unwrap();
+    assert!(svc.memory_broker().is_none());
+    assert!(Arc::ptr_eq(svc.broker(), &given));
+    let sent = svc.publisher().publish(add::call(2, 3)).await.unwrap();
+    let why = "w".repeat(10_000);
+    svc.publish_raw(&json!({"task": "tk.fail", "args": [why]}).to_string())
+        .await;
+    Publisher::new(Arc::new(bus.clone()), "any_broker")
+        .unwrap()
+        .publish(add::call(4, 4))
+        .await
+        .unwrap();
+    let calls = svc.wait_for_calls(3, WAIT).await.unwrap();
+    assert_history(&calls)
+        .count(3)
+        .has(
+            call()
+                .uuid(sent.uuid())
+                .channel("any_broker")
+                .outcome(Outcome::Ok)
+                .result(json!(5)),
+        )
+        .has(
+            call()
+                .task("tk.fail")
+                .outcome(Outcome::Error)
+                .error_contains(&why),
+        )
+        .has(call().args(json!([4, 4])).result(json!(8)));
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_default_broker_is_a_fresh_memory_broker_with_faults() {
+    let svc = TestService::builder()
+        .registry(registry())
+        .start()
+        .await
+        .unwrap();
+    let bus = svc.memory_broker().expect("the default is a memory broker");
+    assert_eq!(svc.broker().status()["broker"], "memory");
+    bus.faults().drop_next(1);
+    svc.publisher().publish(add::call(1, 1)).await.unwrap();
+    svc.publisher().publish(add::call(2, 2)).await.unwrap();
+    let calls = svc.wait_for_calls(1, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_history(&svc.history())
+        .count(1)
+        .has(call().args(json!([2, 2])));
+    assert_eq!(bus.dropped_count(), 1);
+    assert_eq!(bus.published_count(), 2);
+    drop(calls);
+    svc.shutdown().await;
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use dispatcher_core::{task, Broker, Publisher, TaskContext, TaskRegistry};
 use dispatcher_pool::ProcessPool;
-use dispatcher_runtime::Service;
+use dispatcher_runtime::{MemoryBroker, Service};
 use dispatcher_server::{init_logging, Server, ServerConfig};
 
 /// Does nothing.
@@ -222,7 +222,7 @@ async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
             "PostgreSQL (DATABASE_URL)".to_owned(),
         ),
         _ => (
-            Arc::new(dispatcher_testkit::MemoryBroker::new()),
+            Arc::new(MemoryBroker::new()),
             "the in-memory broker (set DATABASE_URL to use PostgreSQL)".to_owned(),
         ),
     };

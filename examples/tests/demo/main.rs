@@ -196,3 +196,51 @@ async fn every_demo_task_through_postgres() {
     assert_eq!(status.code(), Some(0), "log:\n{}", read_log());
     let _ = std::fs::remove_file(&log_path);
 }
+
+/// `dispatcher-demo` without arguments and without `DATABASE_URL`: the quickstart runs on the
+/// runtime's in-memory broker and prints a Call for every message (12 published, 3 children).
+#[tokio::test]
+async fn quickstart_in_memory() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(env!("CARGO_BIN_EXE_dispatcher-demo"))
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the quickstart finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("on the in-memory broker"), "{stdout}");
+    // One table row per Call: the header, 15 rows.
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("uuid"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(rows.len(), 15, "{stdout}");
+    let with = |task: &str, outcome: &str| {
+        rows.iter()
+            .filter(|r| {
+                let cols: Vec<&str> = r.split_whitespace().collect();
+                cols.get(1) == Some(&task) && cols.get(2) == Some(&outcome)
+            })
+            .count()
+    };
+    assert_eq!(with("demo.echo", "ok"), 4, "{stdout}");
+    assert_eq!(with("demo.noop", "ok"), 2, "{stdout}");
+    assert_eq!(with("demo.sleep", "ok"), 1, "{stdout}");
+    assert_eq!(with("demo.fanout", "ok"), 1, "{stdout}");
+    assert_eq!(with("demo.slow", "timeout"), 1, "{stdout}");
+    assert_eq!(with("demo.fail", "error"), 1, "{stdout}");
+    assert_eq!(with("demo.panic", "panic"), 1, "{stdout}");
+    assert_eq!(with("demo.abort", "worker_lost"), 1, "{stdout}");
+    assert_eq!(with("demo.exclusive", "ok"), 1, "{stdout}");
+    assert_eq!(with("demo.exclusive", "discarded"), 1, "{stdout}");
+    assert_eq!(with("demo.unknown", "rejected"), 1, "{stdout}");
+}
