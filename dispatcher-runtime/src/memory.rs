@@ -241,12 +241,16 @@ impl Broker for MemoryBroker {
         self.max_payload
     }
 
-    fn status(&self) -> serde_json::Value {
-        serde_json::json!({
-            "broker": "memory",
-            "subscriptions": self.subscription_count(),
-            "capacity": self.capacity,
-            "max_payload": self.max_payload,
-        })
+    fn status(&self) -> dispatcher_core::BrokerStatus {
+        let mut status = dispatcher_core::BrokerStatus::new("memory");
+        status.connected = Some(true);
+        let details = &mut status.details;
+        details.insert(
+            "subscriptions".into(),
+            serde_json::json!(self.subscription_count()),
+        );
+        details.insert("capacity".into(), serde_json::json!(self.capacity));
+        details.insert("max_payload".into(), serde_json::json!(self.max_payload));
+        status
     }
 }

@@ -430,17 +430,16 @@ impl Broker for MemoryBroker {
     }
 
     /// The bus's status, plus the connection state and the counters.
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> dispatcher_core::BrokerStatus {
         let (mut status, connected) = {
             let state = self.shared.lock();
             (self.bus(&state).status(), state.connected)
         };
-        if let Some(fields) = status.as_object_mut() {
-            fields.insert("connected".into(), connected.into());
-            fields.insert("published".into(), self.published_count().into());
-            fields.insert("dropped".into(), self.dropped_count().into());
-            fields.insert("duplicated".into(), self.duplicated_count().into());
-        }
+        status.connected = Some(connected);
+        let fields = &mut status.details;
+        fields.insert("published".into(), self.published_count().into());
+        fields.insert("dropped".into(), self.dropped_count().into());
+        fields.insert("duplicated".into(), self.duplicated_count().into());
         status
     }
 }

@@ -31,7 +31,7 @@ async fn test_service_on_postgres() {
         .await
         .unwrap();
     assert!(svc.memory_broker().is_none());
-    assert_eq!(svc.broker().status()["broker"], json!("postgres"));
+    assert_eq!(svc.broker().status().broker, "pg_notify");
 
     // The harness's publisher and publish_raw (20 KB: in chunks under PostgreSQL's limit) ...
     let sent = svc.publisher().publish(add::call(2, 3)).await.unwrap();

@@ -293,7 +293,7 @@ async fn the_default_broker_is_a_fresh_memory_broker_with_faults() {
         .await
         .unwrap();
     let bus = svc.memory_broker().expect("the default is a memory broker");
-    assert_eq!(svc.broker().status()["broker"], "memory");
+    assert_eq!(svc.broker().status().broker, "memory");
     bus.faults().drop_next(1);
     svc.publisher().publish(add::call(1, 1)).await.unwrap();
     svc.publisher().publish(add::call(2, 2)).await.unwrap();
