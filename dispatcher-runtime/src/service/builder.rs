@@ -26,13 +26,14 @@ use crate::history::History;
 ///
 /// ```
 /// use std::time::Duration;
-/// use dispatcher_core::{task, InProcessPool, Service, TaskRegistry, Outcome};
+/// use dispatcher_core::{task, TaskRegistry, Outcome};
+/// use dispatcher_runtime::{InProcessPool, Service};
 ///
 /// #[task(name = "docs.double")]
 /// fn double(x: i64) -> i64 { x * 2 }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> dispatcher_core::Result<()> {
+/// # async fn main() -> dispatcher_runtime::Result<()> {
 /// let service = Service::builder()
 ///     .registry(TaskRegistry::new().register::<double>())
 ///     .pool(InProcessPool::new(2))

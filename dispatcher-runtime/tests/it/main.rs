@@ -6,6 +6,7 @@ mod control;
 mod hostile;
 mod outcomes;
 mod policy;
+mod pool_conformance;
 mod publish;
 mod resilience;
 mod signing;
