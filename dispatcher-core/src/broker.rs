@@ -30,7 +30,67 @@ pub type Subscription = BoxStream<'static, Incoming>;
 /// sends on one channel in the order they were sent.
 ///
 /// Implement it outside this workspace to plug in another transport; the testkit's conformance
-/// suite checks an implementation.
+/// suite checks an implementation (`dispatcher_testkit::broker_conformance!`), and the
+/// repository's `examples/custom-broker` is a complete one with a walk-through.
+///
+/// # Writing one
+///
+/// A broker depends on this crate alone for the contract, plus `async-trait` for the trait's
+/// async methods, `futures-util` (or `futures`) for streams, and its transport (here tokio's
+/// channels). A [`Subscription`] is a [`BoxStream`] of [`Incoming`]: build any
+/// `Stream<Item = Incoming> + Send + 'static` (from a channel receiver with
+/// `futures_util::stream::unfold`, several merged with `stream::select_all`) and call
+/// `StreamExt::boxed` on it. The stream ends only when the broker closes.
+///
+/// **Buffering.** A subscriber may read late: the conformance suite publishes bursts of 1,000
+/// payloads on one channel before it reads any, and the service pauses its intake while its queue
+/// is full. Hold at least that many per subscription (or make publishers wait for room); a broker
+/// that loses payloads under a burst fails the suite's ordering check.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use dispatcher_core::{Broker, Incoming, Result, Subscription};
+/// use futures_util::StreamExt;
+/// use tokio::sync::broadcast;
+///
+/// /// One queue for every channel, filtered per subscription; it holds 4,096 payloads for the
+/// /// slowest subscriber (the oldest are lost beyond that).
+/// struct OneBus(broadcast::Sender<Incoming>);
+///
+/// #[async_trait]
+/// impl Broker for OneBus {
+///     async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+///         dispatcher_core::broker::validate_channel(channel)?;
+///         let message = Incoming { channel: channel.into(), payload: payload.into() };
+///         let _ = self.0.send(message); // an error only means nobody listens
+///         Ok(())
+///     }
+///
+///     async fn subscribe(&self, channels: &[String]) -> Result<Subscription> {
+///         let wanted = channels.to_vec();
+///         let stream = futures_util::stream::unfold(self.0.subscribe(), |mut rx| async move {
+///             loop {
+///                 match rx.recv().await {
+///                     Ok(m) => return Some((m, rx)),
+///                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
+///                     Err(broadcast::error::RecvError::Closed) => return None,
+///                 }
+///             }
+///         });
+///         let mine = stream.filter(move |m| std::future::ready(wanted.contains(&m.channel)));
+///         Ok(mine.boxed())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let bus = OneBus(broadcast::channel(4096).0);
+/// let mut sub = bus.subscribe(&["jobs".to_owned()]).await?;
+/// bus.publish("other", "not for us").await?;
+/// bus.publish("jobs", "hello").await?;
+/// assert_eq!(sub.next().await.map(|m| m.payload).as_deref(), Some("hello"));
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Sends `payload` to every subscriber of `channel`.

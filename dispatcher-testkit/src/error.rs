@@ -44,6 +44,14 @@ pub enum TestkitError {
         /// What the broker did wrong.
         problem: String,
     },
+    /// A pool failed a conformance check.
+    #[error("pool conformance check `{check}` failed: {problem}")]
+    PoolConformance {
+        /// The check's name (see [`crate::conformance::pool::PoolCheck::name`]).
+        check: &'static str,
+        /// What the pool did wrong.
+        problem: String,
+    },
     /// No PostgreSQL server could be had, or the fixture's database could not be made.
     #[error("{0}")]
     Postgres(String),

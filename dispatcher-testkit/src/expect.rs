@@ -29,8 +29,9 @@
 //! ```
 //!
 //! Every assertion panics when it fails, with a message that names the expectation and prints the
-//! history (or the relevant part of it) as a table: uuid, task, arguments, outcome, error,
-//! `wait_ms`, `run_ms`. The history's order is the order in which Calls finished.
+//! history (or the relevant part of it) as a table: uuid, task, arguments, outcome, `wait_ms`,
+//! `run_ms`, error (errors whole, up to [`MAX_ERROR_CHARS`]). The history's order is the order
+//! in which Calls finished.
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;
@@ -291,13 +292,32 @@ fn cell(s: &str, max: usize) -> String {
     out
 }
 
+/// Longest error text a table shows, in characters; longer ones end with a note of how much was
+/// cut.
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// An error for the table: whole up to [`MAX_ERROR_CHARS`], else cut with a note saying how many
+/// characters were left out; newlines shown as `\n`.
+fn error_cell(s: &str) -> String {
+    let s = s.replace('\n', "\\n");
+    let total = s.chars().count();
+    if total <= MAX_ERROR_CHARS {
+        return s;
+    }
+    let mut out: String = s.chars().take(MAX_ERROR_CHARS).collect();
+    let _ = write!(out, "… ({} more characters)", total - MAX_ERROR_CHARS);
+    out
+}
+
 fn ms_text(ms: Option<f64>) -> String {
     ms.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
 
 /// The Calls as a table, one row per Call in the given order, numbered from 0: uuid, task,
-/// arguments (kwargs appended when not empty), outcome, error, `wait_ms`, `run_ms`. Long cells
-/// are cut; at most [`MAX_TABLE_ROWS`] rows are printed.
+/// arguments (kwargs appended when not empty), outcome, `wait_ms`, `run_ms`, error. Long uuids,
+/// tasks and arguments are cut; errors are shown whole up to [`MAX_ERROR_CHARS`] (in the last
+/// column, so that a long one does not widen the others). At most [`MAX_TABLE_ROWS`] rows are
+/// printed.
 pub fn history_table(calls: &[Call]) -> String {
     let indexed: Vec<(usize, &Call)> = calls.iter().enumerate().collect();
     table(&indexed)
@@ -308,7 +328,7 @@ fn table(rows: &[(usize, &Call)]) -> String {
         return "  (no Calls)\n".to_owned();
     }
     const HEAD: [&str; 8] = [
-        "#", "uuid", "task", "args", "outcome", "error", "wait_ms", "run_ms",
+        "#", "uuid", "task", "args", "outcome", "wait_ms", "run_ms", "error",
     ];
     let mut cells: Vec<[String; 8]> = Vec::with_capacity(rows.len().min(MAX_TABLE_ROWS));
     for (i, c) in rows.iter().take(MAX_TABLE_ROWS) {
@@ -323,9 +343,9 @@ fn table(rows: &[(usize, &Call)]) -> String {
             cell(&c.task, 32),
             cell(&args, 40),
             outcome_text(c),
-            cell(c.error.as_deref().unwrap_or("-"), 60),
             ms_text(c.wait_ms),
             ms_text(c.run_ms),
+            error_cell(c.error.as_deref().unwrap_or("-")),
         ]);
     }
     let mut widths = HEAD.map(|h| h.chars().count());
@@ -350,7 +370,13 @@ fn table(rows: &[(usize, &Call)]) -> String {
         out.push('\n');
     };
     line(&mut out, &HEAD.map(str::to_owned));
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    // The last column (errors) is not padded; its rule stays short however long an error is.
+    let last = widths.len() - 1;
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, w)| "-".repeat(if i == last { (*w).min(60) } else { *w }))
+        .collect();
     line(&mut out, &rule);
     for row in &cells {
         line(&mut out, row);

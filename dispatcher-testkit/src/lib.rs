@@ -9,8 +9,13 @@
 //! * [`expect`]: assertions on a Call history, expectation first:
 //!   `assert_history(&calls).has(call().task("t.x").outcome(Outcome::Ok))`.
 //! * [`hooks`]: [`RecordingHook`] and [`SkipAllHook`], publish hooks for tests.
-//! * [`conformance`]: a suite every [`dispatcher_core::Broker`] implementation should pass, as
-//!   one async function or one test per check ([`broker_conformance!`]).
+//! * [`conformance`]: suites every [`dispatcher_core::Broker`] and every
+//!   [`dispatcher_core::Pool`] implementation should pass, each as one async function or one test
+//!   per check: [`broker_conformance!`] ([`conformance::broker`]) and [`pool_conformance!`]
+//!   ([`conformance::pool`]: exactly one `Finished` per job with the right outcome, jobs given
+//!   back while every worker is busy, timeout, cancel, `workers()`, shutdown with a grace). The
+//!   pool suite runs tasks of its own; a test binary whose workers are processes registers them
+//!   ([`conformance::pool::registry`]) before it calls `dispatcher_pool::run_if_worker`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -111,6 +116,7 @@ pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
+pub use conformance::pool::run_pool_conformance;
 pub use conformance::run_broker_conformance;
 pub use error::TestkitError;
 pub use expect::{assert_history, CallExpectation, HistoryAssert};

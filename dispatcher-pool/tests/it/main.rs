@@ -1,12 +1,15 @@
 //! Integration tests with real worker processes. This binary is its own worker program: `main`
 //! calls `run_if_worker` first, as an application must. Each test runs a real service with a
 //! `ProcessPool` of this very binary; the modules are named for what their tests cover.
+//! `conformance` runs the testkit's pool conformance suite on `ProcessPool` directly (its tasks
+//! are in `tasks::registry`, so the workers find them).
 //!
 //! It uses its own `main` (libtest-mimic), so clippy does not see it as test code: unwrap and
 //! println are allowed here explicitly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod cancel;
+mod conformance;
 mod death;
 mod health;
 mod limits;
@@ -50,7 +53,7 @@ macro_rules! trials {
 }
 
 fn all() -> Vec<Trial> {
-    trials![
+    let mut all = trials![
         results::ok_error_and_panic_keep_the_worker,
         timeouts::timeout_kills_and_replaces_the_worker,
         cancel::cancel_kills_the_worker,
@@ -67,5 +70,7 @@ fn all() -> Vec<Trial> {
         limits::memory_limit_ends_a_greedy_worker,
         limits::process_limit_bounds_a_fork_happy_task,
         limits::processes_a_task_started_die_with_its_worker,
-    ]
+    ];
+    all.extend(conformance::trials());
+    all
 }

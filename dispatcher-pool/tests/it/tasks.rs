@@ -92,8 +92,9 @@ pub fn spawn_many(n: usize, path: String) -> Result<(), String> {
     Ok(())
 }
 
+/// These tasks and the pool conformance suite's (which the workers must find too).
 pub fn registry() -> TaskRegistry {
-    TaskRegistry::new()
+    dispatcher_testkit::conformance::pool::with_tasks(TaskRegistry::new())
         .register::<double>()
         .register::<noop>()
         .register::<pid>()

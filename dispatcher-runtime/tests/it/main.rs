@@ -7,6 +7,7 @@ mod hostile;
 mod memory;
 mod outcomes;
 mod policy;
+mod pool_conformance;
 mod publish;
 mod resilience;
 mod signing;

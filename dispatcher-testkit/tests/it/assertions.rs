@@ -260,7 +260,35 @@ fn table_of_an_empty_history_and_long_cells() {
         0.0,
         0.0,
     );
-    let table = history_table(&[long]);
-    assert!(table.lines().all(|l| l.chars().count() < 250), "{table}");
+    let short = finished("u-short", "t.y", json!([1]), Outcome::Ok, None, 0.0, 0.0);
+    let table = history_table(&[long, short]);
+    // Arguments are cut; an error of 500 characters is shown whole, in the last column, so it
+    // widens no other row.
     assert!(table.contains('…'), "{table}");
+    assert!(!table.contains(&"a".repeat(100)), "{table}");
+    assert!(table.contains(&"e".repeat(500)), "{table}");
+    for line in table.lines().filter(|l| !l.contains("u-long")) {
+        assert!(line.chars().count() < 250, "{line}");
+    }
+    let last_column = table.lines().next().unwrap().trim_end();
+    assert!(last_column.ends_with("error"), "{table}");
+}
+
+#[test]
+fn very_long_errors_are_cut_with_a_note_of_how_much() {
+    use dispatcher_testkit::expect::MAX_ERROR_CHARS;
+    let text = format!("{}{}", "x".repeat(MAX_ERROR_CHARS), "y".repeat(3000));
+    let c = finished(
+        "u-huge",
+        "t.x",
+        json!([]),
+        Outcome::Error,
+        Some(&text),
+        0.0,
+        0.0,
+    );
+    let table = history_table(&[c]);
+    assert!(table.contains(&"x".repeat(MAX_ERROR_CHARS)), "{table}");
+    assert!(!table.contains('y'), "{table}");
+    assert!(table.contains("… (3000 more characters)"), "{table}");
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dispatcher_core::{Broker, Incoming, Result, Subscription};
-use dispatcher_testkit::conformance::{run_broker_conformance, Check};
+use dispatcher_testkit::conformance::{run_broker_conformance, run_check_blocking, Check};
 use dispatcher_testkit::{broker_conformance, MemoryBroker, TestkitError};
 use futures_util::StreamExt;
 
 use crate::custom_broker::BroadcastBroker;
+use crate::panic_site::panic_site;
 
 broker_conformance!(memory_broker, {
     let bus = MemoryBroker::new();
@@ -269,6 +270,7 @@ async fn a_hanging_self_check_times_out_with_a_message() {
 #[tokio::test]
 async fn run_broker_conformance_panics_naming_the_failed_checks() {
     let make = Broken::bus(Fault::Truncating);
+    let line = line!() + 2;
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
         run_broker_conformance(make),
     ))
@@ -284,6 +286,25 @@ async fn run_broker_conformance_panics_naming_the_failed_checks() {
     assert!(
         !msg.contains("`ordering` failed"),
         "short payloads survive: {msg}"
+    );
+    assert!(
+        msg.contains(&format!("conformance suite called at {}:{line}:", file!())),
+        "the message names the caller: {msg}"
+    );
+}
+
+#[test]
+fn a_failing_check_is_reported_at_the_callers_line() {
+    let line = line!() + 2;
+    let site = panic_site(|| {
+        run_check_blocking(Check::RoundTrip, async { Broken::bus(Fault::Truncating) })
+    });
+    assert_eq!(site.file, file!(), "{site:?}");
+    assert_eq!(site.line, line, "{site:?}");
+    assert!(
+        site.message
+            .contains("broker conformance check `round_trip` failed"),
+        "{site:?}"
     );
 }
 
