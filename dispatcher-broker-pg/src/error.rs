@@ -7,7 +7,7 @@ pub enum Error {
     /// The connection URL or configuration could not be parsed.
     #[error("invalid PostgreSQL connection settings {url:?}: {source}")]
     Config {
-        /// The URL (password removed).
+        /// The connection string, passwords hidden ([`crate::redact_connection_string`]).
         url: String,
         /// The parser's error.
         #[source]
@@ -66,62 +66,33 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A connection URL or `key=value` string with any password replaced, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    if !url.contains("://") {
-        // key=value form: hide the value of `password`, quoted or not.
-        let mut out = String::new();
-        let mut rest = url;
-        while let Some(i) = rest.find("password") {
-            let (before, after) = rest.split_at(i);
-            out.push_str(before);
-            let after_key = &after["password".len()..];
-            let trimmed = after_key.trim_start();
-            if let Some(v) = trimmed.strip_prefix('=') {
-                out.push_str("password=***");
-                let v = v.trim_start();
-                let end = if let Some(q) = v.strip_prefix('\'') {
-                    q.find('\'').map(|e| e + 2).unwrap_or(v.len())
-                } else {
-                    v.find(char::is_whitespace).unwrap_or(v.len())
-                };
-                rest = &v[end.min(v.len())..];
-            } else {
-                out.push_str("password");
-                rest = after_key;
-            }
-        }
-        out.push_str(rest);
-        return out;
-    }
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use crate::PgBrokerConfig;
+
     #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
-        assert_eq!(
-            super::redact("host=h password=secret user=u"),
-            "host=h password=*** user=u"
-        );
-        assert_eq!(
-            super::redact("host=h password = 'se cret' user=u"),
-            "host=h password=*** user=u"
-        );
+    fn settings_that_do_not_parse_are_named_without_their_password() {
+        for (url, shown) in [
+            (
+                "postgres://u@127.0.0.1:notaport/db?password=TOPSECRET",
+                "postgres://u@127.0.0.1:notaport/db?password=***",
+            ),
+            (
+                "postgres://u:TOPSECRET@127.0.0.1:notaport/db",
+                "postgres://u:***@127.0.0.1:notaport/db",
+            ),
+            (
+                "host=h port=notaport password='TOP SECRET'",
+                "host=h port=notaport password=***",
+            ),
+        ] {
+            let message = match PgBrokerConfig::from_url(url) {
+                Ok(_) => panic!("{url:?} parsed"),
+                Err(e) => e.to_string(),
+            };
+            assert!(message.contains(shown), "{message}");
+            assert!(message.contains("port"), "{message}");
+            assert!(!message.contains("SECRET"), "{message}");
+        }
     }
 }

@@ -33,6 +33,7 @@
 
 mod error;
 mod listener;
+mod redact;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 pub use error::{Error, Result};
 use listener::Listener;
+pub use redact::redact_connection_string;
 
 /// PostgreSQL's limit on a NOTIFY payload: payloads must be shorter.
 pub const NOTIFY_LIMIT: usize = 8000;
@@ -151,7 +153,7 @@ impl PgBrokerConfig {
     /// them.
     pub fn from_url(url: &str) -> Result<Self> {
         let pg: tokio_postgres::Config = url.parse().map_err(|source| Error::Config {
-            url: error::redact(url),
+            url: redact_connection_string(url),
             source,
         })?;
         Ok(PgBrokerConfig::new(pg))

@@ -185,8 +185,8 @@ pub struct SecuritySection {
 /// Environment variable that holds the signing secret (it wins over the file).
 pub const SECRET_ENV: &str = "DISPATCHER_SIGNING_SECRET";
 
-/// `[broker]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[broker]`. Its `Debug` output hides the password of `url`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BrokerSection {
@@ -201,6 +201,23 @@ pub struct BrokerSection {
     /// Seconds a self-check may take. Default 3.
     #[serde(default = "three")]
     pub self_check_timeout: f64,
+}
+
+impl std::fmt::Debug for BrokerSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSection")
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_deref()
+                    .map(dispatcher_broker_pg::redact_connection_string),
+            )
+            .field("publish_connections", &self.publish_connections)
+            .field("self_check_interval", &self.self_check_interval)
+            .field("self_check_timeout", &self.self_check_timeout)
+            .finish()
+    }
 }
 
 impl Default for BrokerSection {
@@ -313,6 +330,42 @@ fn thirty() -> f64 {
     30.0
 }
 
+/// Text that may quote lines of the file, with the password of every connection string in it
+/// hidden ([`dispatcher_broker_pg::redact_connection_string`]): URLs (from their scheme to the
+/// next whitespace or quote) and `password=...` settings.
+fn redact_quoted_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let mut out = String::with_capacity(line.len());
+            let mut rest = line;
+            while let Some(i) = rest.find("://") {
+                let start = rest[..i]
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+                    .map_or(0, |j| j + 1);
+                let end = rest[i..]
+                    .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                    .map_or(rest.len(), |j| i + j);
+                out.push_str(&rest[..start]);
+                out.push_str(&dispatcher_broker_pg::redact_connection_string(
+                    &rest[start..end],
+                ));
+                rest = &rest[end..];
+            }
+            out.push_str(rest);
+            if !out.to_ascii_lowercase().contains("password") {
+                return out;
+            }
+            let body = out.trim_start();
+            let indent = &out[..out.len() - body.len()];
+            format!(
+                "{indent}{}",
+                dispatcher_broker_pg::redact_connection_string(body)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Seconds from the file as a duration; `key` names it in the error.
 pub(crate) fn seconds(key: &str, v: f64) -> Result<Duration> {
     if !v.is_finite() || v <= 0.0 || v > 1e9 {
@@ -345,7 +398,9 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Parses TOML text and checks every value.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let c: ServerConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        // toml's message quotes the offending line, which may hold the connection string.
+        let c: ServerConfig =
+            toml::from_str(text).map_err(|e| Error::Config(redact_quoted_lines(&e.to_string())))?;
         c.validate()?;
         Ok(c)
     }
@@ -545,6 +600,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `metric`"), "{e}");
+    }
+
+    #[test]
+    fn connection_strings_are_not_shown_by_debug_nor_by_errors() {
+        let c = ServerConfig::from_toml(
+            "[broker]\nurl = \"postgres://app:TOPSECRET@db/app?sslpassword=TOPSECRET\"",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("postgres://app:***@db/app?sslpassword=***"),
+            "{shown}"
+        );
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        for text in [
+            "[broker]\nurl = \"postgres://app:TOPSECRET@db/app\" junk",
+            "[broker]\nurll = \"postgres://app@db/app?password=TOPSECRET\"",
+            "[broker]\nurl = postgres://app:TOPSECRET@db/app",
+            "[broker]\nurll = \"host=db password='TOP SECRET' user=app\"",
+        ] {
+            let e = ServerConfig::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains("line 2"), "{text:?}: {e}");
+            assert!(!e.contains("SECRET"), "{text:?}: {e}");
+        }
+        let e = ServerConfig::from_toml("[broker]\nurll = \"postgres://app:TOPSECRET@db/app\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("postgres://app:***@db/app"), "{e}");
+        assert!(e.contains("unknown field `urll`"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,16 @@ pub enum Error {
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] dispatcher_broker_pg::Error),
+    /// The broker could not connect.
+    #[error("PostgreSQL at {target}: {source}")]
+    Connect {
+        /// The connection string, passwords hidden
+        /// ([`dispatcher_broker_pg::redact_connection_string`]).
+        target: String,
+        /// Why.
+        #[source]
+        source: dispatcher_broker_pg::Error,
+    },
     /// Signal handling could not be set up.
     #[error("signal handling: {0}")]
     Signals(#[source] std::io::Error),

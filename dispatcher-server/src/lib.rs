@@ -138,7 +138,13 @@ impl Server {
             config::seconds("broker.self_check_interval", c.broker.self_check_interval)?;
         bc.self_check_timeout =
             config::seconds("broker.self_check_timeout", c.broker.self_check_timeout)?;
-        let broker = Arc::new(PgBroker::with_config(bc).await?);
+        let broker = PgBroker::with_config(bc)
+            .await
+            .map_err(|source| Error::Connect {
+                target: dispatcher_broker_pg::redact_connection_string(&url),
+                source,
+            })?;
+        let broker = Arc::new(broker);
         let pool = match self.pool {
             Some(p) => p,
             None => Server::pool_settings(c)?,
@@ -259,4 +265,31 @@ fn start_metrics(address: &str) -> Result<SocketAddr> {
             reason: e.to_string(),
         })?;
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_failures_name_the_server_without_its_password() {
+        let mut config = ServerConfig::default();
+        config.broker.url = Some(
+            "postgres://app:TOPSECRET@127.0.0.1:1/app?connect_timeout=2&password=TOPSECRET".into(),
+        );
+        let e = Server::new(config, dispatcher_core::TaskRegistry::new())
+            .start()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(
+            message.starts_with(
+                "PostgreSQL at postgres://app:***@127.0.0.1:1/app?connect_timeout=2&password=***: "
+            ),
+            "{message}"
+        );
+        assert!(message.contains("could not connect"), "{message}");
+        assert!(!format!("{e:?}").contains("TOPSECRET"), "{e:?}");
+    }
 }

@@ -26,7 +26,7 @@ async fn wait_new_listener(
         assert!(
             start.elapsed() < limit,
             "listener not replaced within {limit:?}: {}",
-            status_json(&b)
+            status_json(b)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -46,10 +46,7 @@ async fn round_trip(
             return;
         }
     }
-    panic!(
-        "no message came through after recovery: {}",
-        status_json(&b)
-    );
+    panic!("no message came through after recovery: {}", status_json(b));
 }
 
 #[tokio::test]

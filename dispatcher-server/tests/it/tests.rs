@@ -68,7 +68,7 @@ async fn start(extra: &str) -> Svc {
     let dir = temp_dir();
     let channel = format!("srv_{}", &uuid_hex()[..12]);
     let config = format!(
-        "node_id = \"srv-test\"\nchannels = [\"{channel}\"]\nshutdown_grace = 10.0\nlog_level = \"info,dispatcher_core=debug\"\n{extra}\n[broker]\nurl = \"{}\"\n[pool]\nmin_workers = 1\nmax_workers = 1\n",
+        "node_id = \"srv-test\"\nchannels = [\"{channel}\"]\nshutdown_grace = 10.0\nlog_level = \"info,dispatcher_runtime=debug\"\n{extra}\n[broker]\nurl = \"{}\"\n[pool]\nmin_workers = 1\nmax_workers = 1\n",
         fx.url().replace('\\', "\\\\").replace('"', "\\\"")
     );
     let path = dir.join("dispatcher.toml");
@@ -307,7 +307,7 @@ async fn set_log_level_changes_the_filter() {
     assert_eq!(r[0]["level"], json!("debug"), "{r:?}");
     assert_eq!(
         r[0]["previous_level"],
-        json!("info,dispatcher_core=debug"),
+        json!("info,dispatcher_runtime=debug"),
         "{r:?}"
     );
     let r = svc

@@ -183,6 +183,12 @@ async fn alive_main_metrics_status() {
     let human = ctl(&fx, &["main"]).await.ok();
     assert!(human.stdout.starts_with("node node-a:\n{\n"), "{human:?}");
     assert!(human.stdout.contains("\"control_count\""), "{human:?}");
+    assert!(
+        human
+            .stdout
+            .contains("\npool: 2 workers, 0 running, 0 active\n"),
+        "{human:?}"
+    );
 
     svc.submit(add::call(1, 2)).await.unwrap();
     svc.wait_for_finished(1, Duration::from_secs(10))
@@ -195,7 +201,15 @@ async fn alive_main_metrics_status() {
     assert!(human.stdout.contains("\"finished\""), "{human:?}");
 
     let status = one(&fx, &["status"]).await;
-    for k in ["alive", "main", "workers", "running", "metrics"] {
+    for k in [
+        "main",
+        "workers",
+        "running",
+        "aio_tasks",
+        "producers",
+        "metrics",
+        "chunks",
+    ] {
         assert!(status.get(k).is_some(), "status lacks {k}: {status}");
     }
     assert_eq!(status["node_id"], "node-a");
@@ -242,6 +256,15 @@ async fn workers_table_and_json() {
         assert!(header.contains(col), "{col:?} missing in {header:?}");
     }
     assert!(out.contains("ctl.nap") && out.contains(&uuid), "{out}");
+    // The service says `ready` for both; people read `busy` and `idle`.
+    let status_of = |needle: &str| {
+        out.lines()
+            .find(|l| l.starts_with("worker-") && l.contains(needle))
+            .map(|l| l.split_whitespace().nth(2).unwrap_or_default().to_owned())
+    };
+    assert_eq!(status_of(&uuid).as_deref(), Some("busy"), "{out}");
+    assert_eq!(status_of(" - ").as_deref(), Some("idle"), "{out}");
+    assert!(!out.contains("ready"), "{out}");
 
     let canceled = one(
         &fx,
@@ -372,7 +395,7 @@ async fn run_and_history_with_filters() {
         ],
     )
     .await;
-    let uuid = ack["ack"]["uuid"].as_str().unwrap().to_owned();
+    let uuid = ack["uuid"].as_str().unwrap().to_owned();
     assert_eq!(ack["ack"]["task"], "ctl.add");
     let run = ctl(
         &fx,
@@ -490,7 +513,7 @@ async fn set_log_level_and_unknown_command() {
     let reply = one(&fx, &["set_log_level", "--data", r#"{"level": "debug"}"#]).await;
     assert_eq!(
         reply,
-        json!({"level": "debug", "previous_level": "info", "node_id": "node-b"})
+        json!({"logger": "dispatcher", "level": "debug", "previous_level": "info", "node_id": "node-b"})
     );
     let run = ctl(&fx, &["set_log_level", "--data", r#"{"level": "warn"}"#])
         .await
@@ -676,6 +699,67 @@ async fn unreachable_server_is_exit_3() {
         "{run:?}"
     );
     assert!(!run.stderr.contains("hunter2"), "{run:?}");
+}
+
+#[tokio::test]
+async fn passwords_never_show_whatever_the_connection_string() {
+    use dispatcherctl::exit::{CONNECT, USAGE};
+    // No server is needed: port 1 refuses connections, and `notaport` does not parse.
+    let cases = [
+        (
+            "postgres://postgres@127.0.0.1:notaport/db?password=TOPSECRET",
+            USAGE,
+            "postgres://postgres@127.0.0.1:notaport/db?password=***",
+        ),
+        (
+            "host=127.0.0.1 port=notaport user=postgres password=TOPSECRET",
+            USAGE,
+            "host=127.0.0.1 port=notaport user=postgres password=***",
+        ),
+        (
+            "postgres://postgres@127.0.0.1:1/db?password=TOPSECRET&connect_timeout=2",
+            CONNECT,
+            "cannot connect to postgres://postgres@127.0.0.1:1/db?password=***&connect_timeout=2",
+        ),
+        (
+            "postgresql://postgres:TOPSECRET@127.0.0.1:1/db?connect_timeout=2",
+            CONNECT,
+            "cannot connect to postgresql://postgres:***@127.0.0.1:1/db?connect_timeout=2",
+        ),
+        (
+            // tokio-postgres knows `password` in lower case only: an unknown option
+            "postgres://postgres:TOPSECRET@127.0.0.1:1/db?PassWord=TOPSECRET",
+            USAGE,
+            "postgres://postgres:***@127.0.0.1:1/db?PassWord=***",
+        ),
+        (
+            "host=127.0.0.1 port=1 user=postgres password=TOPSECRET connect_timeout=2",
+            CONNECT,
+            "cannot connect to host=127.0.0.1 port=1 user=postgres password=*** connect_timeout=2",
+        ),
+        (
+            "host=127.0.0.1 port=1 password = 'TOP SECRET' connect_timeout=2",
+            CONNECT,
+            "cannot connect to host=127.0.0.1 port=1 password=*** connect_timeout=2",
+        ),
+    ];
+    for (url, code, shown) in cases {
+        for json in [false, true] {
+            let mut args = vec!["--database-url", url, "--timeout", "1"];
+            if json {
+                args.push("--json");
+            }
+            args.push("alive");
+            let run = ctl_raw(&args).await;
+            assert_eq!(run.code, i32::from(code), "{url}: {run:?}");
+            assert_eq!(run.stdout, "", "{url}: {run:?}");
+            assert!(
+                !run.stderr.contains("TOPSECRET") && !run.stderr.contains("SECRET"),
+                "{url}: {run:?}"
+            );
+            assert!(run.stderr.contains(shown), "{url}: {run:?}");
+        }
+    }
 }
 
 #[tokio::test]

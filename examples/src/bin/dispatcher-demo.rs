@@ -218,7 +218,14 @@ async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
     let channel = "dispatcher_demo_quickstart";
     let (broker, where_): (Arc<dyn Broker>, String) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => (
-            Arc::new(dispatcher_broker_pg::PgBroker::connect(&url).await?),
+            Arc::new(
+                dispatcher_broker_pg::PgBroker::connect(&url)
+                    .await
+                    .map_err(|e| {
+                        let shown = dispatcher_broker_pg::redact_connection_string(&url);
+                        format!("PostgreSQL at {shown} (DATABASE_URL): {e}")
+                    })?,
+            ),
             "PostgreSQL (DATABASE_URL)".to_owned(),
         ),
         _ => (

@@ -1,0 +1,214 @@
+//! The exchange with the services: connect, send the command through
+//! [`dispatcher_core::control::request_signed`], collect the replies and decide the exit code.
+
+use std::time::Duration;
+
+use dispatcher_broker_pg::{redact_connection_string, PgBroker, PgBrokerConfig};
+use serde_json::Value;
+
+use crate::cli::{check, exit, signing_key, Cli};
+use crate::render::{format_human, format_json};
+
+/// How long connecting may take at most, whatever the connection string says.
+const CONNECT_GUARD: Duration = Duration::from_secs(30);
+
+/// What a run produced: text for stdout, lines for stderr and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Everything for stdout (empty when nothing is to be printed there).
+    pub stdout: String,
+    /// Diagnostics, one message per entry, for stderr.
+    pub stderr: Vec<String>,
+    /// The exit code (see [`exit`]).
+    pub code: u8,
+}
+
+impl Report {
+    fn failure(code: u8, message: String) -> Report {
+        Report {
+            stdout: String::new(),
+            stderr: vec![message],
+            code,
+        }
+    }
+}
+
+/// Connects, sends the command, collects the replies and renders them.
+pub async fn run(cli: &Cli) -> Report {
+    if let Err(e) = check(cli) {
+        return Report::failure(exit::USAGE, e);
+    }
+    let signing = match signing_key(cli) {
+        Ok(k) => k,
+        Err(e) => return Report::failure(exit::USAGE, e),
+    };
+    let shown = redact_connection_string(&cli.database_url);
+    let config = match PgBrokerConfig::from_url(&cli.database_url) {
+        Ok(c) => c,
+        Err(e) => {
+            // The broker's own message repeats the string: show the parser's reason alone.
+            let reason = match &e {
+                dispatcher_broker_pg::Error::Config { source, .. } => error_chain(source),
+                other => error_chain(other),
+            };
+            return Report::failure(
+                exit::USAGE,
+                format!(
+                    "invalid connection string (--database-url or DATABASE_URL) {shown}: {reason}"
+                ),
+            );
+        }
+    };
+    let broker = match tokio::time::timeout(CONNECT_GUARD, PgBroker::with_config(config)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return Report::failure(
+                exit::CONNECT,
+                format!("cannot connect to {shown}: {}", error_chain(&e)),
+            )
+        }
+        Err(_) => {
+            return Report::failure(
+                exit::CONNECT,
+                format!(
+                    "cannot connect to {shown}: no connection within {}",
+                    secs(CONNECT_GUARD)
+                ),
+            )
+        }
+    };
+    let data = cli.data.clone().unwrap_or_default();
+    let expected = cli.expected_replies.map(|n| n as usize);
+    let replies = match dispatcher_core::control::request_signed(
+        &broker,
+        &cli.channel,
+        &cli.command,
+        data,
+        expected,
+        cli.timeout,
+        signing.as_ref(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Report::failure(
+                exit::CONNECT,
+                format!(
+                    "could not send {:?} on channel {:?} via {shown}: {}",
+                    cli.command,
+                    cli.channel,
+                    error_chain(&e)
+                ),
+            )
+        }
+    };
+    drop(broker);
+    finish(cli, replies)
+}
+
+/// Renders the replies that arrived and decides the exit code (the part of [`run`] after the
+/// replies are in).
+pub fn finish(cli: &Cli, replies: Vec<Value>) -> Report {
+    let stdout = if cli.json {
+        format_json(&replies)
+    } else {
+        format_human(&cli.command, &replies)
+    };
+    let mut report = Report {
+        stdout,
+        stderr: Vec::new(),
+        code: exit::OK,
+    };
+    match cli.expected_replies {
+        Some(n) if replies.len() < n as usize => {
+            report.code = exit::MISSING_REPLIES;
+            report.stderr.push(format!(
+                "only {} of {} expected replies arrived on channel {:?} within {}",
+                replies.len(),
+                n,
+                cli.channel,
+                secs(cli.timeout)
+            ));
+        }
+        None if replies.is_empty() => {
+            report.code = exit::MISSING_REPLIES;
+            report.stderr.push(format!(
+                "no service replied on channel {:?} within {}",
+                cli.channel,
+                secs(cli.timeout)
+            ));
+        }
+        _ => {}
+    }
+    report
+}
+
+/// An error's message followed by those of its sources that it does not already include.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        next = s.source();
+    }
+    out
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::tests::cli;
+    use serde_json::json;
+
+    #[test]
+    fn exit_codes_for_missing_replies() {
+        let c = cli(&["alive", "--expected-replies", "3"]).unwrap();
+        let r = finish(&c, vec![json!({"node_id": "a"}), json!({"node_id": "b"})]);
+        assert_eq!(r.code, exit::MISSING_REPLIES);
+        assert!(r.stderr[0].contains("only 2 of 3"), "{:?}", r.stderr);
+        assert!(r.stdout.contains("node a: alive"));
+        let c = cli(&["alive", "--timeout", "1"]).unwrap();
+        let r = finish(&c, vec![]);
+        assert_eq!(r.code, exit::MISSING_REPLIES);
+        assert_eq!(
+            r.stderr,
+            vec!["no service replied on channel \"dispatcher\" within 1s"]
+        );
+        let r = finish(&c, vec![json!({"node_id": "a"})]);
+        assert_eq!(r.code, exit::OK);
+        assert!(r.stderr.is_empty());
+    }
+
+    #[test]
+    fn error_chains_skip_what_is_already_said() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "could not connect: refused",
+            Some(Box::new(E(
+                "refused",
+                Some(Box::new(E("os error 111", None))),
+            ))),
+        );
+        assert_eq!(error_chain(&e), "could not connect: refused: os error 111");
+    }
+}
