@@ -1,5 +1,5 @@
 //! Splitting payloads too large for one notification into chunk envelopes, and assembling them
-//! again (see `WIRE.md`, Chunks).
+//! again (`docs/WIRE.md`, Chunks).
 //!
 //! [`split`] cuts the JSON *text* of a payload into slices whose envelopes each stay under a byte
 //! limit. [`Assembler`] collects pieces, possibly interleaved with other messages, and returns the

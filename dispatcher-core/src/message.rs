@@ -1,4 +1,5 @@
-//! Messages of the wire format (see `WIRE.md`): task messages, control messages, chunk envelopes.
+//! Messages of the wire format (the repository's `docs/WIRE.md`): task messages, control messages,
+//! chunk envelopes.
 //!
 //! [`decode`] turns one payload into a [`Decoded`] value; it never panics, whatever the input,
 //! and every error names what was wrong.
@@ -73,7 +74,7 @@ pub struct ControlMessage {
     pub reply_to: Option<String>,
 }
 
-/// One piece of a payload too large for one notification (see `WIRE.md`, Chunks).
+/// One piece of a payload too large for one notification (`docs/WIRE.md`, Chunks).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkEnvelope {
     /// Always `"v1"`.

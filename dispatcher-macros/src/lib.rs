@@ -1,6 +1,6 @@
 //! The `#[task]` attribute. Use it as `dispatcher::task` or `dispatcher_core::task`; the
 //! generated code refers to the `__private` module of whichever of the two the using crate
-//! depends on (`dispatcher-core` when it names both), found in its `Cargo.toml`, also when the
+//! depends on (the facade when it names both), found in its `Cargo.toml`, also when the
 //! dependency is renamed. Override with `crate = "path"` when re-exporting from a crate of your
 //! own.
 //!
@@ -286,13 +286,15 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     })
 }
 
-/// The path generated code names: the contract crate when the using crate depends on it, else
-/// the facade, as either is named in the using crate's `Cargo.toml` (renames included).
+/// The path generated code names: the facade when the using crate depends on it, else the
+/// contract crate, as either is named in the using crate's `Cargo.toml` (renames included). A
+/// crate that names the facade and has the contract crate as a dev-dependency only must get the
+/// facade: its library could not see the other.
 fn default_crate_path() -> TokenStream2 {
     use proc_macro_crate::{crate_name, FoundCrate};
     for (package, fallback) in [
-        ("dispatcher-core", "dispatcher_core"),
         ("dispatcher", "dispatcher"),
+        ("dispatcher-core", "dispatcher_core"),
     ] {
         match crate_name(package) {
             Ok(FoundCrate::Name(name)) => {

@@ -108,7 +108,8 @@ pub use dispatcher_core::{
     TaskContext, TaskDescriptor, TaskMessage, TaskRegistry,
 };
 pub use dispatcher_runtime::{
-    InProcessPool, LogLevelControl, Service, ServiceBuilder, ServiceConfig, ServiceHandle,
+    InProcessPool, LogLevelControl, MemoryBroker, Service, ServiceBuilder, ServiceConfig,
+    ServiceHandle,
 };
 
 /// The PostgreSQL broker crate, whole.

@@ -4,7 +4,7 @@
 
 pub mod cookbook;
 
-use dispatcher_core::Call;
+use dispatcher::Call;
 
 /// Renders Calls as a plain-text table: uuid, task, outcome, wait, run, error or result.
 pub fn call_table(calls: &[Call]) -> String {

@@ -424,7 +424,7 @@ async fn malformed_payloads_are_rejected_with_a_reason() {
         ("{".into(), &["invalid JSON"]),
         ("}{".into(), &["not a bare task name"]),
         ("[1, 2]".into(), &["not a JSON object and not a bare task name"]),
-        // Bare words are task names (WIRE.md), so these are unknown tasks.
+        // Bare words are task names (docs/WIRE.md), so these are unknown tasks.
         ("null".into(), &["unknown task \"null\""]),
         ("42".into(), &["unknown task \"42\""]),
         ("\"\"".into(), &["not a bare task name"]),

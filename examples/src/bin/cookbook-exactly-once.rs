@@ -22,11 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{task, Broker, TaskRegistry};
+use dispatcher::{task, Broker, PgBroker, ProcessPool, Service, TaskRegistry};
 use dispatcher_examples::cookbook::{self, exactly_once};
-use dispatcher_pool::ProcessPool;
-use dispatcher_runtime::Service;
 
 /// The cookbook's job: sleeps `ms` milliseconds, prints, and returns `n`.
 #[task(name = "cookbook.work")]
@@ -71,7 +68,7 @@ fn registry() -> TaskRegistry {
 fn main() -> ExitCode {
     let registry = registry();
     // Worker processes are this executable started again: enter the worker loop first.
-    if let Some(code) = dispatcher_pool::run_if_worker(&registry) {
+    if let Some(code) = dispatcher::process_pool::run_if_worker(&registry) {
         return code;
     }
     let cli = Cli::parse();

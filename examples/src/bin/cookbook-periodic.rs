@@ -17,11 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{task, Broker, TaskRegistry};
+use dispatcher::{task, Broker, PgBroker, ProcessPool, Service, TaskRegistry};
 use dispatcher_examples::cookbook::{self, periodic::PeriodicScheduler};
-use dispatcher_pool::ProcessPool;
-use dispatcher_runtime::Service;
 
 /// The periodic body: prints which node runs it, and when.
 #[task(name = "cookbook.report")]
@@ -57,7 +54,7 @@ struct Cli {
 fn main() -> ExitCode {
     let registry = TaskRegistry::new().register::<report>();
     // Worker processes are this executable started again: enter the worker loop first.
-    if let Some(code) = dispatcher_pool::run_if_worker(&registry) {
+    if let Some(code) = dispatcher::process_pool::run_if_worker(&registry) {
         return code;
     }
     let cli = Cli::parse();

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use dispatcher_core::{task, Broker, Publisher, TaskContext, TaskRegistry};
-use dispatcher_pool::ProcessPool;
-use dispatcher_runtime::{MemoryBroker, Service};
-use dispatcher_server::{init_logging, Server, ServerConfig};
+use dispatcher::server::{init_logging, Server, ServerConfig};
+use dispatcher::{
+    task, Broker, MemoryBroker, ProcessPool, Publisher, Service, TaskContext, TaskRegistry,
+};
 
 /// Does nothing.
 #[task(name = "demo.noop")]
@@ -73,7 +73,7 @@ fn exclusive(seconds: f64) -> Result<(), String> {
 
 /// Submits `n` `demo.echo` children through its context.
 #[task(name = "demo.fanout", context)]
-fn fanout(ctx: &TaskContext, n: u32) -> Result<Vec<String>, dispatcher_core::Error> {
+fn fanout(ctx: &TaskContext, n: u32) -> Result<Vec<String>, dispatcher::core::Error> {
     (0..n)
         .map(|i| {
             ctx.submit(echo::call(
@@ -133,7 +133,7 @@ enum Command {
 fn main() -> ExitCode {
     let registry = registry();
     // Worker processes are this executable started again: enter the worker loop first.
-    if let Some(code) = dispatcher_pool::run_if_worker(&registry) {
+    if let Some(code) = dispatcher::process_pool::run_if_worker(&registry) {
         return code;
     }
     let cli = Cli::parse();
@@ -219,10 +219,10 @@ async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
     let (broker, where_): (Arc<dyn Broker>, String) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => (
             Arc::new(
-                dispatcher_broker_pg::PgBroker::connect(&url)
+                dispatcher::postgres::PgBroker::connect(&url)
                     .await
                     .map_err(|e| {
-                        let shown = dispatcher_broker_pg::redact_connection_string(&url);
+                        let shown = dispatcher::postgres::redact_connection_string(&url);
                         format!("PostgreSQL at {shown} (DATABASE_URL): {e}")
                     })?,
             ),
@@ -257,7 +257,7 @@ async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
     p.publish(noop::call().delay(Duration::from_millis(300)))
         .await?;
     p.publish(fanout::call(3)).await?;
-    p.publish_message(channel, dispatcher_core::TaskMessage::new("demo.unknown"))
+    p.publish_message(channel, dispatcher::core::TaskMessage::new("demo.unknown"))
         .await?;
     // 12 published + 3 children of demo.fanout
     service

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dispatcher_core::{Broker, CallFilter, Outcome, Submission, Subscription, Task, TaskMessage};
-use dispatcher_runtime::ServiceHandle;
+use dispatcher::core::Subscription;
+use dispatcher::{Broker, CallFilter, Outcome, ServiceHandle, Submission, Task, TaskMessage};
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -351,8 +351,8 @@ impl Counters {
 ///
 /// ```no_run
 /// # async fn demo(
-/// #     broker: std::sync::Arc<dyn dispatcher_core::Broker>,
-/// #     service: std::sync::Arc<dispatcher_runtime::ServiceHandle>,
+/// #     broker: std::sync::Arc<dyn dispatcher::core::Broker>,
+/// #     service: std::sync::Arc<dispatcher::runtime::ServiceHandle>,
 /// # ) -> dispatcher_examples::cookbook::Result<()> {
 /// use std::time::Duration;
 /// use dispatcher_examples::cookbook::exactly_once::{JobRunner, JobRunnerConfig};

@@ -59,7 +59,7 @@ pub enum Error {
     Db(#[from] tokio_postgres::Error),
     /// The dispatcher refused something (a stopped service, a bad submission).
     #[error(transparent)]
-    Dispatcher(#[from] dispatcher_core::Error),
+    Dispatcher(#[from] dispatcher::core::Error),
     /// A setting or an argument was not usable; the text says which and why.
     #[error("{0}")]
     Invalid(String),

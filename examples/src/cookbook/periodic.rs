@@ -26,13 +26,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dispatcher_core::{Submission, Task, TaskMessage};
-use dispatcher_runtime::ServiceHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::GenericClient;
 
 use super::{Error, Reconnecting, Result};
+use dispatcher::{ServiceHandle, Submission, Task, TaskMessage};
 
 /// Creates the row of a periodic task if missing; a new row is due at once (`-infinity`).
 pub const REGISTER_SQL: &str =
@@ -107,10 +106,10 @@ struct Periodic {
 /// Builds the periodic scheduler of one node; see the module docs.
 ///
 /// ```no_run
-/// # use dispatcher_core::task;
+/// # use dispatcher::core::task;
 /// # #[task(name = "app.report")]
 /// # fn report() {}
-/// # async fn demo(service: std::sync::Arc<dispatcher_runtime::ServiceHandle>)
+/// # async fn demo(service: std::sync::Arc<dispatcher::runtime::ServiceHandle>)
 /// #     -> dispatcher_examples::cookbook::Result<()> {
 /// use std::time::Duration;
 /// use dispatcher_examples::cookbook::periodic::PeriodicScheduler;

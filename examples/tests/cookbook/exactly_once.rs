@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use dispatcher_core::{CallFilter, Outcome, TaskMessage};
+use dispatcher::{CallFilter, Outcome, TaskMessage};
 use dispatcher_examples::cookbook::exactly_once::{self, JobRunner, JobRunnerConfig};
 use dispatcher_testkit::postgres::PgFixture;
 use serde_json::{json, Value};

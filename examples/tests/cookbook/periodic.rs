@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use dispatcher_core::{CallFilter, Outcome};
+use dispatcher::{CallFilter, Outcome};
 use dispatcher_examples::cookbook::periodic::{self, PeriodicHandle, PeriodicScheduler, Win};
 use dispatcher_testkit::postgres::PgFixture;
 

@@ -4,10 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{task, Broker, TaskRegistry};
+use dispatcher::{task, Broker, InProcessPool, PgBroker, Service, ServiceHandle, TaskRegistry};
 use dispatcher_examples::cookbook;
-use dispatcher_runtime::{InProcessPool, Service, ServiceHandle};
 use dispatcher_testkit::postgres::PgFixture;
 
 /// A job body: works `ms` milliseconds and returns `n * 10`.

@@ -8,8 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{Publisher, TaskMessage};
+use dispatcher::{PgBroker, Publisher, TaskMessage};
 use dispatcher_testkit::postgres::PgFixture;
 use serde_json::{json, Value};
 use tokio::process::Command;

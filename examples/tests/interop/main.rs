@@ -6,7 +6,7 @@
 //! - `python_control`: dispatcherd's control client (`Control.control_with_reply`, sync and
 //!   asyncio, and its `dispatcherctl` command) gets replies it reads from the Rust service;
 //! - `rust_to_python`: the Rust `Publisher` runs tasks of a real dispatcherd service, and
-//!   `dispatcherctl` and `dispatcher_core::control::request` read its replies;
+//!   `dispatcherctl` and `dispatcher::core::control::request` read its replies;
 //! - `shapes`: the replies of both services to the same commands, field by field, and both
 //!   services on one channel;
 //! - `semantics`: where the two once differed (log level names, the `metrics` reply), now alike.

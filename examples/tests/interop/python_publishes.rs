@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatcher_broker_pg::PgBroker;
+use dispatcher::PgBroker;
 use dispatcher_testkit::postgres::PgFixture;
 use serde_json::{json, Value};
 

@@ -1,12 +1,11 @@
 //! The Rust side → a real dispatcherd service: the Rust `Publisher` runs Python tasks (marker
-//! files prove it), and `dispatcherctl` and `dispatcher_core::control::request` get and read
+//! files prove it), and `dispatcherctl` and `dispatcher::core::control::request` get and read
 //! dispatcherd's replies, chunked ones included.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dispatcher_broker_pg::PgBroker;
-use dispatcher_core::{Broker, Publisher, TaskMessage};
+use dispatcher::{Broker, PgBroker, Publisher, TaskMessage};
 use dispatcher_testkit::postgres::PgFixture;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
@@ -15,7 +14,7 @@ use crate::support::*;
 
 /// The Python service's `interop_tasks.write_marker(path, content)`, declared in Rust only so that
 /// the typed API can publish it; it never runs on this side.
-#[dispatcher_core::task(name = "interop_tasks.write_marker")]
+#[dispatcher::core::task(name = "interop_tasks.write_marker")]
 fn write_marker(path: String, content: String) {
     let _ = (path, content);
 }

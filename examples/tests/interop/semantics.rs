@@ -94,7 +94,7 @@ async fn set_log_level_takes_python_level_names_and_numbers() {
 /// {...}}}`, also nested in its `status` reply. The Rust one (`Service::metrics` in
 /// `dispatcher-core/src/service.rs`) gives its counters (`received`, `control`, `dispatched`,
 /// `finished`, ...) and no `enabled`, so a dispatcherd client reading `reply["enabled"]` fails.
-/// WIRE.md lists `metrics` as "(ours)", but the name exists in dispatcherd.
+/// `metrics` exists on both sides with different counters (docs/WIRE.md).
 ///
 /// Expected: the Rust reply carries `enabled` (whether the Prometheus endpoint runs) and, when
 /// enabled, `status` with the endpoint's address, next to its counters (or the counters move to

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use dispatcher_broker_pg::PgBroker;
+use dispatcher::PgBroker;
 use dispatcher_testkit::postgres::PgFixture;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -299,7 +299,7 @@ fn report_log(what: &str, log: &Path) {
     }
 }
 
-/// A control request through the Rust client (`dispatcher_core::control::request`): the first
+/// A control request through the Rust client (`dispatcher::core::control::request`): the first
 /// reply, or none when none came within `timeout`.
 pub async fn rust_control(
     broker: &PgBroker,
@@ -313,7 +313,7 @@ pub async fn rust_control(
         Value::Null => Map::new(),
         other => panic!("control data must be an object, got {other}"),
     };
-    dispatcher_core::control::request(broker, channel, command, data, Some(1), timeout)
+    dispatcher::core::control::request(broker, channel, command, data, Some(1), timeout)
         .await
         .unwrap_or_else(|e| panic!("control request {command} on {channel}: {e}"))
 }
