@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use dispatcher_core::chunk::{split, Assembler, AssemblerLimits};
 use dispatcher_core::message::{decode, Decoded, MAX_ID_LEN, MAX_TASK_NAME};
 use dispatcher_core::{task, CallFilter, Outcome, Registry, TaskContext, TaskRegistry};
-use dispatcher_runtime::{ServiceConfig};
+use dispatcher_runtime::ServiceConfig;
 use dispatcher_testkit::{MemoryBroker, TestService};
 use serde_json::{json, Map, Value};
 
