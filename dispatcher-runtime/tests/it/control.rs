@@ -118,9 +118,24 @@ async fn main_workers_history_run_status() {
     assert!(bad["error"].as_str().unwrap().contains("limit"));
 
     let status = h.control("status", Default::default()).await.unwrap();
-    for k in ["alive", "main", "workers", "running", "metrics"] {
+    // dispatcherd's parts, and the newest Calls.
+    for k in [
+        "main",
+        "workers",
+        "running",
+        "aio_tasks",
+        "producers",
+        "metrics",
+        "chunks",
+        "history",
+    ] {
         assert!(status.get(k).is_some(), "status lacks {k}: {status}");
     }
+    assert!(status.get("alive").is_none(), "{status}");
+    let typed: dispatcher_core::control::StatusReply =
+        serde_json::from_value(status.clone()).unwrap();
+    assert_eq!(typed.main.pool.worker_ct, 2, "{status}");
+    assert_eq!(typed.history.map(|h| h.calls.len()), Some(2), "{status}");
     svc.shutdown().await;
 }
 

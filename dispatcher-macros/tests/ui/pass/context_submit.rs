@@ -24,7 +24,7 @@ async fn parent_async(ctx: &dispatcher_core::TaskContext) -> String {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> dispatcher_core::Result<()> {
+async fn main() -> dispatcher_runtime::Result<()> {
     assert!(parent::descriptor().config().context);
     assert_eq!(parent::descriptor().params(), ["times"]);
     assert_eq!(parent_async::descriptor().params().len(), 0);
