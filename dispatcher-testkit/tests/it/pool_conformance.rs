@@ -244,7 +244,7 @@ async fn a_job_given_back_without_its_arguments_fails() {
 async fn workers_that_never_show_their_job_fail_workers() {
     let e = failure(PoolCheck::Workers, Fault::StaleWorkers).await;
     assert!(
-        e.contains("`workers` failed") && e.contains("but reports status Idle, current_task None"),
+        e.contains("`workers` failed") && e.contains("but reports status Ready, current_task None"),
         "{e}"
     );
 }
