@@ -1,14 +1,25 @@
 //! The server as operators run it: a separate process started from a config file, stopped with
-//! SIGTERM, scraped for metrics. This binary is its own service and worker program.
+//! SIGTERM, scraped for metrics. This binary is its own service and worker program: with
+//! [`SERVICE_CONFIG_ENV`] set it serves that config file; otherwise it runs the tests, each of
+//! which starts it again as a service process. The modules are named for what their tests cover;
+//! `support` holds what they share.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod tests;
+mod config;
+mod log_level;
+mod metrics;
+mod shutdown;
+mod support;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use dispatcher_core::{task, TaskRegistry};
 use dispatcher_server::{init_logging, Server, ServerConfig};
+use libtest_mimic::Trial;
+
+/// The environment variable that turns this binary into a service process with that config file.
+pub const SERVICE_CONFIG_ENV: &str = "SERVER_TEST_CONFIG";
 
 #[task(name = "srv.add")]
 fn add(a: i64, b: i64) -> i64 {
@@ -33,11 +44,30 @@ fn main() -> ExitCode {
     if let Some(code) = dispatcher_pool::run_if_worker(&registry) {
         return code;
     }
-    if let Ok(path) = std::env::var("SERVER_TEST_CONFIG") {
+    if let Ok(path) = std::env::var(SERVICE_CONFIG_ENV) {
         return serve(&path, registry);
     }
     let args = libtest_mimic::Arguments::from_args();
-    libtest_mimic::run(&args, tests::all()).exit_code()
+    libtest_mimic::run(&args, all()).exit_code()
+}
+
+/// Each `module::test` becomes a trial of that name, run on its own runtime.
+macro_rules! trials {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$(Trial::test(
+            concat!(stringify!($module), "::", stringify!($name)),
+            || support::block_on($module::$name()),
+        )),*]
+    };
+}
+
+fn all() -> Vec<Trial> {
+    trials![
+        shutdown::sigterm_lets_the_running_call_finish_and_exits_0,
+        metrics::metrics_endpoint_counts_calls,
+        log_level::set_log_level_changes_the_filter,
+        config::bad_config_file_names_the_key,
+    ]
 }
 
 /// What an application's `main` does: config file, environment, logging, run until a signal.
