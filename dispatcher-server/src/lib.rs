@@ -185,7 +185,7 @@ impl Server {
         Ok(Running { handle, metrics })
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops gracefully (see [`Running::stop`]).
+    /// Runs until SIGTERM or SIGINT, then stops gracefully (see [`Running::until`]).
     pub async fn run(self) -> Result<()> {
         let running = self.start().await?;
         running.until(shutdown_signal()?).await

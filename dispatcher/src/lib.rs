@@ -14,9 +14,9 @@
 //! |---|---|---|
 //! | `dispatcher-core` | the contract: tasks, Calls, wire format, `Broker`/`Pool`/`Registry`/`PublishHook` traits, `Publisher`, typed control replies | always, and as [`core`] |
 //! | `dispatcher-runtime` | the service loop, the in-process pool, the in-memory broker | always, and as [`runtime`] |
-//! | `dispatcher-broker-pg` | the PostgreSQL LISTEN/NOTIFY broker | feature `postgres` (default), as [`postgres`] |
-//! | `dispatcher-pool` | worker processes | feature `process-pool` (default), as [`process_pool`] |
-//! | `dispatcher-server` | a service process from a TOML file, with metrics, logging and signals | feature `server`, as [`server`] |
+//! | `dispatcher-broker-pg` | the PostgreSQL LISTEN/NOTIFY broker | feature `postgres` (default), as `postgres` |
+//! | `dispatcher-pool` | worker processes | feature `process-pool` (default), as `process_pool` |
+//! | `dispatcher-server` | a service process from a TOML file, with metrics, logging and signals | feature `server`, as `server` |
 //!
 //! Feature `tls` adds TLS to the PostgreSQL connections.
 //!

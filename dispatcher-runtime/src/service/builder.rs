@@ -160,7 +160,7 @@ impl ServiceBuilder {
     }
 
     /// Requires every task and control message to be signed with `key` (see
-    /// [`crate::signing`]); unsigned, forged and stale ones are rejected and counted. Replies are
+    /// [`dispatcher_core::signing`]); unsigned, forged and stale ones are rejected and counted. Replies are
     /// signed too.
     pub fn require_signatures(mut self, key: SigningKey) -> Self {
         self.signing = Some(key);

@@ -1,12 +1,12 @@
 //! The service loop, one file per stage in the order a message travels:
 //!
-//! 1. [`intake`]: size → signature → chunk reassembly → decode → registry lookup → argument
-//!    binding; control messages branch off to [`control`];
-//! 2. [`admission`]: the delay heap and the duplicate table;
-//! 3. [`dispatch`]: the capacity queue → `Pool::try_dispatch` → pool events;
-//! 4. [`record`]: a finished Call → history, counters, metrics.
+//! 1. `intake`: size → signature → chunk reassembly → decode → registry lookup → argument
+//!    binding; control messages branch off to `control`;
+//! 2. `admission`: the delay heap and the duplicate table;
+//! 3. `dispatch`: the capacity queue → `Pool::try_dispatch` → pool events;
+//! 4. `record`: a finished Call → history, counters, metrics.
 //!
-//! [`builder`] starts a service, [`handle`] is what the application holds, [`shutdown`] stops it.
+//! `builder` starts a service, `handle` is what the application holds, `shutdown` stops it.
 //! All scheduling state is owned by one task (the loop in this file); nothing in it is shared but
 //! the history, which handles read under a mutex.
 
