@@ -79,6 +79,6 @@ async fn test_service_on_postgres() {
         .control("status", Default::default())
         .await
         .unwrap();
-    assert_eq!(status["main"]["brokers"][0]["broker"], json!("postgres"));
+    assert_eq!(status["main"]["brokers"][0]["broker"], json!("pg_notify"));
     svc.shutdown().await;
 }
