@@ -1,6 +1,22 @@
-//! The crate's one error type.
+//! The crate's one error type, and how it maps to the contract's [`BrokerError`].
+
+use std::time::Duration;
+
+use dispatcher_core::BrokerError;
 
 /// Everything that can go wrong in `dispatcher-broker-pg`.
+///
+/// The [`dispatcher_core::Broker`] methods return it as a [`BrokerError`] (see its `From`):
+///
+/// * a connection that could not be made, broke or closed under the call (I/O errors, the
+///   server shutting down, starting up or out of connection slots) →
+///   [`BrokerError::Unavailable`];
+/// * [`Error::ConnectTimeout`] → [`BrokerError::Timeout`] with the connect timeout;
+/// * [`Error::Closed`] → [`BrokerError::Closed`];
+/// * the rest (settings, authentication, an unknown database, a statement the server
+///   rejected) → [`BrokerError::Other`].
+///
+/// Either way the message is this error's, connection strings with their passwords hidden.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -21,6 +37,15 @@ pub enum Error {
         /// The driver's error.
         #[source]
         source: tokio_postgres::Error,
+    },
+    /// Connecting took longer than the connect timeout (`connect_timeout`, 5 s unless the
+    /// settings say otherwise).
+    #[error("could not connect to PostgreSQL ({what}) within {after:?} (connect_timeout)")]
+    ConnectTimeout {
+        /// Which connection.
+        what: &'static str,
+        /// The connect timeout.
+        after: Duration,
     },
     /// A statement failed.
     #[error("PostgreSQL {what} failed: {source}")]
@@ -44,10 +69,67 @@ pub enum Error {
     Closed,
 }
 
-impl From<Error> for dispatcher_core::Error {
+impl From<Error> for BrokerError {
+    /// Sorts the error by what a caller can do about it (see [`Error`]); the message is kept.
     fn from(e: Error) -> Self {
-        dispatcher_core::Error::broker(e)
+        match e {
+            Error::ConnectTimeout { what, after } => {
+                BrokerError::Timeout(after, format!("a connection to PostgreSQL ({what})"))
+            }
+            Error::Closed => BrokerError::Closed,
+            Error::Connect { ref source, .. } | Error::Query { ref source, .. }
+                if connection_trouble(source) =>
+            {
+                BrokerError::unavailable(e)
+            }
+            e => BrokerError::other(e),
+        }
     }
+}
+
+impl From<Error> for dispatcher_core::Error {
+    /// As the [`BrokerError`] it maps to, in [`dispatcher_core::Error::Broker`].
+    fn from(e: Error) -> Self {
+        dispatcher_core::Error::Broker(e.into())
+    }
+}
+
+/// Whether `e` means there is no working connection now, so that a retry on a new one may
+/// succeed: the connection is closed, an I/O error (refused, reset, a TCP timeout, TLS) is in
+/// its causes, or the server says it is shutting down, starting up or out of connection slots.
+/// A server that answers and refuses (authentication, an unknown database, a bad statement) is
+/// not such trouble.
+pub(crate) fn connection_trouble(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // Class 08: connection exception; 57P01/02/03/05: admin shutdown, crash shutdown,
+        // cannot connect now, idle session timeout; 53300: too many connections.
+        return code.starts_with("08")
+            || matches!(code, "57P01" | "57P02" | "57P03" | "57P05" | "53300");
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Whether a connect error is tokio-postgres's own connect timeout (not an error of the OS).
+pub(crate) fn is_connect_timeout(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut && io.raw_os_error().is_none();
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Shorthand for results of this crate.
@@ -68,7 +150,88 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::PgBrokerConfig;
+    use std::time::Duration;
+
+    use dispatcher_core::BrokerError;
+
+    use super::Error;
+    use crate::{PgBroker, PgBrokerConfig};
+
+    #[test]
+    fn a_connect_timeout_is_a_timeout_naming_its_bound() {
+        let e = BrokerError::from(Error::ConnectTimeout {
+            what: "publisher",
+            after: Duration::from_millis(1500),
+        });
+        assert!(
+            matches!(&e, BrokerError::Timeout(d, _) if *d == Duration::from_millis(1500)),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "broker timed out after 1.5s waiting for a connection to PostgreSQL (publisher)"
+        );
+    }
+
+    #[test]
+    fn a_closed_broker_is_closed() {
+        assert!(matches!(
+            BrokerError::from(Error::Closed),
+            BrokerError::Closed
+        ));
+        let e = dispatcher_core::Error::from(Error::Closed);
+        assert!(
+            matches!(e, dispatcher_core::Error::Broker(BrokerError::Closed)),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_rejected_listen_is_other_and_keeps_its_message() {
+        let e = BrokerError::from(Error::Listen {
+            sql: "LISTEN \"x\";".into(),
+            reason: "no".into(),
+        });
+        assert!(matches!(e, BrokerError::Other(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "broker error: PostgreSQL rejected \"LISTEN \\\"x\\\";\": no"
+        );
+    }
+
+    #[test]
+    fn settings_that_do_not_parse_are_other_without_their_password() {
+        let url = "postgres://u:TOPSECRET@127.0.0.1:notaport/db";
+        let e = match PgBrokerConfig::from_url(url) {
+            Ok(_) => panic!("{url:?} parsed"),
+            Err(e) => BrokerError::from(e),
+        };
+        assert!(matches!(e, BrokerError::Other(_)), "{e:?}");
+        let message = e.to_string();
+        assert!(
+            message.contains("postgres://u:***@127.0.0.1:notaport/db"),
+            "{message}"
+        );
+        assert!(!message.contains("SECRET"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unavailable() {
+        // Nothing listens on port 1 of the loopback: the connect is refused at once.
+        let e = match PgBroker::connect("postgres://u:TOPSECRET@127.0.0.1:1/db").await {
+            Ok(_) => panic!("connected to port 1"),
+            Err(e) => e,
+        };
+        assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+        let e = BrokerError::from(e);
+        assert!(matches!(e, BrokerError::Unavailable(_)), "{e:?}");
+        let message = e.to_string();
+        assert!(
+            message.starts_with("broker unavailable: could not connect to PostgreSQL (listener)"),
+            "{message}"
+        );
+        assert!(!message.contains("SECRET"), "{message}");
+    }
 
     #[test]
     fn settings_that_do_not_parse_are_named_without_their_password() {

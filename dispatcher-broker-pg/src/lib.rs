@@ -13,6 +13,11 @@
 //!   connection exists are lost: that is LISTEN/NOTIFY's nature (see the cookbook for durable
 //!   delivery).
 //! * TCP keepalives and a TCP user timeout are set on every connection.
+//! * The [`Broker`] methods fail with a [`dispatcher_core::BrokerError`]: `InvalidChannel` and
+//!   `TooLarge` (payloads of [`NOTIFY_LIMIT`] bytes or more) before anything is sent,
+//!   `Unavailable` when no connection works (refused, reset, closed, the server shutting down),
+//!   `Timeout` when connecting takes longer than the connect timeout, `Closed` once the
+//!   listener is gone, `Other` for the rest (see [`Error`] for the mapping).
 //! * Metrics (through the `metrics` facade): `dispatcher_broker_recycles_total`,
 //!   `dispatcher_broker_self_checks_total`, `dispatcher_broker_self_check_failures_total`,
 //!   `dispatcher_broker_self_check_rtt_seconds` (gauge, last round trip).
@@ -42,7 +47,7 @@ use std::time::Duration;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use dispatcher_core::broker::{validate_channel, Broker, Subscription};
+use dispatcher_core::broker::{validate_channel, Broker, BrokerError, Subscription};
 use futures_util::stream::{poll_fn, Stream, StreamExt};
 use tokio::sync::Mutex;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
@@ -132,7 +137,10 @@ pub(crate) async fn open(
     config: &PgBrokerConfig,
     what: &'static str,
 ) -> Result<(Client, Messages)> {
-    let err = |source| Error::Connect { what, source };
+    let err = |source: tokio_postgres::Error| match config.pg.get_connect_timeout() {
+        Some(&after) if error::is_connect_timeout(&source) => Error::ConnectTimeout { what, after },
+        _ => Error::Connect { what, source },
+    };
     match &config.tls {
         Tls::Disabled => {
             let (client, mut conn) = config.pg.connect(NoTls).await.map_err(err)?;
@@ -345,10 +353,22 @@ impl PublishPath {
     }
 }
 
+/// Refuses a payload NOTIFY would refuse: [`NOTIFY_LIMIT`] bytes or more.
+fn check_size(payload: &str) -> std::result::Result<(), BrokerError> {
+    if payload.len() >= NOTIFY_LIMIT {
+        return Err(BrokerError::TooLarge {
+            size: payload.len(),
+            limit: NOTIFY_LIMIT - 1,
+        });
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Broker for PgBroker {
-    async fn publish(&self, channel: &str, payload: &str) -> dispatcher_core::Result<()> {
+    async fn publish(&self, channel: &str, payload: &str) -> std::result::Result<(), BrokerError> {
         validate_channel(channel)?;
+        check_size(payload)?;
         self.with_publisher("pg_notify", |c| async move {
             c.client.execute(&c.notify, &[&channel, &payload]).await
         })
@@ -356,7 +376,12 @@ impl Broker for PgBroker {
         Ok(())
     }
 
-    async fn publish_batch(&self, messages: &[(String, String)]) -> dispatcher_core::Result<()> {
+    /// Checks every message first (nothing is sent when one is invalid), then sends them all in
+    /// one statement.
+    async fn publish_batch(
+        &self,
+        messages: &[(String, String)],
+    ) -> std::result::Result<(), BrokerError> {
         if messages.is_empty() {
             return Ok(());
         }
@@ -364,6 +389,7 @@ impl Broker for PgBroker {
         let mut payloads = Vec::with_capacity(messages.len());
         for (c, p) in messages {
             validate_channel(c)?;
+            check_size(p)?;
             channels.push(c.as_str());
             payloads.push(p.as_str());
         }
@@ -377,7 +403,10 @@ impl Broker for PgBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, channels: &[String]) -> dispatcher_core::Result<Subscription> {
+    async fn subscribe(
+        &self,
+        channels: &[String],
+    ) -> std::result::Result<Subscription, BrokerError> {
         for c in channels {
             validate_channel(c)?;
         }

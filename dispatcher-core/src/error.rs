@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::broker::BrokerError;
+
 /// Everything that can go wrong in the contract: decoding, binding, publishing, brokers, pools.
 ///
 /// Every message names the offending value and, where there is one, the way to fix it.
@@ -49,17 +51,10 @@ pub enum Error {
         /// What is wrong, naming the argument.
         problem: String,
     },
-    /// A channel name is not usable.
-    #[error("invalid channel name {name:?}: {reason}")]
-    InvalidChannel {
-        /// The channel name given.
-        name: String,
-        /// Why it is rejected.
-        reason: &'static str,
-    },
-    /// A broker failed.
-    #[error("broker error: {0}")]
-    Broker(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A broker failed, or a channel name is not usable
+    /// ([`BrokerError::InvalidChannel`]); it displays as the [`BrokerError`] it wraps.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     /// The pool failed.
     #[error("pool error: {0}")]
     Pool(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -92,9 +87,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps any error as a broker error.
+    /// Wraps any error (or a message) as a broker error: [`BrokerError::Other`] in
+    /// [`Error::Broker`]. Build the [`BrokerError`] itself to say more (it converts with `?` or
+    /// `From`).
     pub fn broker(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Error::Broker(e.into())
+        Error::Broker(BrokerError::other(e))
     }
 
     /// Wraps any error as a pool error.

@@ -61,7 +61,7 @@ pub mod task;
 pub mod time;
 pub mod worker;
 
-pub use broker::{Broker, BrokerStatus, Incoming, Subscription};
+pub use broker::{Broker, BrokerError, BrokerStatus, Incoming, Subscription};
 pub use call::{Call, CallFilter, Outcome, RejectReason, Rejection};
 pub use context::{ChildSink, TaskContext};
 pub use error::{Error, Result};

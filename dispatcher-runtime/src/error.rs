@@ -26,5 +26,12 @@ pub enum Error {
     Timeout(Duration, String),
 }
 
+impl From<dispatcher_core::BrokerError> for Error {
+    /// A broker's error, as the contract wraps it ([`dispatcher_core::Error::Broker`]).
+    fn from(e: dispatcher_core::BrokerError) -> Self {
+        Error::Core(e.into())
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

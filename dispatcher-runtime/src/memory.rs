@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use dispatcher_core::broker::validate_channel;
-use dispatcher_core::{Broker, Error, Incoming, Result, Subscription};
+use dispatcher_core::{Broker, BrokerError, Incoming, Subscription};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -77,7 +77,7 @@ pub const DEFAULT_MAX_PAYLOAD: usize = dispatcher_core::chunk::DEFAULT_MAX_PAYLO
 ///   has room: nothing is ever dropped. A subscription that is never read therefore stalls
 ///   publishers of its channels once its queue is full; drop it to unsubscribe.
 /// * **Size limit.** Payloads of [`Broker::max_payload`] bytes or more are refused with
-///   [`Error::TooLarge`] (default [`DEFAULT_MAX_PAYLOAD`], like PostgreSQL), and the core splits
+///   [`BrokerError::TooLarge`] (default [`DEFAULT_MAX_PAYLOAD`], like PostgreSQL), and the core splits
 ///   larger messages into chunks; `with_max_payload(None)` lifts the limit.
 #[derive(Clone)]
 pub struct MemoryBroker {
@@ -159,11 +159,12 @@ impl MemoryBroker {
 
     /// What `publish` checks before sending through this handle: a valid channel name and a
     /// payload under the limit. Lets a caller refuse a whole batch before sending any of it.
-    pub fn check(&self, channel: &str, payload: &str) -> Result<()> {
+    ///
+    /// Fails with [`BrokerError::InvalidChannel`] or [`BrokerError::TooLarge`].
+    pub fn check(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         validate_channel(channel)?;
         match self.max_payload {
-            Some(max) if payload.len() >= max => Err(Error::TooLarge {
-                what: "notification payload",
+            Some(max) if payload.len() >= max => Err(BrokerError::TooLarge {
                 size: payload.len(),
                 limit: max.saturating_sub(1),
             }),
@@ -202,7 +203,7 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         self.check(channel, payload)?;
         self.deliver(channel, payload).await;
         Ok(())
@@ -210,7 +211,7 @@ impl Broker for MemoryBroker {
 
     /// Checks every message first (nothing is sent when one is invalid), then sends them in
     /// order.
-    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<()> {
+    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<(), BrokerError> {
         for (channel, payload) in messages {
             self.check(channel, payload)?;
         }
@@ -220,7 +221,7 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, channels: &[String]) -> Result<Subscription> {
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BrokerError> {
         for c in channels {
             validate_channel(c)?;
         }

@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dispatcher_core::{Broker, Error, Result, Subscription};
+use dispatcher_core::{Broker, BrokerError, Subscription};
 use dispatcher_runtime::MemoryBroker as Bus;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -70,7 +70,7 @@ pub const DELAY_QUEUE_CAPACITY: usize = 10_000;
 ///   it counts them). A subscription that is never read therefore stalls publishers once its
 ///   queue is full; drop it to unsubscribe.
 /// * **Size limit.** Payloads of [`Broker::max_payload`] bytes or more are refused with
-///   [`Error::TooLarge`] (default [`DEFAULT_MAX_PAYLOAD`], like PostgreSQL), so the core's
+///   [`BrokerError::TooLarge`] (default [`DEFAULT_MAX_PAYLOAD`], like PostgreSQL), so the core's
 ///   chunking is exercised; `with_max_payload(None)` lifts the limit.
 /// * **Faults.** [`MemoryBroker::faults`] drops, delays and duplicates messages and simulates a
 ///   lost connection; [`MemoryBroker::published_count`] and its siblings count what happened.
@@ -143,8 +143,10 @@ impl Shared {
     }
 }
 
-fn disconnected() -> Error {
-    Error::broker(
+/// The error of a call while disconnected: [`BrokerError::Unavailable`], since
+/// [`Faults::reconnect`] makes a retry succeed.
+fn disconnected() -> BrokerError {
+    BrokerError::unavailable(
         "memory broker is disconnected (fault injected with Faults::disconnect); \
          it accepts messages again after Faults::reconnect",
     )
@@ -160,7 +162,7 @@ async fn disconnect_after(mut rx: watch::Receiver<u64>, epoch: u64) {
 
 /// Hands `delivery` to its bus (`copies` times), waiting for room in full queues; stops with an
 /// error when a disconnect happens meanwhile.
-async fn deliver(delivery: Delivery, epoch_rx: &watch::Receiver<u64>) -> Result<()> {
+async fn deliver(delivery: Delivery, epoch_rx: &watch::Receiver<u64>) -> Result<(), BrokerError> {
     let Delivery {
         bus,
         channel,
@@ -281,14 +283,18 @@ impl MemoryBroker {
             .with_max_payload(self.max_payload)
     }
 
-    fn check(&self, channel: &str, payload: &str) -> Result<()> {
+    fn check(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         let bus = self.bus(&self.shared.lock());
         bus.check(channel, payload)
     }
 
     /// Applies the faults to one checked payload; `None` when a fault dropped it. Returns the
     /// delay to apply too.
-    fn route(&self, channel: &str, payload: &str) -> Result<Option<(Delivery, Duration)>> {
+    fn route(
+        &self,
+        channel: &str,
+        payload: &str,
+    ) -> Result<Option<(Delivery, Duration)>, BrokerError> {
         let mut state = self.shared.lock();
         if !state.connected {
             return Err(disconnected());
@@ -320,13 +326,13 @@ impl MemoryBroker {
 
     /// The sender of the delay queue, starting its task when there is none (or its runtime is
     /// gone).
-    fn delay_queue(&self) -> Result<mpsc::Sender<Delayed>> {
+    fn delay_queue(&self) -> Result<mpsc::Sender<Delayed>, BrokerError> {
         let mut state = self.shared.lock();
         if let Some(tx) = state.delay_tx.as_ref().filter(|tx| !tx.is_closed()) {
             return Ok(tx.clone());
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-            Error::broker(format!(
+            BrokerError::other(format!(
                 "memory broker: Faults::delay needs a tokio runtime to deliver later: {e}"
             ))
         })?;
@@ -340,7 +346,7 @@ impl MemoryBroker {
         Ok(tx)
     }
 
-    async fn send_one(&self, channel: &str, payload: &str) -> Result<()> {
+    async fn send_one(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         let Some((delivery, delay)) = self.route(channel, payload)? else {
             return Ok(());
         };
@@ -368,7 +374,7 @@ impl MemoryBroker {
             }
         }
         self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-        Err(Error::broker(
+        Err(BrokerError::other(
             "memory broker: the delay queue's task is not running",
         ))
     }
@@ -376,14 +382,14 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         self.check(channel, payload)?;
         self.send_one(channel, payload).await
     }
 
     /// Checks every message first (nothing is sent when one is invalid), then sends them in
     /// order.
-    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<()> {
+    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<(), BrokerError> {
         for (channel, payload) in messages {
             self.check(channel, payload)?;
         }
@@ -396,7 +402,7 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, channels: &[String]) -> Result<Subscription> {
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BrokerError> {
         let (bus, epoch, epoch_rx) = {
             let state = self.shared.lock();
             if !state.connected {
@@ -486,8 +492,8 @@ impl Faults {
 
     /// Simulates a lost connection: every current subscription stream ends (messages still
     /// queued or delayed for it are lost), a publisher waiting on a full queue gets an error,
-    /// and `publish` and `subscribe` fail with an error saying the memory broker is
-    /// disconnected until [`Faults::reconnect`].
+    /// and `publish` and `subscribe` fail with [`BrokerError::Unavailable`], saying the memory
+    /// broker is disconnected, until [`Faults::reconnect`].
     pub fn disconnect(&self) {
         let mut state = self.shared.lock();
         state.connected = false;

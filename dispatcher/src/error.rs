@@ -25,5 +25,12 @@ pub enum Error {
     Server(#[from] dispatcher_server::Error),
 }
 
+impl From<dispatcher_core::BrokerError> for Error {
+    /// A broker's error, as the contract wraps it ([`dispatcher_core::Error::Broker`]).
+    fn from(e: dispatcher_core::BrokerError) -> Self {
+        Error::Core(e.into())
+    }
+}
+
 /// Shorthand for results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatcher_core::{task, Broker, Outcome, Publisher, TaskRegistry};
+use dispatcher_core::{task, Broker, BrokerError, Outcome, Publisher, TaskRegistry};
 use dispatcher_runtime::{InProcessPool, Service};
 use dispatcher_testkit::expect::{assert_history, call};
 use serde_json::json;
@@ -161,12 +161,15 @@ async fn second_publisher_process_and_batches() {
 #[tokio::test]
 async fn bad_channel_names_are_errors_that_name_them() {
     let (_fx, b) = broker().await;
-    let e = b
-        .publish(&"x".repeat(64), "{}")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("longer than 63 bytes"), "{e}");
+    let long = "x".repeat(64);
+    let e = b.publish(&long, "{}").await.unwrap_err();
+    assert!(
+        matches!(&e, BrokerError::InvalidChannel { name, .. } if *name == long),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("longer than 63 bytes"), "{e}");
+    let e = b.subscribe(&[String::new()]).await.err().unwrap();
+    assert!(matches!(e, BrokerError::InvalidChannel { .. }), "{e:?}");
     // quotes are fine: they are quoted as an identifier
     let name = "we\"ird chan".to_string();
     let mut sub = b.subscribe(std::slice::from_ref(&name)).await.unwrap();
@@ -178,6 +181,40 @@ async fn bad_channel_names_are_errors_that_name_them() {
         .unwrap();
     assert_eq!(got.payload, "hello");
     assert_eq!(got.channel, name);
+}
+
+#[tokio::test]
+async fn payloads_notify_cannot_carry_are_errors_of_their_kind() {
+    let (_fx, b) = broker().await;
+    // Over NOTIFY's limit: refused before anything is sent, in a batch too.
+    let e = b.publish("pg_errors", &"x".repeat(8000)).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BrokerError::TooLarge {
+                size: 8000,
+                limit: 7999
+            }
+        ),
+        "{e:?}"
+    );
+    let batch = [
+        ("pg_errors".to_owned(), "fine".to_owned()),
+        ("pg_errors".to_owned(), "y".repeat(9000)),
+    ];
+    let e = b.publish_batch(&batch).await.unwrap_err();
+    assert!(
+        matches!(e, BrokerError::TooLarge { size: 9000, .. }),
+        "{e:?}"
+    );
+    b.publish("pg_errors", &"x".repeat(7999)).await.unwrap();
+    // A payload the server refuses (text cannot hold NUL): `Other`, with the server's reason.
+    let e = b.publish("pg_errors", "a\0b").await.unwrap_err();
+    assert!(matches!(e, BrokerError::Other(_)), "{e:?}");
+    let message = e.to_string();
+    assert!(message.contains("PostgreSQL pg_notify failed"), "{message}");
+    // The connection survives a refused statement.
+    b.publish("pg_errors", "after").await.unwrap();
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dispatcher_core::broker::{Broker, Incoming, Subscription};
+use dispatcher_core::broker::{Broker, BrokerError, Incoming, Subscription};
 use dispatcher_core::call::SharedStr;
 use dispatcher_core::chunk::Assembler;
 use dispatcher_core::pool::{CallKey, Pool, PoolEvent};
@@ -201,8 +201,9 @@ fn next_incoming<'a>(
     })
 }
 
-/// Subscribes again after a broker's subscription ended, with backoff, until it works or the
-/// service stops (the receiver is gone).
+/// Subscribes again after a broker's subscription ended, with backoff, until it works, the
+/// broker says it is closed for good ([`BrokerError::Closed`]) or the service stops (the
+/// receiver is gone).
 fn resubscribe(
     broker: usize,
     b: Arc<dyn Broker>,
@@ -220,6 +221,13 @@ fn resubscribe(
                 Ok(sub) => {
                     tracing::info!(broker, "subscribed again after the subscription ended");
                     let _ = tx.send((broker, sub)).await;
+                    return;
+                }
+                Err(BrokerError::Closed) => {
+                    tracing::error!(
+                        broker,
+                        "resubscribe failed: the broker is closed; nothing arrives from it any more"
+                    );
                     return;
                 }
                 Err(e) => {
@@ -381,10 +389,11 @@ fn to_value<T: serde::Serialize>(reply: &T) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
 
     use dispatcher_core::task::{Invocation, TaskConfig, TaskFuture};
-    use dispatcher_core::{CallFilter, Error, Outcome, Result, Task, TaskRegistry};
+    use dispatcher_core::{CallFilter, Outcome, Task, TaskRegistry};
 
     use crate::InProcessPool;
 
@@ -413,22 +422,63 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Broker for Feed {
-        async fn publish(&self, _channel: &str, _payload: &str) -> Result<()> {
+        async fn publish(&self, _channel: &str, _payload: &str) -> Result<(), BrokerError> {
             Ok(())
         }
 
-        async fn subscribe(&self, _channels: &[String]) -> Result<Subscription> {
+        async fn subscribe(&self, _channels: &[String]) -> Result<Subscription, BrokerError> {
             let rx = self
                 .0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
-                .ok_or_else(|| Error::broker("one subscription only"))?;
+                .ok_or_else(|| BrokerError::other("one subscription only"))?;
             Ok(futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|m| (m, rx))
             })
             .boxed())
         }
+    }
+
+    /// A broker whose `subscribe` always fails with the error `make` builds, counting the tries.
+    struct Refusing {
+        make: fn() -> BrokerError,
+        tries: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Broker for Refusing {
+        async fn publish(&self, _channel: &str, _payload: &str) -> Result<(), BrokerError> {
+            Ok(())
+        }
+
+        async fn subscribe(&self, _channels: &[String]) -> Result<Subscription, BrokerError> {
+            self.tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err((self.make)())
+        }
+    }
+
+    /// How many times `resubscribe` tries a broker failing with `make` within 30 s.
+    async fn resubscribe_tries(make: fn() -> BrokerError) -> usize {
+        let tries = Arc::new(AtomicUsize::new(0));
+        let broker = Arc::new(Refusing {
+            make,
+            tries: tries.clone(),
+        });
+        let (tx, mut rx) = mpsc::channel(1);
+        resubscribe(0, broker, vec!["c".into()], tx);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(rx.try_recv().is_err(), "no subscription was handed over");
+        tries.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broker_closed_for_good_is_not_subscribed_again() {
+        assert_eq!(resubscribe_tries(|| BrokerError::Closed).await, 1);
+        let unavailable = resubscribe_tries(|| BrokerError::unavailable("refused")).await;
+        assert!(unavailable > 5, "retried with backoff: {unavailable} tries");
+        let other = resubscribe_tries(|| BrokerError::other("no idea")).await;
+        assert!(other > 5, "retried with backoff: {other} tries");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

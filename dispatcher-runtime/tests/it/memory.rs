@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatcher_core::{Broker, CallFilter, Outcome, Publisher, Subscription};
+use dispatcher_core::{Broker, BrokerError, CallFilter, Outcome, Publisher, Subscription};
 use dispatcher_runtime::{InProcessPool, MemoryBroker, Service};
 use dispatcher_testkit::run_broker_conformance;
 use futures_util::StreamExt;
@@ -143,12 +143,22 @@ async fn streams_end_when_the_last_handle_is_dropped() {
 async fn payload_limit_like_postgres_and_chunking_through_send() {
     let bus = MemoryBroker::new();
     assert_eq!(bus.max_payload(), Some(8000));
-    let e = bus
-        .publish("c", &"x".repeat(8000))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("8000 bytes exceeds the limit of 7999"), "{e}");
+    let e = bus.publish("c", &"x".repeat(8000)).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BrokerError::TooLarge {
+                size: 8000,
+                limit: 7999
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .contains("8000 bytes exceeds the broker's limit of 7999"),
+        "{e}"
+    );
     let mut s = sub(&bus, &["c"]).await;
     bus.publish("c", &"x".repeat(7999)).await.unwrap();
     assert_eq!(recv(&mut s).await.len(), 7999);

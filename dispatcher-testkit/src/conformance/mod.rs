@@ -43,10 +43,10 @@ pub(crate) fn preview(s: &str) -> String {
 }
 
 /// Awaits a call of the implementation under test, within `wait`; `what` names it for the error.
-pub(crate) async fn bounded<T>(
+pub(crate) async fn bounded<T, E: std::fmt::Display>(
     wait: Duration,
     what: impl FnOnce() -> String,
-    call: impl Future<Output = dispatcher_core::Result<T>>,
+    call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(wait, call).await {
         Ok(Ok(v)) => Ok(v),

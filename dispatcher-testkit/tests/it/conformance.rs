@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dispatcher_core::{Broker, Incoming, Result, Subscription};
+use dispatcher_core::{Broker, BrokerError, Incoming, Subscription};
 use dispatcher_testkit::conformance::{run_broker_conformance, run_check_blocking, Check};
 use dispatcher_testkit::{broker_conformance, MemoryBroker, TestkitError};
 use futures_util::StreamExt;
@@ -120,7 +120,7 @@ impl Broken {
 
 #[async_trait]
 impl Broker for Broken {
-    async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         let n = self.count.fetch_add(1, Ordering::SeqCst);
         match self.fault {
             Fault::Lossy if n % 7 == 6 => Ok(()),
@@ -146,8 +146,7 @@ impl Broker for Broken {
                 let cut: String = payload.chars().take(10).collect();
                 self.inner.publish(channel, &cut).await
             }
-            Fault::LyingLimit if payload.len() >= 8000 => Err(dispatcher_core::Error::TooLarge {
-                what: "payload",
+            Fault::LyingLimit if payload.len() >= 8000 => Err(BrokerError::TooLarge {
                 size: payload.len(),
                 limit: 7999,
             }),
@@ -155,7 +154,7 @@ impl Broker for Broken {
         }
     }
 
-    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<()> {
+    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<(), BrokerError> {
         let messages = match self.fault {
             Fault::ShortBatch => &messages[..messages.len().min(1)],
             _ => messages,
@@ -166,7 +165,7 @@ impl Broker for Broken {
         Ok(())
     }
 
-    async fn subscribe(&self, channels: &[String]) -> Result<Subscription> {
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BrokerError> {
         match self.fault {
             Fault::HangingSubscribe => std::future::pending().await,
             Fault::CrossTalk => {
@@ -185,7 +184,7 @@ impl Broker for Broken {
         }
     }
 
-    async fn self_check(&self, bound: Duration) -> Result<Duration> {
+    async fn self_check(&self, bound: Duration) -> Result<Duration, BrokerError> {
         match self.fault {
             Fault::HangingSelfCheck => std::future::pending().await,
             _ => self.inner.self_check(bound).await,
@@ -247,7 +246,7 @@ async fn a_truncating_broker_fails_round_trip_and_large_payload() {
 async fn a_broker_hiding_its_payload_limit_fails_large_payload() {
     let e = failure(Check::LargePayload, Fault::LyingLimit).await;
     assert!(
-        e.contains("broker::send of a") && e.contains("exceeds the limit"),
+        e.contains("broker::send of a") && e.contains("exceeds the broker's limit"),
         "{e}"
     );
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dispatcher_core::broker::validate_channel;
-use dispatcher_core::{Broker, Error, Incoming, Result, Subscription};
+use dispatcher_core::{Broker, BrokerError, Incoming, Subscription};
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
@@ -36,11 +36,10 @@ impl BroadcastBroker {
 
 #[async_trait]
 impl Broker for BroadcastBroker {
-    async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         validate_channel(channel)?;
         if payload.len() >= MAX_PAYLOAD {
-            return Err(Error::TooLarge {
-                what: "payload",
+            return Err(BrokerError::TooLarge {
                 size: payload.len(),
                 limit: MAX_PAYLOAD - 1,
             });
@@ -53,7 +52,7 @@ impl Broker for BroadcastBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, channels: &[String]) -> Result<Subscription> {
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BrokerError> {
         let wanted: HashSet<String> = channels.iter().cloned().collect();
         let rx = self.bus.subscribe();
         let stream = futures_util::stream::unfold((rx, wanted), |(mut rx, wanted)| async move {

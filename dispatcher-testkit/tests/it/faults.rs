@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatcher_core::{Broker, Outcome, Subscription};
+use dispatcher_core::{Broker, BrokerError, Outcome, Subscription};
 use dispatcher_testkit::expect::{assert_history, call};
 use dispatcher_testkit::{MemoryBroker, TestService};
 use futures_util::StreamExt;
@@ -126,15 +126,15 @@ async fn disconnect_ends_streams_and_fails_publishes_until_reconnect() {
     assert!(!faults.is_connected());
     let ended = tokio::time::timeout(WAIT, s.next()).await.unwrap();
     assert!(ended.is_none(), "the stream ends");
-    let e = bus.publish("c", "x").await.unwrap_err().to_string();
-    assert!(e.contains("memory broker is disconnected"), "{e}");
-    let e = bus
-        .subscribe(&["c".to_owned()])
-        .await
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("disconnected"), "{e}");
+    let e = bus.publish("c", "x").await.unwrap_err();
+    assert!(matches!(e, BrokerError::Unavailable(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("memory broker is disconnected"),
+        "{e}"
+    );
+    let e = bus.subscribe(&["c".to_owned()]).await.err().unwrap();
+    assert!(matches!(e, BrokerError::Unavailable(_)), "{e:?}");
+    assert!(e.to_string().contains("disconnected"), "{e}");
     assert_eq!(
         bus.published_count(),
         0,
@@ -191,12 +191,22 @@ async fn disconnect_releases_a_publisher_waiting_on_a_full_queue() {
 async fn payload_limit_like_postgres_and_chunking_through_send() {
     let bus = MemoryBroker::new();
     assert_eq!(bus.max_payload(), Some(8000));
-    let e = bus
-        .publish("c", &"x".repeat(8000))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("8000 bytes exceeds the limit of 7999"), "{e}");
+    let e = bus.publish("c", &"x".repeat(8000)).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BrokerError::TooLarge {
+                size: 8000,
+                limit: 7999
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .contains("8000 bytes exceeds the broker's limit of 7999"),
+        "{e}"
+    );
     bus.publish("c", &"x".repeat(7999)).await.unwrap();
     let mut s = sub(&bus, "c").await;
     dispatcher_core::broker::send(&bus, "c", &"y".repeat(20_000))
@@ -212,8 +222,14 @@ async fn payload_limit_like_postgres_and_chunking_through_send() {
 #[tokio::test]
 async fn bad_channel_names_are_refused() {
     let bus = MemoryBroker::new();
-    assert!(bus.publish(&"x".repeat(64), "p").await.is_err());
-    assert!(bus.subscribe(&[String::new()]).await.is_err());
+    assert!(matches!(
+        bus.publish(&"x".repeat(64), "p").await,
+        Err(BrokerError::InvalidChannel { .. })
+    ));
+    assert!(matches!(
+        bus.subscribe(&[String::new()]).await,
+        Err(BrokerError::InvalidChannel { .. })
+    ));
 }
 
 #[tokio::test]

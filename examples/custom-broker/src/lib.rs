@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use dispatcher_core::broker::validate_channel;
-use dispatcher_core::{Broker, BrokerStatus, Error, Incoming, Result, Subscription};
+use dispatcher_core::{Broker, BrokerError, BrokerStatus, Incoming, Subscription};
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::broadcast;
 
@@ -56,7 +56,11 @@ pub const DEFAULT_MAX_PAYLOAD: usize = dispatcher_core::chunk::DEFAULT_MAX_PAYLO
 ///   never wait. A broker that must never lose anything applies backpressure instead (the
 ///   testkit's `MemoryBroker` makes publishers wait for room).
 /// * **Size limit.** Payloads of `max_payload` bytes or more are refused with
-///   [`Error::TooLarge`]; [`dispatcher_core::broker::send`] splits them into chunks first.
+///   [`BrokerError::TooLarge`]; [`dispatcher_core::broker::send`] splits them into chunks first.
+/// * **Errors.** Only [`BrokerError::InvalidChannel`] (from
+///   [`validate_channel`]) and [`BrokerError::TooLarge`]: an in-process bus has no connection
+///   to lose, so it never returns `Unavailable`, `Timeout` or `Closed` (see the README's
+///   "Errors" section for a broker that does).
 #[derive(Debug, Clone)]
 pub struct ChannelBroker {
     bus: Arc<Bus>,
@@ -101,10 +105,9 @@ impl ChannelBroker {
         self.bus.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_size(&self, payload: &str) -> Result<()> {
+    fn check_size(&self, payload: &str) -> Result<(), BrokerError> {
         match self.bus.max_payload {
-            Some(max) if payload.len() >= max => Err(Error::TooLarge {
-                what: "payload",
+            Some(max) if payload.len() >= max => Err(BrokerError::TooLarge {
                 size: payload.len(),
                 limit: max - 1,
             }),
@@ -161,7 +164,7 @@ fn receive(
 
 #[async_trait]
 impl Broker for ChannelBroker {
-    async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         validate_channel(channel)?;
         self.check_size(payload)?;
         self.send_locked(&mut self.channels(), channel, payload);
@@ -170,7 +173,7 @@ impl Broker for ChannelBroker {
 
     /// Checks every payload first, then sends them all under one lock: a batch is all or
     /// nothing, and no other publisher's payload lands in its middle.
-    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<()> {
+    async fn publish_batch(&self, messages: &[(String, String)]) -> Result<(), BrokerError> {
         for (channel, payload) in messages {
             validate_channel(channel)?;
             self.check_size(payload)?;
@@ -182,7 +185,7 @@ impl Broker for ChannelBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, channels: &[String]) -> Result<Subscription> {
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BrokerError> {
         for channel in channels {
             validate_channel(channel)?;
         }

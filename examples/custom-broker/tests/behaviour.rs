@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatcher_core::{task, Broker, Error, Outcome, Publisher, TaskRegistry};
+use dispatcher_core::{task, Broker, BrokerError, Outcome, Publisher, TaskRegistry};
 use dispatcher_example_custom_broker::ChannelBroker;
 use dispatcher_runtime::{InProcessPool, Service};
 use futures_util::StreamExt;
@@ -20,10 +20,9 @@ async fn payloads_at_the_limit_are_refused_and_send_chunks_them() {
     assert!(
         matches!(
             e,
-            Error::TooLarge {
+            BrokerError::TooLarge {
                 size: 1000,
-                limit: 999,
-                ..
+                limit: 999
             }
         ),
         "{e}"
@@ -50,7 +49,10 @@ async fn a_batch_with_one_bad_payload_sends_nothing() {
         ("b".to_owned(), "fine".to_owned()),
         ("b".to_owned(), "z".repeat(200)),
     ];
-    assert!(bus.publish_batch(&batch).await.is_err());
+    assert!(matches!(
+        bus.publish_batch(&batch).await,
+        Err(BrokerError::TooLarge { size: 200, .. })
+    ));
     bus.publish("b", "after").await.unwrap();
     let m = tokio::time::timeout(WAIT, sub.next())
         .await
@@ -98,8 +100,21 @@ async fn a_channel_listed_twice_is_delivered_once() {
 #[tokio::test]
 async fn bad_channel_names_are_refused() {
     let bus = ChannelBroker::new();
-    assert!(bus.publish("", "x").await.is_err());
-    assert!(bus.subscribe(&["x".repeat(64)]).await.is_err());
+    let e = bus.publish("", "x").await.unwrap_err();
+    assert!(
+        matches!(&e, BrokerError::InvalidChannel { name, .. } if name.is_empty()),
+        "{e:?}"
+    );
+    let long = "x".repeat(64);
+    let e = bus
+        .subscribe(std::slice::from_ref(&long))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, BrokerError::InvalidChannel { name, .. } if *name == long),
+        "{e:?}"
+    );
 }
 
 /// Joins its argument's words.

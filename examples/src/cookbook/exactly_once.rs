@@ -383,7 +383,10 @@ impl JobRunner {
         let client = super::connect(&config.database_url).await?;
         // LISTEN before the first claim: a row committed after that claim's snapshot wakes us.
         let wakes: Subscription = match broker {
-            Some(b) => b.subscribe(&[WAKE_CHANNEL.to_owned()]).await?,
+            Some(b) => b
+                .subscribe(&[WAKE_CHANNEL.to_owned()])
+                .await
+                .map_err(dispatcher::core::Error::from)?,
             None => futures_util::stream::pending().boxed(),
         };
         let (stop, stop_rx) = watch::channel(None);
