@@ -30,7 +30,10 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
     /// Connecting failed.
-    #[error("could not connect to PostgreSQL ({what}): {}", chain(source))]
+    #[error(
+        "could not connect to PostgreSQL ({what}): {}",
+        dispatcher_core::error_chain(source)
+    )]
     Connect {
         /// Which connection.
         what: &'static str,
@@ -134,19 +137,6 @@ pub(crate) fn is_connect_timeout(e: &tokio_postgres::Error) -> bool {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// An error and its causes, joined: tokio-postgres keeps the useful part ("connection refused")
-/// in the source.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 #[cfg(test)]
 mod tests {

@@ -119,5 +119,27 @@ pub(crate) fn preview(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// An error's message followed by those of its sources that it does not already include, joined
+/// with `: ` (drivers often keep the useful part, "connection refused", in a source).
+///
+/// ```
+/// let io = std::io::Error::other("refused");
+/// let e = dispatcher_core::Error::broker(io);
+/// assert_eq!(dispatcher_core::error_chain(&e), "broker error: refused");
+/// ```
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        next = s.source();
+    }
+    out
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -64,7 +64,7 @@ pub mod worker;
 pub use broker::{Broker, BrokerError, BrokerStatus, Incoming, Subscription};
 pub use call::{Call, CallFilter, Outcome, RejectReason, Rejection};
 pub use context::{ChildSink, TaskContext};
-pub use error::{Error, Result};
+pub use error::{error_chain, Error, Result};
 pub use hook::{HookDecision, Outgoing, PublishHook};
 pub use message::{ControlMessage, TaskMessage};
 pub use pool::{Dispatched, Job, Pool, PoolEvent, PoolStats, WorkerState, WorkerStatus};

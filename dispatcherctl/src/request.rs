@@ -144,20 +144,7 @@ pub fn finish(cli: &Cli, replies: Vec<Value>) -> Report {
     report
 }
 
-/// An error's message followed by those of its sources that it does not already include.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        next = s.source();
-    }
-    out
-}
+pub use dispatcher_core::error_chain;
 
 fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
