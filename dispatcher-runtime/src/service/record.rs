@@ -93,7 +93,7 @@ impl Loop {
                 tracing::debug!(uuid = %call.uuid, task = %call.task, %outcome, run_ms = call.run_ms, "call finished")
             }
             _ => {
-                tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %outcome, reason = call.reject_reason.map(RejectReason::as_str), error = call.error.as_deref(), "call failed")
+                tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %outcome, reason = call.reject_reason.map(RejectReason::as_str), error = %call.error.as_deref().unwrap_or_default(), "call failed")
             }
         }
         self.metrics.call_finished(&call);
