@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use dispatcher_core::{Broker, Incoming, Subscription};
 use futures_util::StreamExt;
 
-use super::{bounded, check_runtime, fail, fail_at, preview};
+use super::{bounded, fail_at, preview, run_blocking};
 use crate::error::TestkitError;
 
 mod checks;
@@ -213,19 +213,10 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Broker>>,
 {
-    let runtime = match check_runtime() {
-        Ok(rt) => rt,
-        Err(e) => fail(format!(
-            "could not build a tokio runtime for the conformance check: {e}"
-        )),
-    };
-    let result = runtime.block_on(async {
+    run_blocking("broker", async {
         let make = setup.await;
         check.run(&make).await
     });
-    if let Err(e) = result {
-        fail(e.to_string());
-    }
 }
 
 /// Generates one `#[test]` per conformance [`Check`](crate::conformance::Check) in a module named

@@ -55,13 +55,27 @@ pub(crate) async fn bounded<T, E: std::fmt::Display>(
     }
 }
 
-/// The runtime one check runs on when a blocking entry point runs it: multi-threaded, two
-/// workers, timers and I/O on.
-pub(crate) fn check_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs one check for a blocking entry point, on a runtime of its own (multi-threaded, two
+/// workers, timers and I/O on), and fails at the caller's line when it fails. `what` names the
+/// suite in the message when no runtime can be built.
+#[track_caller]
+pub(crate) fn run_blocking<E: std::fmt::Display>(
+    what: &str,
+    check: impl Future<Output = Result<(), E>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fail(format!(
+            "could not build a tokio runtime for the {what} conformance check: {e}"
+        )),
+    };
+    if let Err(e) = runtime.block_on(check) {
+        fail(e.to_string());
+    }
 }
 
 /// Fails a conformance run: panics with `message`, at the caller's location (every function

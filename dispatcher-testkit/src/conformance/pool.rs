@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use dispatcher_core::{Pool, TaskRegistry};
 
-use super::{check_runtime, fail, fail_at};
+use super::{fail_at, run_blocking};
 use crate::error::TestkitError;
 
 mod checks;
@@ -265,19 +265,10 @@ where
     F: Fn() -> P,
     P: Pool,
 {
-    let runtime = match check_runtime() {
-        Ok(rt) => rt,
-        Err(e) => fail(format!(
-            "could not build a tokio runtime for the pool conformance check: {e}"
-        )),
-    };
-    let result = runtime.block_on(async {
+    run_blocking("pool", async {
         let make = setup.await;
         check.run(&make).await
     });
-    if let Err(e) = result {
-        fail(e.to_string());
-    }
 }
 
 /// Generates one `#[test]` per [`PoolCheck`](crate::conformance::pool::PoolCheck) in a module
