@@ -188,10 +188,7 @@ impl Listener {
                 return;
             };
             for (id, tx) in list {
-                let msg = Incoming {
-                    channel: channel.to_owned(),
-                    payload: payload.to_owned(),
-                };
+                let msg = Incoming::new(channel.to_owned(), payload.to_owned());
                 match tx.try_send(msg) {
                     Ok(()) => {}
                     Err(TrySendError::Full(msg)) => full.push((*id, tx.clone(), msg)),

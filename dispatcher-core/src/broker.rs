@@ -3,6 +3,8 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+
+use crate::delivery::{ConsumerInfo, Delivery};
 use futures_core::stream::BoxStream;
 use futures_util::StreamExt;
 
@@ -90,13 +92,34 @@ impl BrokerError {
     }
 }
 
-/// One payload received on a channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One payload received on a channel. Build it with [`Incoming::new`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Incoming {
     /// The channel it arrived on.
     pub channel: String,
     /// The payload text, as published (possibly one chunk envelope).
     pub payload: String,
+    /// Set by durable brokers only: the handle the service settles when the Call ends
+    /// ([`crate::delivery`]). Fire-and-forget brokers leave it `None`.
+    pub delivery: Option<Delivery>,
+}
+
+impl Incoming {
+    /// A payload received on `channel`, with no delivery to settle.
+    pub fn new(channel: impl Into<String>, payload: impl Into<String>) -> Self {
+        Incoming {
+            channel: channel.into(),
+            payload: payload.into(),
+            delivery: None,
+        }
+    }
+
+    /// The same payload, to be settled through `delivery` when its Call ends.
+    pub fn with_delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = Some(delivery);
+        self
+    }
 }
 
 /// A stream of payloads from the channels subscribed to. It ends when the broker closes.
@@ -143,7 +166,7 @@ pub type Subscription = BoxStream<'static, Incoming>;
 /// impl Broker for OneBus {
 ///     async fn publish(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
 ///         dispatcher_core::broker::validate_channel(channel)?;
-///         let message = Incoming { channel: channel.into(), payload: payload.into() };
+///         let message = Incoming::new(channel, payload);
 ///         let _ = self.0.send(message); // an error only means nobody listens
 ///         Ok(())
 ///     }
@@ -196,6 +219,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Payloads of this many bytes or more must be split into chunks. `None`: no limit.
     fn max_payload(&self) -> Option<usize> {
         None
+    }
+
+    /// Called once by a service before it subscribes, with its capacity and the tasks that have
+    /// a cluster-wide concurrency limit. Durable brokers size their claims by it; the default
+    /// ignores it.
+    fn consumer(&self, info: &ConsumerInfo) {
+        let _ = info;
     }
 
     /// Health and statistics for the `main`, `status` and `producers` control commands (e.g.

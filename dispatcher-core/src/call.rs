@@ -261,6 +261,12 @@ pub struct Call {
     pub run_ms: Option<f64>,
     /// Milliseconds from receipt to end.
     pub total_ms: Option<f64>,
+    /// Which attempt this is, for a job of a durable queue (1 for the first run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// The durable broker's handle, settled when the Call ends; never serialized.
+    #[serde(skip)]
+    pub delivery: Option<crate::delivery::Delivery>,
 }
 
 impl Call {
@@ -295,6 +301,8 @@ impl Call {
             wait_ms: None,
             run_ms: None,
             total_ms: None,
+            attempt: None,
+            delivery: None,
         }
     }
 

@@ -190,10 +190,7 @@ impl MemoryBroker {
         if targets.is_empty() {
             return;
         }
-        let message = Incoming {
-            channel: channel.to_owned(),
-            payload: payload.to_owned(),
-        };
+        let message = Incoming::new(channel.to_owned(), payload.to_owned());
         for tx in targets {
             // An error means the subscription was dropped meanwhile: it unsubscribed.
             let _ = tx.send(message.clone()).await;

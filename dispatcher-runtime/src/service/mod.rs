@@ -485,12 +485,9 @@ mod tests {
     async fn a_full_queue_leaves_messages_in_the_broker() {
         let (tx, rx) = mpsc::channel(100);
         for _ in 0..10 {
-            tx.send(Incoming {
-                channel: "c".into(),
-                payload: r#"{"task":"t.nap"}"#.into(),
-            })
-            .await
-            .unwrap();
+            tx.send(Incoming::new("c".into(), r#"{"task":"t.nap"}"#.into()))
+                .await
+                .unwrap();
         }
         let service = Service::builder()
             .registry(TaskRegistry::new().register::<Nap>())

@@ -173,10 +173,7 @@ impl Broker for Broken {
                 Ok(sub
                     .map(|m| {
                         let (channel, payload) = m.payload.split_once('\u{1}').unwrap_or_default();
-                        Incoming {
-                            channel: channel.to_owned(),
-                            payload: payload.to_owned(),
-                        }
+                        Incoming::new(channel.to_owned(), payload.to_owned())
                     })
                     .boxed())
             }

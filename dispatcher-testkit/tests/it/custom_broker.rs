@@ -45,10 +45,9 @@ impl Broker for BroadcastBroker {
             });
         }
         // No receivers is fine: nobody listens on that channel.
-        let _ = self.bus.send(Incoming {
-            channel: channel.to_owned(),
-            payload: payload.to_owned(),
-        });
+        let _ = self
+            .bus
+            .send(Incoming::new(channel.to_owned(), payload.to_owned()));
         Ok(())
     }
 

@@ -147,10 +147,7 @@ fn receive(
         loop {
             match rx.recv().await {
                 Ok(payload) => {
-                    let message = Incoming {
-                        channel: channel.clone(),
-                        payload,
-                    };
+                    let message = Incoming::new(channel.clone(), payload);
                     return Some((message, (channel, rx, bus)));
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
