@@ -70,6 +70,61 @@ pub enum Error {
     /// The broker was closed.
     #[error("the PostgreSQL broker is closed")]
     Closed,
+
+    /// A queue schema name that is not a plain lowercase identifier.
+    #[error("invalid queue schema name {name:?}: use lowercase letters, digits and _, starting with a letter or _, at most 50 bytes")]
+    Schema {
+        /// The name given.
+        name: String,
+    },
+
+    /// The database's queue schema is newer than this build.
+    #[error("queue schema {schema:?} is at version {found}, newer than this build knows ({known}); upgrade the binary")]
+    SchemaTooNew {
+        /// The schema.
+        schema: String,
+        /// Its version.
+        found: i32,
+        /// The newest version this build knows.
+        known: i32,
+    },
+
+    /// The queue schema is missing or older than this build needs.
+    #[error("queue schema {schema:?} is at version {found}, this build needs {needed}: run `dispatcherctl migrate`, call PgQueue::migrate, or set migrate_on_start")]
+    NotMigrated {
+        /// The schema.
+        schema: String,
+        /// Its version (0: absent).
+        found: i32,
+        /// The version needed.
+        needed: i32,
+    },
+
+    /// A migration failed; the transaction was rolled back.
+    #[error("queue migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// Its version.
+        version: i32,
+        /// Its name.
+        name: &'static str,
+        /// The server's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A job that cannot be enqueued as given.
+    #[error("invalid job: {0}")]
+    Job(String),
+
+    /// A statement did not complete in time (a frozen server or backend); the connection is
+    /// replaced.
+    #[error("PostgreSQL {what} did not answer within {after:?}")]
+    StatementTimeout {
+        /// The statement.
+        what: String,
+        /// The bound.
+        after: Duration,
+    },
 }
 
 impl From<Error> for BrokerError {
@@ -80,6 +135,9 @@ impl From<Error> for BrokerError {
                 BrokerError::Timeout(after, format!("a connection to PostgreSQL ({what})"))
             }
             Error::Closed => BrokerError::Closed,
+            Error::StatementTimeout { what, after } => {
+                BrokerError::Timeout(after, format!("PostgreSQL {what}"))
+            }
             Error::Connect { ref source, .. } | Error::Query { ref source, .. }
                 if connection_trouble(source) =>
             {

@@ -38,6 +38,7 @@
 
 mod error;
 mod listener;
+pub mod queue;
 mod redact;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

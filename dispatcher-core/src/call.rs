@@ -350,11 +350,13 @@ pub enum RejectReason {
     Delay,
     /// The service had `max_waiting` Calls waiting already.
     Capacity,
+    /// A durable job came back (its earlier run's lease expired) with no attempts left.
+    Attempts,
 }
 
 impl RejectReason {
     /// Every reason.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::Malformed,
         RejectReason::TooLarge,
         RejectReason::Chunk,
@@ -363,6 +365,7 @@ impl RejectReason {
         RejectReason::BadArguments,
         RejectReason::Delay,
         RejectReason::Capacity,
+        RejectReason::Attempts,
     ];
 
     /// The wire and label word.
@@ -376,6 +379,7 @@ impl RejectReason {
             RejectReason::BadArguments => "bad_arguments",
             RejectReason::Delay => "delay",
             RejectReason::Capacity => "capacity",
+            RejectReason::Attempts => "attempts",
         }
     }
 

@@ -89,6 +89,7 @@ pub trait Settle: Send + Sync + 'static {
 pub struct Delivery {
     id: u64,
     attempt: u32,
+    max_attempts: Option<u32>,
     to: Arc<dyn Settle>,
 }
 
@@ -96,7 +97,24 @@ impl Delivery {
     /// Delivery `id` (the broker's own number), on `attempt` (1 for the first run), settled to
     /// `to`.
     pub fn new(id: u64, attempt: u32, to: Arc<dyn Settle>) -> Self {
-        Delivery { id, attempt, to }
+        Delivery {
+            id,
+            attempt,
+            max_attempts: None,
+            to,
+        }
+    }
+
+    /// The same delivery, whose job allows `max` attempts in all (overriding the task's
+    /// `max_attempts`).
+    pub fn with_max_attempts(mut self, max: u32) -> Self {
+        self.max_attempts = Some(max);
+        self
+    }
+
+    /// The job's own attempt limit, when it has one.
+    pub fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
     }
 
     /// The broker's number for this delivery.
@@ -120,6 +138,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("id", &self.id)
             .field("attempt", &self.attempt)
+            .field("max_attempts", &self.max_attempts)
             .finish_non_exhaustive()
     }
 }

@@ -77,6 +77,24 @@ signature_max_age = 300.0
 [metrics]
 # Serve Prometheus metrics on http://<address>/metrics (omit the section: no endpoint).
 address = "127.0.0.1:9187"
+
+[queue]
+# Also consume the durable queue (jobs kept in tables until they ran; at-least-once) of the
+# channels above, in the same database. Control commands keep travelling as NOTIFY.
+enabled = true
+# Schema of the queue's tables and functions.
+schema = "dispatcher"
+# Apply missing migrations on start (safe with several services starting at once).
+migrate_on_start = true
+# Seconds a service's claims stay its own without renewal; a killed service's jobs run elsewhere
+# after about this long.
+lease = 30.0
+# Seconds between looks for jobs when no wake-up arrives (and for expired leases).
+poll_interval = 1.0
+# Most jobs held beyond the workers.
+max_prefetch = 1000
+# Days failed and canceled jobs are kept.
+failed_retention_days = 7.0
 "#;
 
 /// The whole file.
@@ -118,6 +136,64 @@ pub struct ServerConfig {
     /// Message signing.
     #[serde(default)]
     pub security: SecuritySection,
+    /// The durable queue (absent or `enabled = false`: NOTIFY only).
+    #[serde(default)]
+    pub queue: QueueSection,
+}
+
+/// `[queue]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QueueSection {
+    /// Consume the durable queue. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Schema. Default `dispatcher`.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Migrate on start. Default true.
+    #[serde(default = "yes")]
+    pub migrate_on_start: bool,
+    /// Lease in seconds. Default 30.
+    #[serde(default = "thirty")]
+    pub lease: f64,
+    /// Poll interval in seconds. Default 1.
+    #[serde(default = "one_f")]
+    pub poll_interval: f64,
+    /// Most jobs held beyond the workers. Default 1000.
+    #[serde(default = "thousand")]
+    pub max_prefetch: usize,
+    /// Days failed jobs are kept. Default 7.
+    #[serde(default = "seven")]
+    pub failed_retention_days: f64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection {
+            enabled: false,
+            schema: default_schema(),
+            migrate_on_start: true,
+            lease: 30.0,
+            poll_interval: 1.0,
+            max_prefetch: 1000,
+            failed_retention_days: 7.0,
+        }
+    }
+}
+
+fn default_schema() -> String {
+    "dispatcher".into()
+}
+fn yes() -> bool {
+    true
+}
+fn thousand() -> usize {
+    1000
+}
+fn seven() -> f64 {
+    7.0
 }
 
 /// `[limits]`.
@@ -391,6 +467,7 @@ impl Default for ServerConfig {
             metrics: None,
             limits: LimitsSection::default(),
             security: SecuritySection::default(),
+            queue: QueueSection::default(),
         }
     }
 }
@@ -470,6 +547,17 @@ impl ServerConfig {
             return Err(Error::Config("`max_waiting` must be at least 1".into()));
         }
         seconds("shutdown_grace", self.shutdown_grace)?;
+        if self.queue.enabled {
+            seconds("queue.lease", self.queue.lease)?;
+            seconds("queue.poll_interval", self.queue.poll_interval)?;
+            seconds("queue.failed_retention_days", self.queue.failed_retention_days)?;
+            if self.queue.lease < 1.0 {
+                return Err(Error::Config(format!(
+                    "`queue.lease` must be at least 1 second, got {}",
+                    self.queue.lease
+                )));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             Error::Config(format!(
                 "`log_level` {:?} is not a valid filter (e.g. \"info\" or \"info,dispatcher_core=debug\"): {e}",

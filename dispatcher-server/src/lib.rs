@@ -37,6 +37,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dispatcher_broker_pg::queue::{PgQueue, PgQueueConfig};
 use dispatcher_broker_pg::{PgBroker, PgBrokerConfig};
 use dispatcher_core::Registry;
 use dispatcher_pool::{ProcessPool, ProcessPoolConfig};
@@ -168,8 +169,27 @@ impl Server {
         let mut builder = Service::builder()
             .config(sc)
             .shared_registry(self.registry)
-            .broker(broker)
+            .broker(broker.clone())
             .pool(ProcessPool::with_config(pool));
+        if c.queue.enabled {
+            let q = &c.queue;
+            let mut qc = PgQueueConfig::new(broker.config().clone()).schema(q.schema.clone());
+            qc.migrate_on_start = q.migrate_on_start;
+            qc.lease = config::seconds("queue.lease", q.lease)?;
+            qc.poll_interval = config::seconds("queue.poll_interval", q.poll_interval)?;
+            qc.max_prefetch = q.max_prefetch;
+            qc.failed_retention =
+                config::seconds("queue.failed_retention_days", q.failed_retention_days * 86_400.0)?;
+            if let Some(n) = &c.node_id {
+                qc.node = n.clone();
+            }
+            let queue = PgQueue::connect(qc).await.map_err(|source| Error::Connect {
+                target: dispatcher_broker_pg::redact_connection_string(&url),
+                source,
+            })?;
+            tracing::info!(schema = %q.schema, "consuming the durable queue");
+            builder = builder.broker(Arc::new(queue));
+        }
         if let Some(log) = self.log {
             builder = builder.log_control(log);
         }

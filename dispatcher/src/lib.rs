@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | `dispatcher-core` | the contract: tasks, Calls, wire format, `Broker`/`Pool`/`Registry`/`PublishHook` traits, `Publisher`, typed control replies | always, and as [`core`] |
 //! | `dispatcher-runtime` | the service loop, the in-process pool, the in-memory broker | always, and as [`runtime`] |
-//! | `dispatcher-broker-pg` | the PostgreSQL LISTEN/NOTIFY broker | feature `postgres` (default), as `postgres` |
+//! | `dispatcher-broker-pg` | the PostgreSQL brokers: LISTEN/NOTIFY and the durable queue | feature `postgres` (default), as `postgres` |
 //! | `dispatcher-pool` | worker processes | feature `process-pool` (default), as `process_pool` |
 //! | `dispatcher-server` | a service process from a TOML file, with metrics, logging and signals | feature `server`, as `server` |
 //!
@@ -119,6 +119,9 @@ pub use dispatcher_broker_pg as postgres;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use dispatcher_broker_pg::{PgBroker, PgBrokerConfig};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use dispatcher_broker_pg::queue::{Job, PgQueue, PgQueueConfig};
 
 /// The process pool crate, whole.
 #[cfg(feature = "process-pool")]

@@ -4,6 +4,7 @@
 
 mod conformance;
 mod harness;
+mod queue;
 mod recovery;
 mod service;
 #[cfg(feature = "tls")]

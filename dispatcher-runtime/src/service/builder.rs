@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dispatcher_core::ConsumerInfo;
 use dispatcher_core::broker;
 use dispatcher_core::call::new_uuid;
 use dispatcher_core::chunk::Assembler;
@@ -227,7 +228,16 @@ impl ServiceBuilder {
         let capacity = config.event_capacity.max(16);
         let (events_tx, events_rx) = mpsc::channel(capacity);
         pool.start(events_tx).await?;
+        let mut consumer = ConsumerInfo::new(pool.workers().len().max(1));
+        for name in registry.names() {
+            if let Some(limit) = registry.lookup(name).and_then(|t| t.config().concurrency) {
+                consumer.concurrency.push((name.to_owned(), limit));
+            }
+        }
         let mut incoming = SelectAll::new();
+        for b in &self.brokers {
+            b.consumer(&consumer);
+        }
         for (i, b) in self.brokers.iter().enumerate() {
             let sub = b.subscribe(&config.channels).await?;
             incoming.push(tag_subscription(i, sub));
@@ -297,6 +307,8 @@ impl ServiceBuilder {
             started: Instant::now(),
             producers,
             stopping: false,
+            delivery: None,
+            jitter: super::record::Jitter::new(),
         };
         let join = tokio::spawn(state.run(events_rx, cmd_rx, incoming));
         tracing::info!(node = %node_id, "service started");

@@ -8,14 +8,25 @@ use std::time::{Duration, Instant};
 use dispatcher_core::call::{new_uuid, now_epoch};
 use dispatcher_core::control::ErrorReply;
 use dispatcher_core::message::{decode, Decoded};
-use dispatcher_core::{Call, Error, Incoming, RejectReason, Rejection, TaskMessage};
+use dispatcher_core::{Call, Error, Incoming, RejectReason, Rejection, Settlement, TaskMessage};
 use serde_json::Value;
 
 use super::record::call_span;
 use super::{to_value, Loop, Pending, Stage};
 
 impl Loop {
-    pub(super) fn on_incoming(&mut self, broker: usize, msg: Incoming) {
+    pub(super) fn on_incoming(&mut self, broker: usize, mut msg: Incoming) {
+        // A durable broker's handle goes to the Call this payload becomes (or is settled below
+        // when it becomes none: a control command, a chunk awaiting the rest).
+        self.delivery = msg.delivery.take();
+        self.take_payload(broker, msg);
+        if let Some(d) = self.delivery.take() {
+            tracing::debug!(delivery = d.id(), "durable payload made no Call; settled as complete");
+            d.settle(Settlement::Complete);
+        }
+    }
+
+    fn take_payload(&mut self, broker: usize, msg: Incoming) {
         if let Some(n) = self.counters.per_broker.get_mut(broker) {
             *n += 1;
         }
@@ -154,6 +165,10 @@ impl Loop {
         let uuid = msg.uuid.unwrap_or_else(new_uuid);
         let channel = self.names.channel(channel);
         let mut call = Call::received(uuid, msg.task, self.names.node_id.clone(), channel);
+        if parent.is_none() {
+            call.delivery = self.delivery.take();
+            call.attempt = call.delivery.as_ref().map(|d| d.attempt());
+        }
         call.args = Value::Array(msg.args.clone());
         call.kwargs = Value::Object(msg.kwargs.clone());
         call.time_pub = msg.time_pub;
@@ -166,6 +181,24 @@ impl Loop {
             self.reject(call, rejection.clone());
             return Err(rejection);
         };
+        if let Some(attempt) = call.attempt {
+            let allowed = call
+                .delivery
+                .as_ref()
+                .and_then(|d| d.max_attempts())
+                .unwrap_or_else(|| task.config().attempts_allowed());
+            if attempt > allowed {
+                let rejection = Rejection::new(
+                    RejectReason::Attempts,
+                    format!(
+                        "attempt {attempt} of a job whose earlier run was lost (its lease expired); task {} allows {allowed} attempts (max_attempts)",
+                        call.task
+                    ),
+                );
+                self.reject(call, rejection.clone());
+                return Err(rejection);
+            }
+        }
         let args = match task.bind(msg.args, msg.kwargs) {
             Ok(a) => a,
             Err(e) => {

@@ -156,6 +156,9 @@ pub(super) struct Loop {
     /// (one lock, one wake-up of waiters) at the end of the turn, see [`Loop::flush_finished`].
     finished_buf: Vec<Call>,
     metrics: crate::metrics::ServiceMetrics,
+    /// The durable delivery of the payload being taken in, until a Call takes it.
+    delivery: Option<dispatcher_core::Delivery>,
+    jitter: record::Jitter,
 }
 
 /// Most pool events or commands handled in one turn of the service loop.
@@ -485,7 +488,7 @@ mod tests {
     async fn a_full_queue_leaves_messages_in_the_broker() {
         let (tx, rx) = mpsc::channel(100);
         for _ in 0..10 {
-            tx.send(Incoming::new("c".into(), r#"{"task":"t.nap"}"#.into()))
+            tx.send(Incoming::new("c", r#"{"task":"t.nap"}"#))
                 .await
                 .unwrap();
         }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use dispatcher_core::call::{new_uuid, now_epoch};
-use dispatcher_core::{Call, Outcome, RejectReason, Rejection};
+use dispatcher_core::{Call, Outcome, RejectReason, Rejection, Settlement};
 use serde_json::Value;
 
 use super::handle::Origin;
@@ -65,12 +65,14 @@ impl Loop {
     /// Records a payload that could not be read as far as a task name.
     pub(super) fn reject_payload(&mut self, channel: &str, reason: Rejection) {
         let channel = self.names.channel(channel);
-        let call = Call::received(
+        let mut call = Call::received(
             new_uuid(),
             String::new(),
             self.names.node_id.clone(),
             channel,
         );
+        call.delivery = self.delivery.take();
+        call.attempt = call.delivery.as_ref().map(|d| d.attempt());
         self.reject(call, reason);
     }
 
@@ -86,6 +88,11 @@ impl Loop {
     ) {
         call.finish(outcome, error, at);
         call.result = result;
+        if let Some(delivery) = call.delivery.take() {
+            let settlement = self.settlement(&call, outcome, delivery.max_attempts());
+            tracing::debug!(uuid = %call.uuid, delivery = delivery.id(), settlement = settlement.as_str(), "settled");
+            delivery.settle(settlement);
+        }
         self.counters.by_outcome[outcome as usize] += 1;
         let _in_span = span.enter();
         match outcome {
@@ -137,6 +144,60 @@ impl Loop {
 /// The span of one Call, at debug level: the events logged about a Call (rejected, failed,
 /// finished) name its uuid and task themselves, so at `info` the span would add nothing but its
 /// cost (about 2 µs per Call with the fmt subscriber, a fifth of the service's work per Call).
+impl Loop {
+    /// How a durable job's Call that ended as `outcome` is settled: removed, retried with the
+    /// task's backoff while attempts remain, failed, canceled, or given back at shutdown.
+    fn settlement(&mut self, call: &Call, outcome: Outcome, max: Option<u32>) -> Settlement {
+        let error = || call.error.clone().unwrap_or_else(|| outcome.as_str().to_owned());
+        match outcome {
+            Outcome::Ok | Outcome::Discarded => Settlement::Complete,
+            // Not the job's fault: the service was full or is stopping.
+            Outcome::Rejected if call.reject_reason == Some(RejectReason::Capacity) => {
+                Settlement::Release
+            }
+            Outcome::Canceled if self.stopping => Settlement::Release,
+            Outcome::Canceled => Settlement::Cancel { reason: error() },
+            Outcome::Rejected => Settlement::Fail { error: error() },
+            _ => {
+                let attempt = call.attempt.unwrap_or(1);
+                let config = self.registry.lookup(&call.task).map(|t| *t.config());
+                let config = config.unwrap_or_default();
+                if attempt < max.unwrap_or_else(|| config.attempts_allowed()) {
+                    let jitter = 0.75 + 0.5 * self.jitter.next();
+                    Settlement::Retry {
+                        after: config.retry_delay(attempt, jitter),
+                        error: error(),
+                    }
+                } else {
+                    Settlement::Fail { error: error() }
+                }
+            }
+        }
+    }
+}
+
+/// A small xorshift generator for backoff jitter (no need for a cryptographic source).
+#[derive(Debug, Clone)]
+pub(super) struct Jitter(u64);
+
+impl Jitter {
+    pub(super) fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x2545_F491_4F6C_DD1D);
+        Jitter(seed | 1)
+    }
+
+    /// A number in [0, 1).
+    pub(super) fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 pub(super) fn call_span(uuid: &str, task: &str) -> tracing::Span {
     tracing::debug_span!("call", uuid = %uuid, task = %task)
 }

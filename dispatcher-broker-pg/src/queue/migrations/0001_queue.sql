@@ -1,0 +1,291 @@
+-- The durable queue. `__SCHEMA__` is replaced by the configured schema name (quoted),
+-- `__WAKE__` by the wake-up channel (a string literal).
+
+-- One row carries one job, or several jobs of one publish batch of one task (`messages`):
+-- a claim takes a slice of it and writes a narrow row to `claims` instead of rewriting the
+-- job row, and a whole batch is deleted as one row.
+CREATE TABLE __SCHEMA__.jobs (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue       text        NOT NULL,
+    task        text        NOT NULL,
+    -- available: waiting (from run_at); running: every message handed out;
+    -- failed: no attempts left, or rejected; canceled: canceled, not retried.
+    state       text        NOT NULL DEFAULT 'available'
+                CHECK (state IN ('available', 'running', 'failed', 'canceled')),
+    priority    integer     NOT NULL DEFAULT 0,
+    run_at      timestamptz NOT NULL DEFAULT now(),
+    -- Attempts already made (0 for a new job).
+    attempt     integer     NOT NULL DEFAULT 0,
+    -- Overrides the task's max_attempts when set.
+    max_attempts integer CHECK (max_attempts >= 1),
+    -- Wire-format task messages (JSON text).
+    messages    text[]      NOT NULL CHECK (cardinality(messages) >= 1),
+    -- How many of `messages` have been claimed.
+    taken       integer     NOT NULL DEFAULT 0,
+    unique_key  text,
+    -- Every earlier attempt's error: [{"attempt": n, "at": time, "error": text}, ...].
+    errors      jsonb       NOT NULL DEFAULT '[]',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 80);
+
+-- Exactly the claim query's access path.
+CREATE INDEX jobs_claim ON __SCHEMA__.jobs (queue, priority DESC, run_at, id)
+    WHERE state = 'available';
+-- One live job per unique key and queue.
+CREATE UNIQUE INDEX jobs_unique ON __SCHEMA__.jobs (queue, unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('available', 'running');
+-- Fully handed-out rows (deleted when their last claim is settled) and kept failures.
+CREATE INDEX jobs_running ON __SCHEMA__.jobs (id) WHERE state = 'running';
+CREATE INDEX jobs_kept ON __SCHEMA__.jobs (queue, id) WHERE state IN ('failed', 'canceled');
+
+-- A running service; its lease covers every claim it holds, renewed in one statement.
+CREATE TABLE __SCHEMA__.owners (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    node        text        NOT NULL,
+    lease_until timestamptz NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Up to 64 consecutive messages of one job row handed to one owner; `done` has bit i set once
+-- message lo + i is settled.
+CREATE TABLE __SCHEMA__.claims (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id      bigint      NOT NULL,
+    queue       text        NOT NULL,
+    task        text        NOT NULL,
+    lo          integer     NOT NULL,
+    hi          integer     NOT NULL CHECK (hi > lo AND hi - lo <= 64),
+    owner       bigint      NOT NULL,
+    -- The attempt number these messages run as.
+    attempt     integer     NOT NULL,
+    done        bigint      NOT NULL DEFAULT 0,
+    claimed_at  timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 70);
+CREATE INDEX claims_owner ON __SCHEMA__.claims (owner);
+CREATE INDEX claims_job ON __SCHEMA__.claims (job_id);
+
+-- Claimed messages (running or waiting to start in a service), with their lease.
+CREATE VIEW __SCHEMA__.running AS
+    SELECT c.id AS claim, c.job_id, c.queue, c.task, c.attempt, c.lo, c.hi, c.done,
+           (c.hi - c.lo) - bit_count(c.done::bit(64)) AS unsettled,
+           o.node, o.lease_until, c.claimed_at
+      FROM __SCHEMA__.claims c JOIN __SCHEMA__.owners o ON o.id = c.owner;
+
+-- Enqueue one job from any client: SELECT dispatcher.enqueue('default', '{"task": "..."}');
+-- A job with the unique key of a live one is not added: the live one's id is returned.
+CREATE FUNCTION __SCHEMA__.enqueue(
+    queue      text,
+    message    jsonb,
+    run_at     timestamptz DEFAULT now(),
+    priority   integer     DEFAULT 0,
+    unique_key text        DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    new_id bigint;
+BEGIN
+    IF enqueue.queue IS NULL OR enqueue.queue = '' THEN
+        RAISE EXCEPTION 'enqueue: the queue name is empty';
+    END IF;
+    IF jsonb_typeof(enqueue.message) IS DISTINCT FROM 'object'
+       OR jsonb_typeof(enqueue.message -> 'task') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION 'enqueue: the message must be a JSON object with a "task" string, got %',
+            left(enqueue.message::text, 200);
+    END IF;
+    INSERT INTO __SCHEMA__.jobs AS j (queue, task, messages, run_at, priority, unique_key)
+    VALUES (enqueue.queue, enqueue.message ->> 'task', ARRAY[enqueue.message::text],
+            coalesce(enqueue.run_at, now()), coalesce(enqueue.priority, 0), enqueue.unique_key)
+    ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+    DO UPDATE SET updated_at = now()
+    RETURNING j.id INTO new_id;
+    PERFORM pg_notify(__WAKE__, enqueue.queue);
+    RETURN new_id;
+END
+$fn$;
+
+-- Hands out up to `want` available messages of `queue` to `owner`, oldest first by priority:
+-- locks candidate rows (SKIP LOCKED), takes consecutive slices of them, and records the slices
+-- as claims of at most 64 messages. With `only_task`, only that task's messages, and no more
+-- than `task_limit` unsettled across every service (the caller holds no lock: this function
+-- takes a transaction-level advisory lock per queue and task). `skip_tasks` are left alone.
+CREATE FUNCTION __SCHEMA__.claim(
+    queue text, want integer, owner bigint, skip_tasks text[],
+    only_task text DEFAULT NULL, task_limit integer DEFAULT NULL
+) RETURNS TABLE (claim_id bigint, job_id bigint, lo integer, attempt integer,
+                 max_attempts integer, messages text[])
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    n integer := want;
+    busy bigint;
+BEGIN
+    IF claim.only_task IS NOT NULL AND claim.task_limit IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtext('__SCHEMA__.claim:' || claim.queue), hashtext(claim.only_task));
+        SELECT coalesce(sum((c.hi - c.lo) - bit_count(c.done::bit(64))), 0) INTO busy
+          FROM __SCHEMA__.claims c WHERE c.queue = claim.queue AND c.task = claim.only_task;
+        n := least(n, claim.task_limit - busy);
+    END IF;
+    IF n <= 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH cand AS (
+        SELECT j.id, j.taken, cardinality(j.messages) AS total, j.attempt, j.task,
+               j.priority, j.run_at, j.max_attempts
+          FROM __SCHEMA__.jobs j
+         WHERE j.queue = claim.queue AND j.state = 'available' AND j.run_at <= now()
+           AND (claim.only_task IS NULL OR j.task = claim.only_task)
+           AND NOT (j.task = ANY (claim.skip_tasks))
+         ORDER BY j.priority DESC, j.run_at, j.id
+         LIMIT least(n, 16)
+         FOR UPDATE SKIP LOCKED
+    ), alloc AS (
+        SELECT cand.id, cand.taken AS from_idx, cand.total, cand.attempt, cand.task,
+               cand.max_attempts,
+               cand.taken + least(cand.total - cand.taken, greatest(0, n - coalesce(
+                   sum(cand.total - cand.taken) OVER (
+                       ORDER BY cand.priority DESC, cand.run_at, cand.id
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS to_idx
+          FROM cand
+    ), took AS (
+        UPDATE __SCHEMA__.jobs j
+           SET taken = a.to_idx,
+               state = CASE WHEN a.to_idx = a.total THEN 'running' ELSE 'available' END
+          FROM alloc a
+         WHERE j.id = a.id AND a.to_idx > a.from_idx
+        RETURNING j.id, a.from_idx, a.to_idx, a.attempt, a.task, a.max_attempts, j.messages
+    ), pieces AS (
+        SELECT took.id, g AS p_lo, least(g + 64, took.to_idx) AS p_hi, took.attempt, took.task,
+               took.max_attempts,
+               took.messages[g + 1 : least(g + 64, took.to_idx)] AS slice
+          FROM took, generate_series(took.from_idx, took.to_idx - 1, 64) AS g
+    ), ins AS (
+        INSERT INTO __SCHEMA__.claims (job_id, queue, task, lo, hi, owner, attempt)
+        SELECT pieces.id, claim.queue, pieces.task, pieces.p_lo, pieces.p_hi, claim.owner,
+               pieces.attempt + 1
+          FROM pieces
+        RETURNING id, job_id, lo, attempt
+    )
+    SELECT ins.id, ins.job_id, ins.lo, ins.attempt, pieces.max_attempts, pieces.slice
+      FROM ins JOIN pieces ON pieces.id = ins.job_id AND pieces.p_lo = ins.lo;
+END
+$fn$;
+
+-- Takes over claims of services whose lease expired (SIGKILLed, partitioned, frozen) or whose
+-- owner row is gone (a claim its service lost track of is handed to owner -1), up to
+-- `most` claims: the unsettled messages run again under `owner`, as one more attempt.
+CREATE FUNCTION __SCHEMA__.rescue(owner bigint, most integer, queues text[])
+RETURNS TABLE (claim_id bigint, queue text, lo integer, attempt integer, done bigint,
+               max_attempts integer, messages text[])
+LANGUAGE sql AS $fn$
+    WITH lost AS (
+        SELECT c.id FROM __SCHEMA__.claims c
+         WHERE c.queue = ANY (queues)
+           AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.owners o
+                            WHERE o.id = c.owner AND o.lease_until >= now())
+         ORDER BY c.id
+         LIMIT most
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE __SCHEMA__.claims c
+       SET owner = rescue.owner, attempt = c.attempt + 1, claimed_at = now()
+      FROM lost, __SCHEMA__.jobs j
+     WHERE c.id = lost.id AND j.id = c.job_id
+    RETURNING c.id, c.queue, c.lo, c.attempt, c.done, j.max_attempts, j.messages[c.lo + 1 : c.hi];
+$fn$;
+
+-- Records that message `idx` of claim `claim_id` (held by `owner`) did not complete: it goes
+-- back as `new_state` ('available' for a retry or a release, 'failed', 'canceled'), to run no
+-- earlier than `delay` from now, with `error` appended to its errors. `counted`: whether the
+-- attempt counts (false for a release at shutdown). A job alone in its row is updated in
+-- place (keeping its unique key); one of a batch gets a row of its own, and the caller marks
+-- it settled in the batch with settle(). Returns false when the claim is no longer `owner`'s.
+CREATE FUNCTION __SCHEMA__.give_back(
+    owner bigint, claim_id bigint, idx integer, new_state text, delay interval,
+    error text, counted boolean
+) RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    c __SCHEMA__.claims%ROWTYPE;
+    j __SCHEMA__.jobs%ROWTYPE;
+    errs jsonb;
+    made integer;
+BEGIN
+    SELECT * INTO c FROM __SCHEMA__.claims WHERE id = give_back.claim_id AND owner = give_back.owner;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO j FROM __SCHEMA__.jobs WHERE id = c.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    errs := CASE WHEN give_back.error IS NULL THEN j.errors
+                 ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                     'attempt', c.attempt, 'at', now(), 'error', give_back.error)) END;
+    made := CASE WHEN give_back.counted THEN c.attempt ELSE c.attempt - 1 END;
+    IF cardinality(j.messages) = 1 THEN
+        UPDATE __SCHEMA__.jobs
+           SET state = give_back.new_state, taken = 0, attempt = made,
+               run_at = now() + give_back.delay, errors = errs, updated_at = now()
+         WHERE id = j.id;
+        DELETE FROM __SCHEMA__.claims WHERE id = c.id;
+    ELSE
+        INSERT INTO __SCHEMA__.jobs (queue, task, state, priority, run_at, attempt, messages, errors)
+        VALUES (j.queue, j.task, give_back.new_state, j.priority, now() + give_back.delay, made,
+                ARRAY[j.messages[c.lo + give_back.idx + 1]], errs);
+    END IF;
+    RETURN true;
+END
+$fn$;
+
+-- Settles claimed messages of `owner`, in one transaction: first the ones that go back
+-- (`back_*`, one element each, see give_back), then every ended one by its claim (`ids`) and bit
+-- (`masks`, the go-backs included). A claim whose every message ended is deleted, and with the last claim of a job row
+-- whose messages were all handed out, the row. Claims no longer held by `owner` (its lease
+-- expired and another service took them over) are left alone. Returns the claims updated.
+CREATE FUNCTION __SCHEMA__.settle(
+    owner bigint, ids bigint[], masks bigint[],
+    back_claims bigint[], back_idx integer[], back_state text[], back_delay_ms bigint[],
+    back_error text[], back_counted boolean[]
+) RETURNS integer
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    n integer;
+    finished bigint[];
+    k integer;
+BEGIN
+    FOR k IN 1 .. coalesce(cardinality(back_claims), 0) LOOP
+        PERFORM __SCHEMA__.give_back(settle.owner, back_claims[k], back_idx[k], back_state[k],
+            make_interval(secs => back_delay_ms[k] / 1000.0), back_error[k], back_counted[k]);
+    END LOOP;
+    WITH m AS (
+        SELECT u.id, bit_or(u.mask) AS mask FROM unnest(ids, masks) AS u(id, mask) GROUP BY u.id
+    ), upd AS (
+        UPDATE __SCHEMA__.claims c SET done = c.done | m.mask
+          FROM m WHERE c.id = m.id AND c.owner = settle.owner
+        RETURNING c.id, c.job_id, c.done, c.hi - c.lo AS width
+    )
+    SELECT count(*), array_agg(DISTINCT upd.job_id) FILTER (
+               WHERE upd.done = CASE WHEN upd.width = 64 THEN -1::bigint
+                                     ELSE (1::bigint << upd.width) - 1 END)
+      INTO n, finished FROM upd;
+    IF finished IS NULL THEN
+        RETURN n;
+    END IF;
+    -- Locking the rows serializes two services settling the last claims of one row: the
+    -- second one's statements below see the first one's deleted claim.
+    PERFORM 1 FROM __SCHEMA__.jobs j WHERE j.id = ANY (finished) ORDER BY j.id FOR UPDATE;
+    DELETE FROM __SCHEMA__.claims c
+     WHERE c.job_id = ANY (finished) AND c.owner = settle.owner
+       AND c.done = CASE WHEN c.hi - c.lo = 64 THEN -1::bigint ELSE (1::bigint << (c.hi - c.lo)) - 1 END;
+    DELETE FROM __SCHEMA__.jobs j
+     WHERE j.id = ANY (finished) AND j.state = 'running'
+       AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.claims c WHERE c.job_id = j.id);
+    RETURN n;
+END
+$fn$;
+
