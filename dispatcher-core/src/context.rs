@@ -20,6 +20,7 @@ pub trait ChildSink: Send + Sync + 'static {
 pub struct TaskContext {
     uuid: String,
     task: &'static str,
+    attempt: u32,
     sink: Option<Arc<dyn ChildSink>>,
 }
 
@@ -28,15 +29,28 @@ impl fmt::Debug for TaskContext {
         f.debug_struct("TaskContext")
             .field("uuid", &self.uuid)
             .field("task", &self.task)
+            .field("attempt", &self.attempt)
             .field("can_submit", &self.sink.is_some())
             .finish()
     }
 }
 
 impl TaskContext {
-    /// A context for the Call `uuid` of `task`; `sink` receives submitted tasks.
+    /// A context for the Call `uuid` of `task`; `sink` receives submitted tasks. Its attempt is 1
+    /// (see [`TaskContext::with_attempt`]).
     pub fn new(uuid: String, task: &'static str, sink: Option<Arc<dyn ChildSink>>) -> Self {
-        TaskContext { uuid, task, sink }
+        TaskContext {
+            uuid,
+            task,
+            attempt: 1,
+            sink,
+        }
+    }
+
+    /// The same context for attempt `attempt` of the Call (1 for a first run).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 
     /// This Call's uuid.
@@ -47,6 +61,12 @@ impl TaskContext {
     /// This Call's task name.
     pub fn task(&self) -> &'static str {
         self.task
+    }
+
+    /// Which run of this Call this is: 1 for a first run, 2 for its first retry by a durable
+    /// queue, and so on. Always 1 outside a durable queue.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     /// Submits an untyped task message, as [`TaskContext::submit`] does with a typed one;

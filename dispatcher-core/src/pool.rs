@@ -27,6 +27,9 @@ pub struct Job {
     pub task: &'static TaskDescriptor,
     /// Bound arguments, one per parameter.
     pub args: Vec<Value>,
+    /// Which run of the Call this is (given to the task's context): 1 for a first run, more when
+    /// a durable queue runs the Call again after a failed attempt.
+    pub attempt: u32,
 }
 
 /// Where a dispatched job went.

@@ -42,6 +42,22 @@ impl OnDuplicate {
     }
 }
 
+/// How many times a durable-queue job may run when its task does not say
+/// ([`TaskConfig::max_attempts`]).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The base of the retry backoff when a task does not say ([`TaskConfig::backoff`]).
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest retry backoff before jitter, whatever the base and the attempt
+/// ([`TaskConfig::retry_delay`]).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// The smallest jitter factor [`TaskConfig::retry_delay`] applies.
+const MIN_JITTER: f64 = 0.75;
+/// The largest jitter factor [`TaskConfig::retry_delay`] applies.
+const MAX_JITTER: f64 = 1.25;
+
 /// Configuration declared once on `#[task(...)]`. Publishers never override it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -54,16 +70,33 @@ pub struct TaskConfig {
     pub queue: Option<&'static str>,
     /// Whether the function takes a [`TaskContext`] as its first parameter.
     pub context: bool,
+    /// How many times a durable-queue job of this task may run before it is failed. `None`: the
+    /// queue's default, [`DEFAULT_MAX_ATTEMPTS`] (see [`TaskConfig::attempts_allowed`]).
+    pub max_attempts: Option<u32>,
+    /// The base of the exponential backoff between a durable-queue job's attempts. `None`:
+    /// [`DEFAULT_BACKOFF`] (see [`TaskConfig::retry_delay`]).
+    pub backoff: Option<Duration>,
+    /// Durable queue: a second enqueue of this task with the same arguments, while a job of it is
+    /// available or running, returns the existing job instead of adding one. Default `false`.
+    pub unique: bool,
+    /// Durable queue: at most this many Calls of this task run at once, across all services
+    /// consuming the queue. `None` (the default): no limit beyond the services' workers.
+    pub concurrency: Option<u32>,
 }
 
 impl TaskConfig {
-    /// No timeout, parallel duplicates, the publisher's default channel, no context.
+    /// No timeout, parallel duplicates, the publisher's default channel, no context; for a
+    /// durable queue, the default attempts and backoff, not unique, no concurrency limit.
     pub const fn new() -> Self {
         TaskConfig {
             timeout: None,
             on_duplicate: OnDuplicate::Parallel,
             queue: None,
             context: false,
+            max_attempts: None,
+            backoff: None,
+            unique: false,
+            concurrency: None,
         }
     }
 
@@ -89,6 +122,72 @@ impl TaskConfig {
     pub const fn with_context(mut self) -> Self {
         self.context = true;
         self
+    }
+
+    /// Sets how many times a durable-queue job of this task may run (default
+    /// [`DEFAULT_MAX_ATTEMPTS`]); 0 counts as 1.
+    pub const fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Sets the base of the retry backoff (default [`DEFAULT_BACKOFF`]).
+    pub const fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Makes the task unique in a durable queue (default: not unique); see
+    /// [`TaskConfig::unique`].
+    pub const fn with_unique(mut self) -> Self {
+        self.unique = true;
+        self
+    }
+
+    /// Limits how many Calls of this task run at once across a durable queue's services
+    /// (default: no limit); see [`TaskConfig::concurrency`].
+    pub const fn with_concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = Some(concurrency);
+        self
+    }
+
+    /// How many times a durable-queue job of this task may run before it is failed: the
+    /// declared `max_attempts`, else [`DEFAULT_MAX_ATTEMPTS`]; at least 1.
+    pub const fn attempts_allowed(&self) -> u32 {
+        match self.max_attempts {
+            Some(0) => 1,
+            Some(n) => n,
+            None => DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// How long to wait before running attempt `attempt + 1` after attempt `attempt` failed:
+    /// the backoff base (default [`DEFAULT_BACKOFF`]) times `2^(attempt - 1)`, at most
+    /// [`MAX_BACKOFF`], then multiplied by `jitter`.
+    ///
+    /// `jitter` is a random factor the caller draws; it is clamped to `[0.75, 1.25]` (a NaN
+    /// counts as 1). Attempt 0 counts as 1. Never panics: the doubling saturates at the cap.
+    pub fn retry_delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let base = self.backoff.unwrap_or(DEFAULT_BACKOFF);
+        let exponent = attempt.saturating_sub(1);
+        let cap = MAX_BACKOFF.as_nanos();
+        let base = base.as_nanos();
+        let nanos = if base == 0 {
+            0
+        } else if exponent >= 64 {
+            // At least 2^64 ns: centuries over the cap.
+            cap
+        } else {
+            base.saturating_mul(1u128 << exponent).min(cap)
+        };
+        let capped = u64::try_from(nanos).map_or(MAX_BACKOFF, Duration::from_nanos);
+        let jitter = if jitter.is_nan() {
+            1.0
+        } else {
+            jitter.clamp(MIN_JITTER, MAX_JITTER)
+        };
+        // At most MAX_BACKOFF * 1.25: far from overflowing a Duration.
+        capped.mul_f64(jitter)
     }
 }
 
@@ -214,4 +313,96 @@ pub trait Task: 'static {
     const NAME: &'static str;
     /// The task's descriptor.
     fn descriptor() -> &'static TaskDescriptor;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_allowed_defaults_to_three() {
+        assert_eq!(TaskConfig::new().attempts_allowed(), DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(DEFAULT_MAX_ATTEMPTS, 3);
+        assert_eq!(TaskConfig::new().with_max_attempts(7).attempts_allowed(), 7);
+        assert_eq!(TaskConfig::new().with_max_attempts(1).attempts_allowed(), 1);
+        assert_eq!(TaskConfig::new().with_max_attempts(0).attempts_allowed(), 1);
+    }
+
+    #[test]
+    fn builders_set_the_durable_queue_policy() {
+        let plain = TaskConfig::default();
+        assert_eq!(
+            (
+                plain.max_attempts,
+                plain.backoff,
+                plain.unique,
+                plain.concurrency
+            ),
+            (None, None, false, None)
+        );
+        let c = TaskConfig::new()
+            .with_max_attempts(5)
+            .with_backoff(Duration::from_millis(250))
+            .with_unique()
+            .with_concurrency(2);
+        assert_eq!(c.max_attempts, Some(5));
+        assert_eq!(c.backoff, Some(Duration::from_millis(250)));
+        assert!(c.unique);
+        assert_eq!(c.concurrency, Some(2));
+    }
+
+    #[test]
+    fn retry_delay_doubles_from_the_default_base() {
+        let c = TaskConfig::new();
+        assert_eq!(c.retry_delay(1, 1.0), Duration::from_secs(1));
+        assert_eq!(c.retry_delay(2, 1.0), Duration::from_secs(2));
+        assert_eq!(c.retry_delay(3, 1.0), Duration::from_secs(4));
+        assert_eq!(c.retry_delay(10, 1.0), Duration::from_secs(512));
+        // Attempt 0 is taken as the first.
+        assert_eq!(c.retry_delay(0, 1.0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn retry_delay_uses_the_declared_base() {
+        let c = TaskConfig::new().with_backoff(Duration::from_millis(500));
+        assert_eq!(c.retry_delay(1, 1.0), Duration::from_millis(500));
+        assert_eq!(c.retry_delay(4, 1.0), Duration::from_secs(4));
+        let zero = TaskConfig::new().with_backoff(Duration::ZERO);
+        assert_eq!(zero.retry_delay(u32::MAX, 1.25), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_delay_is_capped_at_an_hour_and_saturates() {
+        let c = TaskConfig::new();
+        // 2^12 s is over the cap.
+        assert_eq!(c.retry_delay(13, 1.0), MAX_BACKOFF);
+        assert_eq!(c.retry_delay(33, 1.0), MAX_BACKOFF);
+        assert_eq!(c.retry_delay(64, 1.0), MAX_BACKOFF);
+        assert_eq!(c.retry_delay(u32::MAX, 1.0), MAX_BACKOFF);
+        // A tiny base keeps doubling past 2^32 before it reaches the cap.
+        let tiny = TaskConfig::new().with_backoff(Duration::from_nanos(1));
+        assert_eq!(tiny.retry_delay(33, 1.0), Duration::from_nanos(1 << 32));
+        assert_eq!(tiny.retry_delay(42, 1.0), Duration::from_nanos(1 << 41));
+        assert_eq!(tiny.retry_delay(43, 1.0), MAX_BACKOFF);
+        assert_eq!(tiny.retry_delay(65, 1.0), MAX_BACKOFF);
+        let huge = TaskConfig::new().with_backoff(Duration::MAX);
+        assert_eq!(huge.retry_delay(1, 1.0), MAX_BACKOFF);
+        assert_eq!(huge.retry_delay(u32::MAX, 1.25), MAX_BACKOFF.mul_f64(1.25));
+    }
+
+    #[test]
+    fn retry_delay_applies_clamped_jitter() {
+        let c = TaskConfig::new().with_backoff(Duration::from_secs(4));
+        assert_eq!(c.retry_delay(1, 0.75), Duration::from_secs(3));
+        assert_eq!(c.retry_delay(1, 1.25), Duration::from_secs(5));
+        assert_eq!(c.retry_delay(1, 0.0), Duration::from_secs(3));
+        assert_eq!(c.retry_delay(1, -4.0), Duration::from_secs(3));
+        assert_eq!(c.retry_delay(1, 10.0), Duration::from_secs(5));
+        assert_eq!(c.retry_delay(1, f64::INFINITY), Duration::from_secs(5));
+        assert_eq!(c.retry_delay(1, f64::NEG_INFINITY), Duration::from_secs(3));
+        assert_eq!(c.retry_delay(1, f64::NAN), Duration::from_secs(4));
+        // Jitter applies after the cap.
+        assert_eq!(c.retry_delay(40, 1.25), MAX_BACKOFF.mul_f64(1.25));
+        assert_eq!(c.retry_delay(40, 0.75), MAX_BACKOFF.mul_f64(0.75));
+    }
 }

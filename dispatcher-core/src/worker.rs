@@ -30,7 +30,7 @@ pub fn run_job(
     sink: Option<Arc<dyn ChildSink>>,
 ) -> (Outcome, Option<Value>, Option<String>) {
     let task = job.task;
-    let context = TaskContext::new(job.uuid.clone(), task.name(), sink);
+    let context = TaskContext::new(job.uuid.clone(), task.name(), sink).with_attempt(job.attempt);
     let invocation = Invocation {
         uuid: job.uuid,
         args: job.args,

@@ -19,6 +19,13 @@
 //! | `queue` | string | the channel publishers send it to by default |
 //! | `context` | flag | the first parameter is `&TaskContext` |
 //! | `crate` | string path | where the core crate is, when it is re-exported |
+//! | `max_attempts` | whole number ≥ 1 | how many times a durable queue runs a job of it before failing it; default 3 |
+//! | `backoff` | number of seconds, at most 3600 | base of the exponential wait between a durable-queue job's attempts (doubling each attempt, capped at an hour); default 1 |
+//! | `unique` | `true` or `false` (or the flag alone) | a durable queue returns the existing job for an enqueue with the same arguments while one is available or running; default `false` |
+//! | `concurrency` | whole number ≥ 1 | at most this many Calls of it run at once across all services of a durable queue; default no limit |
+//!
+//! The last four are policy for jobs of a durable queue. A running task reads which attempt it is
+//! (1 for a first run) from `TaskContext::attempt`.
 //!
 //! The attribute keeps the function as it is and adds a type of the same name (in the type
 //! namespace) that implements `Task`, with `call(...)` building a typed submission.
@@ -183,6 +190,19 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     }
     if takes_context {
         config = quote!(#config.with_context());
+    }
+    if let Some(n) = opts.max_attempts {
+        config = quote!(#config.with_max_attempts(#n));
+    }
+    if let Some(b) = opts.backoff {
+        let nanos = (b * 1e9).round() as u64;
+        config = quote!(#config.with_backoff(#p::Duration::from_nanos(#nanos)));
+    }
+    if opts.unique {
+        config = quote!(#config.with_unique());
+    }
+    if let Some(n) = opts.concurrency {
+        config = quote!(#config.with_concurrency(#n));
     }
 
     let idx: Vec<usize> = (0..names.len()).collect();

@@ -12,20 +12,39 @@ pub(crate) struct Options {
     pub(crate) queue: Option<syn::LitStr>,
     pub(crate) context: Option<Span>,
     pub(crate) krate: Option<syn::Path>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) backoff: Option<f64>,
+    pub(crate) unique: bool,
+    pub(crate) concurrency: Option<u32>,
 }
 
-pub(crate) const OPTION_NAMES: [&str; 6] = [
+pub(crate) const OPTION_NAMES: [&str; 10] = [
     "name",
     "timeout",
     "on_duplicate",
     "queue",
     "context",
     "crate",
+    "max_attempts",
+    "backoff",
+    "unique",
+    "concurrency",
 ];
-pub(crate) const OPTIONS: &str = "`name`, `timeout`, `on_duplicate`, `queue`, `context`, `crate`";
+pub(crate) const OPTIONS: &str = "`name`, `timeout`, `on_duplicate`, `queue`, `context`, `crate`, `max_attempts`, `backoff`, `unique`, `concurrency`";
+
+/// Options whose value is a string.
+const STRING_OPTIONS: [&str; 4] = ["name", "queue", "crate", "on_duplicate"];
+/// Options whose value is a number of seconds above 0.
+const SECONDS_OPTIONS: [&str; 2] = ["timeout", "backoff"];
+/// Options whose value is a whole number of at least 1.
+const COUNT_OPTIONS: [&str; 2] = ["max_attempts", "concurrency"];
+
+/// The largest `backoff`, in seconds: the retry backoff's cap (one hour, as
+/// `dispatcher_core::task::MAX_BACKOFF`).
+const MAX_BACKOFF_SECS: f64 = 3600.0;
 pub(crate) const POLICIES: &str = "\"parallel\", \"discard\", \"serial\", \"queue_one\"";
 
-/// An example value of a string option, for error messages.
+/// An example of each option with a value, for error messages.
 pub(crate) fn example(option: &str) -> &'static str {
     match option {
         "name" => "name = \"app.send_email\"",
@@ -33,6 +52,10 @@ pub(crate) fn example(option: &str) -> &'static str {
         "crate" => "crate = \"my_crate::dispatcher_core\"",
         "on_duplicate" => "on_duplicate = \"serial\"",
         "timeout" => "timeout = 5",
+        "max_attempts" => "max_attempts = 5",
+        "backoff" => "backoff = 2",
+        "unique" => "unique = true",
+        "concurrency" => "concurrency = 4",
         _ => "context",
     }
 }
@@ -61,12 +84,19 @@ pub(crate) fn literal(option: &str, value: syn::Expr) -> syn::Result<Lit> {
         syn::Expr::Lit(l) => Ok(l.lit),
         // A literal passed through a `macro_rules!` fragment arrives in an invisible group.
         syn::Expr::Group(g) => literal(option, *g.expr),
-        syn::Expr::Unary(u) if option == "timeout" && matches!(u.op, syn::UnOp::Neg(_)) => {
-            Err(Error::new_spanned(u, "`timeout` must be above 0 seconds"))
-        }
-        syn::Expr::Path(p)
-            if option != "timeout" && option != "context" && p.path.get_ident().is_some() =>
+        syn::Expr::Unary(u)
+            if SECONDS_OPTIONS.contains(&option) && matches!(u.op, syn::UnOp::Neg(_)) =>
         {
+            let message = format!("`{option}` must be above 0 seconds, not {}", negated(&u));
+            Err(Error::new_spanned(u, message))
+        }
+        syn::Expr::Unary(u)
+            if COUNT_OPTIONS.contains(&option) && matches!(u.op, syn::UnOp::Neg(_)) =>
+        {
+            let message = format!("`{option}` must be at least 1, not {}", negated(&u));
+            Err(Error::new_spanned(u, message))
+        }
+        syn::Expr::Path(p) if STRING_OPTIONS.contains(&option) && p.path.get_ident().is_some() => {
             let word = p.path.segments[0].ident.to_string();
             Err(Error::new_spanned(
                 p,
@@ -92,6 +122,10 @@ impl Parse for Options {
             queue: None,
             context: None,
             krate: None,
+            max_attempts: None,
+            backoff: None,
+            unique: false,
+            concurrency: None,
         };
         let mut seen: Vec<String> = Vec::new();
         while !input.is_empty() {
@@ -154,7 +188,10 @@ impl Parse for Options {
                         ));
                     }
                     if v.len() > 63 {
-                        return Err(Error::new(s.span(), "a queue (channel) name is at most 63 bytes"));
+                        return Err(Error::new(
+                            s.span(),
+                            "a queue (channel) name is at most 63 bytes",
+                        ));
                     }
                     o.queue = Some(s)
                 }
@@ -165,6 +202,16 @@ impl Parse for Options {
                 ("timeout", Some(Lit::Float(f))) => {
                     o.timeout = Some(check_timeout(f.base10_parse::<f64>()?, f.span())?)
                 }
+                ("backoff", Some(Lit::Int(i))) => {
+                    o.backoff = Some(check_backoff(i.base10_parse::<u64>()? as f64, i.span())?)
+                }
+                ("backoff", Some(Lit::Float(f))) => {
+                    o.backoff = Some(check_backoff(f.base10_parse::<f64>()?, f.span())?)
+                }
+                ("max_attempts", Some(Lit::Int(i))) => o.max_attempts = Some(check_count(&k, &i)?),
+                ("concurrency", Some(Lit::Int(i))) => o.concurrency = Some(check_count(&k, &i)?),
+                ("unique", None) => o.unique = true,
+                ("unique", Some(Lit::Bool(b))) => o.unique = b.value,
                 ("on_duplicate", Some(Lit::Str(s))) => {
                     let v = s.value();
                     let variant = match v.as_str() {
@@ -175,7 +222,9 @@ impl Parse for Options {
                         _ => {
                             return Err(Error::new(
                                 s.span(),
-                                format!("unknown on_duplicate policy {v:?}; expected one of {POLICIES}"),
+                                format!(
+                                    "unknown on_duplicate policy {v:?}; expected one of {POLICIES}"
+                                ),
                             ))
                         }
                     };
@@ -187,19 +236,56 @@ impl Parse for Options {
                         o.context = Some(key.span())
                     }
                 }
-                ("timeout", Some(Lit::Str(s))) if s.value().trim().parse::<f64>().is_ok() => {
+                ("timeout" | "backoff", Some(Lit::Str(s)))
+                    if s.value().trim().parse::<f64>().is_ok() =>
+                {
                     return Err(Error::new(
                         s.span(),
                         format!(
-                            "`timeout` takes a number of seconds, not a string: write `timeout = {}`",
+                            "`{k}` takes a number of seconds, not a string: write `{k} = {}`",
                             s.value().trim()
                         ),
                     ))
                 }
-                ("timeout", Some(other)) => return Err(Error::new(
-                    other.span(),
-                    "`timeout` takes a number of seconds, e.g. `timeout = 5` or `timeout = 0.5`",
-                )),
+                ("timeout" | "backoff", Some(other)) => {
+                    return Err(Error::new(
+                        other.span(),
+                        format!(
+                        "`{k}` takes a number of seconds, e.g. `{k} = 5` or `{k} = 0.5`, not {}",
+                        describe(&other)
+                    ),
+                    ))
+                }
+                ("max_attempts" | "concurrency", Some(Lit::Str(s)))
+                    if s.value().trim().parse::<u32>().is_ok() =>
+                {
+                    return Err(Error::new(
+                        s.span(),
+                        format!(
+                            "`{k}` takes a whole number, not a string: write `{k} = {}`",
+                            s.value().trim()
+                        ),
+                    ))
+                }
+                ("max_attempts" | "concurrency", Some(other)) => {
+                    return Err(Error::new(
+                        other.span(),
+                        format!(
+                            "`{k}` takes a whole number of at least 1, e.g. `{}`, not {}",
+                            example(&k),
+                            describe(&other)
+                        ),
+                    ))
+                }
+                ("unique", Some(other)) => {
+                    return Err(Error::new(
+                        other.span(),
+                        format!(
+                            "`unique` takes `true` or `false` (or `unique` alone), not {}",
+                            describe(&other)
+                        ),
+                    ))
+                }
                 ("on_duplicate", Some(other)) => {
                     return Err(Error::new(
                         other.span(),
@@ -234,6 +320,63 @@ impl Parse for Options {
             input.parse::<Token![,]>()?;
         }
         Ok(o)
+    }
+}
+
+/// A negated value as an error message shows it: `-5` (not `- 5`).
+fn negated(u: &syn::ExprUnary) -> String {
+    let operand = quote::ToTokens::to_token_stream(&u.expr).to_string();
+    format!("-{operand}")
+}
+
+/// A literal as an error message shows it: its kind and its text.
+fn describe(lit: &Lit) -> String {
+    let kind = match lit {
+        Lit::Str(_) | Lit::ByteStr(_) | Lit::CStr(_) => "the string",
+        Lit::Int(_) => "the integer",
+        Lit::Float(_) => "the number",
+        Lit::Bool(_) => "the boolean",
+        Lit::Byte(_) | Lit::Char(_) => "the character",
+        _ => "the literal",
+    };
+    let text = quote::ToTokens::to_token_stream(lit).to_string();
+    format!("{kind} `{text}`")
+}
+
+/// A count option (`max_attempts`, `concurrency`): a whole number from 1 to `u32::MAX`.
+fn check_count(option: &str, lit: &syn::LitInt) -> syn::Result<u32> {
+    match lit.base10_parse::<u64>() {
+        Ok(0) => Err(Error::new(
+            lit.span(),
+            format!("`{option}` must be at least 1, not 0"),
+        )),
+        Ok(n) => u32::try_from(n).map_err(|_| {
+            Error::new(
+                lit.span(),
+                format!("`{option}` is at most {}, not {n}", u32::MAX),
+            )
+        }),
+        Err(_) => Err(Error::new(
+            lit.span(),
+            format!("`{option}` is at most {}, not {lit}", u32::MAX),
+        )),
+    }
+}
+
+/// A `backoff` in seconds: above 0 and at most the backoff's cap.
+pub(crate) fn check_backoff(t: f64, span: Span) -> syn::Result<f64> {
+    if t.is_finite() && t > 0.0 && t <= MAX_BACKOFF_SECS {
+        Ok(t)
+    } else if t > MAX_BACKOFF_SECS {
+        Err(Error::new(
+            span,
+            format!("`backoff` is at most {MAX_BACKOFF_SECS} seconds (the longest retry backoff), not {t}"),
+        ))
+    } else {
+        Err(Error::new(
+            span,
+            format!("`backoff` must be above 0 seconds, not {t}"),
+        ))
     }
 }
 

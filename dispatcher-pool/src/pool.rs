@@ -317,6 +317,7 @@ impl Pool for ProcessPool {
             &job.uuid,
             job.task.name(),
             &job.args,
+            job.attempt,
             &mut self.wbuf,
         );
         let mut state = inner.lock();

@@ -47,6 +47,9 @@ pub enum ToWorker {
         task: String,
         /// Bound arguments.
         args: Vec<Value>,
+        /// Which run of the Call this is (1 for a first run); a frame without it is a first run.
+        #[serde(default = "first_attempt")]
+        attempt: u32,
     },
     /// Answer with a pong.
     Ping {
@@ -55,6 +58,11 @@ pub enum ToWorker {
     },
     /// Finish and exit.
     Stop,
+}
+
+/// The attempt of a `Run` frame that does not say: a first run.
+fn first_attempt() -> u32 {
+    1
 }
 
 /// Worker to pool.
@@ -118,6 +126,7 @@ pub fn encode_run(
     uuid: &str,
     task: &str,
     args: &[Value],
+    attempt: u32,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
     #[derive(Serialize)]
@@ -127,6 +136,7 @@ pub fn encode_run(
         uuid: &'a str,
         task: &'a str,
         args: &'a [Value],
+        attempt: u32,
     }
     encode(
         &Run {
@@ -134,6 +144,7 @@ pub fn encode_run(
             uuid,
             task,
             args,
+            attempt,
         },
         buf,
     )
@@ -312,7 +323,7 @@ mod tests {
     fn encode_run_matches_the_enum() {
         let args = vec![Value::from(1), Value::from("x")];
         let mut a = Vec::new();
-        encode_run(7, "u-1", "t.x", &args, &mut a).unwrap();
+        encode_run(7, "u-1", "t.x", &args, 3, &mut a).unwrap();
         let mut b = Vec::new();
         encode(
             &ToWorker::Run {
@@ -320,13 +331,37 @@ mod tests {
                 uuid: "u-1".into(),
                 task: "t.x".into(),
                 args,
+                attempt: 3,
             },
             &mut b,
         )
         .unwrap();
         assert_eq!(a, b);
         let back: ToWorker = serde_json::from_slice(&a[4..]).unwrap();
-        assert!(matches!(back, ToWorker::Run { key: 7, .. }));
+        assert!(matches!(
+            back,
+            ToWorker::Run {
+                key: 7,
+                attempt: 3,
+                ..
+            }
+        ));
+    }
+
+    /// A `Run` frame from a pool that sends no attempt is a first run.
+    #[test]
+    fn run_without_attempt_is_a_first_run() {
+        let back: ToWorker =
+            serde_json::from_str(r#"{"t":"run","key":9,"uuid":"u-2","task":"t.x","args":[]}"#)
+                .unwrap();
+        assert!(matches!(
+            back,
+            ToWorker::Run {
+                key: 9,
+                attempt: 1,
+                ..
+            }
+        ));
     }
 
     /// The three readers share the decoder: they read the same frame, and refuse the same sizes

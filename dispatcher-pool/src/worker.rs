@@ -118,6 +118,7 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
                 uuid,
                 task,
                 args,
+                attempt,
             } => {
                 let done = match registry.lookup(&task) {
                     Some(descriptor) => {
@@ -126,6 +127,7 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
                             uuid,
                             task: descriptor,
                             args,
+                            attempt,
                         };
                         let child_sink: Arc<dyn ChildSink> = sink.clone();
                         let (outcome, result, error) = run_job(&rt, job, Some(child_sink));

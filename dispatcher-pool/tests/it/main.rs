@@ -8,6 +8,7 @@
 //! println are allowed here explicitly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod attempts;
 mod cancel;
 mod conformance;
 mod death;
@@ -62,6 +63,7 @@ fn all() -> Vec<Trial> {
         recycling::recycle_after_max_tasks,
         scaling::scale_up_and_down,
         results::tasks_from_tasks,
+        attempts::attempt_reaches_the_worker_process,
         health::unresponsive_idle_worker_is_replaced,
         death::orphans_exit_when_the_service_is_killed,
         startup::forgotten_entry_call_fails_loudly,

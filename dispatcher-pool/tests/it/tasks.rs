@@ -62,6 +62,12 @@ pub fn fanout(ctx: &TaskContext, n: i64) -> Result<(), dispatcher_core::Error> {
     Ok(())
 }
 
+/// Which attempt the running Call is.
+#[task(name = "p.attempt", context)]
+pub fn attempt_number(ctx: &TaskContext) -> u32 {
+    ctx.attempt()
+}
+
 /// Allocates and touches `mb` megabytes, a megabyte at a time, then holds them.
 #[task(name = "p.eat")]
 pub fn eat(mb: usize) -> usize {
@@ -107,4 +113,5 @@ pub fn registry() -> TaskRegistry {
         .register::<fanout>()
         .register::<eat>()
         .register::<spawn_many>()
+        .register::<attempt_number>()
 }

@@ -44,6 +44,7 @@ impl Loop {
                 uuid: p.call.uuid.clone(),
                 task: p.task,
                 args: std::mem::take(&mut p.args),
+                attempt: p.call.attempt.unwrap_or(1),
             };
             match self.pool.try_dispatch(job) {
                 Ok(d) => {

@@ -2,6 +2,7 @@
 //! in-process pool; and of the runtime's own in-memory broker (`memory`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attempts;
 mod control;
 mod hostile;
 mod memory;
@@ -34,6 +35,7 @@ pub(crate) fn registry() -> TaskRegistry {
         .register::<fanout>()
         .register::<greet>()
         .register::<routed>()
+        .register::<attempt_number>()
 }
 
 pub(crate) async fn service(workers: usize) -> TestService {

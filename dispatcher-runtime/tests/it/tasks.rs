@@ -59,3 +59,8 @@ pub fn greet(name: String, greeting: Option<String>) -> String {
 
 #[task(name = "t.routed", queue = "other_channel")]
 pub fn routed() {}
+
+#[task(name = "t.attempt", context)]
+pub fn attempt_number(ctx: &TaskContext) -> u32 {
+    ctx.attempt()
+}

@@ -14,6 +14,10 @@ mod reexport {
     on_duplicate = "queue_one",
     queue = "math",
     context,
+    max_attempts = 6,
+    backoff = 2.5,
+    unique = true,
+    concurrency = 3,
     crate = "crate::reexport::core_again"
 )]
 async fn everything(ctx: &TaskContext, a: i64, b: Vec<String>) -> Result<String, String> {
@@ -40,6 +44,10 @@ fn main() {
     assert_eq!(config.on_duplicate, OnDuplicate::QueueOne);
     assert_eq!(config.queue, Some("math"));
     assert!(config.context);
+    assert_eq!(config.max_attempts, Some(6));
+    assert_eq!(config.backoff, Some(Duration::from_millis(2500)));
+    assert!(config.unique);
+    assert_eq!(config.concurrency, Some(3));
 
     // The declared queue is the submission's default channel.
     let (channel, message) = everything::call(1, vec!["x".into()])

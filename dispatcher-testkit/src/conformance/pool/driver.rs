@@ -100,7 +100,8 @@ impl<P: Pool> Driver<P> {
         self.size
     }
 
-    /// A new job of `task` with these arguments (one per parameter) and a fresh key and uuid.
+    /// A new job of `task` with these arguments (one per parameter), a fresh key and uuid, and
+    /// attempt 1.
     pub(super) fn job(&mut self, task: &'static TaskDescriptor, args: Vec<Value>) -> Job {
         self.next_key += 1;
         Job {
@@ -108,6 +109,7 @@ impl<P: Pool> Driver<P> {
             uuid: uuid::Uuid::new_v4().to_string(),
             task,
             args,
+            attempt: 1,
         }
     }
 

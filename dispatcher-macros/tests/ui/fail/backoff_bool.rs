@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(backoff = true)]
+fn flag() {}
+
+fn main() {}

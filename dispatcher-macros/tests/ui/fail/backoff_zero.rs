@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(backoff = 0)]
+fn no_wait() {}
+
+fn main() {}

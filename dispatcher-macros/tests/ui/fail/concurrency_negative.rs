@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(concurrency = -2)]
+fn negative() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use dispatcher_core::task;
+
+#[task(concurrency = 0)]
+fn blocked() {}
+
+fn main() {}
