@@ -550,7 +550,10 @@ impl ServerConfig {
         if self.queue.enabled {
             seconds("queue.lease", self.queue.lease)?;
             seconds("queue.poll_interval", self.queue.poll_interval)?;
-            seconds("queue.failed_retention_days", self.queue.failed_retention_days)?;
+            seconds(
+                "queue.failed_retention_days",
+                self.queue.failed_retention_days,
+            )?;
             if self.queue.lease < 1.0 {
                 return Err(Error::Config(format!(
                     "`queue.lease` must be at least 1 second, got {}",

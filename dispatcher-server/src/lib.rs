@@ -178,15 +178,19 @@ impl Server {
             qc.lease = config::seconds("queue.lease", q.lease)?;
             qc.poll_interval = config::seconds("queue.poll_interval", q.poll_interval)?;
             qc.max_prefetch = q.max_prefetch;
-            qc.failed_retention =
-                config::seconds("queue.failed_retention_days", q.failed_retention_days * 86_400.0)?;
+            qc.failed_retention = config::seconds(
+                "queue.failed_retention_days",
+                q.failed_retention_days * 86_400.0,
+            )?;
             if let Some(n) = &c.node_id {
                 qc.node = n.clone();
             }
-            let queue = PgQueue::connect(qc).await.map_err(|source| Error::Connect {
-                target: dispatcher_broker_pg::redact_connection_string(&url),
-                source,
-            })?;
+            let queue = PgQueue::connect(qc)
+                .await
+                .map_err(|source| Error::Connect {
+                    target: dispatcher_broker_pg::redact_connection_string(&url),
+                    source,
+                })?;
             tracing::info!(schema = %q.schema, "consuming the durable queue");
             builder = builder.broker(Arc::new(queue));
         }

@@ -118,10 +118,10 @@ pub use dispatcher_runtime::{
 pub use dispatcher_broker_pg as postgres;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use dispatcher_broker_pg::{PgBroker, PgBrokerConfig};
+pub use dispatcher_broker_pg::queue::{Job, PgQueue, PgQueueConfig};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use dispatcher_broker_pg::queue::{Job, PgQueue, PgQueueConfig};
+pub use dispatcher_broker_pg::{PgBroker, PgBrokerConfig};
 
 /// The process pool crate, whole.
 #[cfg(feature = "process-pool")]

@@ -165,9 +165,8 @@ pub(crate) async fn start(
     let (tx, rx) = mpsc::channel(capacity.max(128));
     let mut claimer = Claimer::new(shared, queues).await?;
     tokio::spawn(async move { claimer.run(wake, tx).await });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|m| (m, rx))
-    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     Ok(stream.boxed())
 }
 
@@ -382,7 +381,7 @@ impl Claimer {
         };
         let mut got = 0;
         if rescue {
-            let most = (credit as i64 / PER_CLAIM as i64).max(1);
+            let most = (credit / PER_CLAIM as usize).max(1) as i32;
             let rows = bounded(
                 "rescue expired claims",
                 timeout,
@@ -398,7 +397,13 @@ impl Claimer {
                 let n = self
                     .deliver(claim, &queue, attempt, max, done, messages, tx)
                     .await;
-                tracing::warn!(claim, queue, attempt, messages = n, "took over jobs whose lease expired");
+                tracing::warn!(
+                    claim,
+                    queue,
+                    attempt,
+                    messages = n,
+                    "took over jobs whose lease expired"
+                );
                 self.shared
                     .counters
                     .rescued
@@ -447,7 +452,14 @@ impl Claimer {
                     timeout,
                     conn.client.query(
                         &conn.claim,
-                        &[queue, &want, &self.owner, &Vec::<String>::new(), &task, &limit],
+                        &[
+                            queue,
+                            &want,
+                            &self.owner,
+                            &Vec::<String>::new(),
+                            &task,
+                            &limit,
+                        ],
                     ),
                 )
                 .await?;
@@ -568,7 +580,11 @@ impl Claimer {
             conn.client.execute(&conn.orphan, &[&lost, &self.owner]),
         )
         .await?;
-        tracing::warn!(claims = n, owner = self.owner, "claims this service lost track of are handed over for rescue");
+        tracing::warn!(
+            claims = n,
+            owner = self.owner,
+            "claims this service lost track of are handed over for rescue"
+        );
         self.shared.counters.orphans.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
@@ -710,7 +726,10 @@ async fn flush(
             let claim = (id / PER_CLAIM) as i64;
             let idx = (id % PER_CLAIM) as i32;
             let Some((owner, _)) = claims.get(&claim) else {
-                tracing::error!(claim, "settlement for a claim this service does not hold; ignored");
+                tracing::error!(
+                    claim,
+                    "settlement for a claim this service does not hold; ignored"
+                );
                 continue;
             };
             let b = by_owner.entry(*owner).or_default();
@@ -726,9 +745,7 @@ async fn flush(
                     true,
                 )),
                 Settlement::Fail { error } => Some(("failed", 0, Some(error.clone()), true)),
-                Settlement::Cancel { reason } => {
-                    Some(("canceled", 0, Some(reason.clone()), true))
-                }
+                Settlement::Cancel { reason } => Some(("canceled", 0, Some(reason.clone()), true)),
                 Settlement::Release => Some(("available", 0, None, false)),
                 // A settlement this build does not know: keep the job for a person to look at.
                 _ => Some(("failed", 0, Some(format!("unknown settlement {s:?}")), true)),
@@ -801,7 +818,11 @@ async fn renew_leases(shared: &Shared, c: &KeeperConn) -> Result<()> {
         shared.config.statement_timeout,
         c.client.execute(
             &c.renew,
-            &[&owners, &shared.config.node, &shared.config.lease.as_secs_f64()],
+            &[
+                &owners,
+                &shared.config.node,
+                &shared.config.lease.as_secs_f64(),
+            ],
         ),
     )
     .await?;

@@ -281,7 +281,10 @@ impl Broker for PgQueue {
         Ok(())
     }
 
-    async fn subscribe(&self, channels: &[String]) -> std::result::Result<Subscription, BrokerError> {
+    async fn subscribe(
+        &self,
+        channels: &[String],
+    ) -> std::result::Result<Subscription, BrokerError> {
         for c in channels {
             validate_channel(c)?;
         }
@@ -315,7 +318,9 @@ impl Broker for PgQueue {
         let start = std::time::Instant::now();
         tokio::time::timeout(bound, self.publish.ping())
             .await
-            .map_err(|_| BrokerError::Timeout(bound, "a query on the queue's connection".into()))??;
+            .map_err(|_| {
+                BrokerError::Timeout(bound, "a query on the queue's connection".into())
+            })??;
         let left = bound.saturating_sub(start.elapsed());
         self.wake.self_check(left).await?;
         Ok(start.elapsed())

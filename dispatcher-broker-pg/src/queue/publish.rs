@@ -48,7 +48,10 @@ impl Job {
     /// A job from a typed submission (`my_task::call(...)`), on the submission's channel or
     /// `default_queue`. A task declared `unique = true` gets a unique key from its name and
     /// arguments: enqueueing it again while one is available or running returns that one.
-    pub fn from_submission<T: Task>(submission: Submission<T>, default_queue: &str) -> Result<Self> {
+    pub fn from_submission<T: Task>(
+        submission: Submission<T>,
+        default_queue: &str,
+    ) -> Result<Self> {
         let (queue, message) = submission
             .into_message(default_queue)
             .map_err(|e| Error::Job(e.to_string()))?;
@@ -214,7 +217,10 @@ fn rows(jobs: Vec<Job>, batch_rows: usize) -> Result<Rows> {
         if let Some(k) = &job.unique_key {
             // Two jobs of one statement with one key: the first is enqueued, the second would
             // be "the existing one"; PostgreSQL refuses both in one statement, so drop it here.
-            if seen_keys.insert((job.queue.clone(), k.clone()), ()).is_some() {
+            if seen_keys
+                .insert((job.queue.clone(), k.clone()), ())
+                .is_some()
+            {
                 continue;
             }
         }
@@ -417,7 +423,12 @@ impl Publish {
             };
             let result = tokio::time::timeout(
                 timeout,
-                insert(client, &self.config.schema, jobs.clone(), self.config.batch_rows),
+                insert(
+                    client,
+                    &self.config.schema,
+                    jobs.clone(),
+                    self.config.batch_rows,
+                ),
             )
             .await;
             match result {
@@ -509,7 +520,9 @@ mod tests {
         let e = Job::from_payload("q", "not json").unwrap_err();
         assert!(e.to_string().contains("not a task message"), "{e}");
         let j = Job::from_payload("q", r#"{"task":"t","delay":60}"#).unwrap();
-        assert!(j.run_at.is_some_and(|t| t > SystemTime::now() + Duration::from_secs(50)));
+        assert!(j
+            .run_at
+            .is_some_and(|t| t > SystemTime::now() + Duration::from_secs(50)));
         assert!(!j.message.contains("delay"), "{}", j.message);
     }
 

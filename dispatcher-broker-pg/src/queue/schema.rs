@@ -132,7 +132,12 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<Migrate
         .await
         .map_err(query("record a migration"))?;
         tx.commit().await.map_err(query("commit a migration"))?;
-        tracing::info!(schema, version = m.version, name = m.name, "migration applied");
+        tracing::info!(
+            schema,
+            version = m.version,
+            name = m.name,
+            "migration applied"
+        );
         applied.push(m.version);
         version = m.version;
     }
@@ -162,7 +167,10 @@ pub(crate) async fn version(client: &Client, schema: &str) -> Result<i32> {
     }
     let v: Option<i32> = client
         .query_one(
-            &format!("SELECT max(version) FROM {}.migrations", quote_ident(schema)),
+            &format!(
+                "SELECT max(version) FROM {}.migrations",
+                quote_ident(schema)
+            ),
             &[],
         )
         .await

@@ -5,11 +5,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dispatcher_core::ConsumerInfo;
 use dispatcher_core::broker;
 use dispatcher_core::call::new_uuid;
 use dispatcher_core::chunk::Assembler;
 use dispatcher_core::signing::SigningKey;
+use dispatcher_core::ConsumerInfo;
 use dispatcher_core::{Broker, Pool, Registry, Submission, Task, TaskMessage};
 use futures_util::stream::SelectAll;
 use tokio::sync::{mpsc, watch};

@@ -21,7 +21,10 @@ impl Loop {
         self.delivery = msg.delivery.take();
         self.take_payload(broker, msg);
         if let Some(d) = self.delivery.take() {
-            tracing::debug!(delivery = d.id(), "durable payload made no Call; settled as complete");
+            tracing::debug!(
+                delivery = d.id(),
+                "durable payload made no Call; settled as complete"
+            );
             d.settle(Settlement::Complete);
         }
     }

@@ -148,7 +148,11 @@ impl Loop {
     /// How a durable job's Call that ended as `outcome` is settled: removed, retried with the
     /// task's backoff while attempts remain, failed, canceled, or given back at shutdown.
     fn settlement(&mut self, call: &Call, outcome: Outcome, max: Option<u32>) -> Settlement {
-        let error = || call.error.clone().unwrap_or_else(|| outcome.as_str().to_owned());
+        let error = || {
+            call.error
+                .clone()
+                .unwrap_or_else(|| outcome.as_str().to_owned())
+        };
         match outcome {
             Outcome::Ok | Outcome::Discarded => Settlement::Complete,
             // Not the job's fault: the service was full or is stopping.
