@@ -239,7 +239,7 @@ async fn retries_count_attempts_with_backoff_then_fail_with_every_error() {
     svc.wait_for_finished(6, WAIT).await.unwrap();
     let calls = svc.history(&Default::default());
     let mut fl: Vec<&Call> = calls.iter().filter(|c| c.task == "q.flaky").collect();
-    fl.sort_by(|a, b| a.attempt.cmp(&b.attempt));
+    fl.sort_by_key(|c| c.attempt);
     let attempts: Vec<_> = fl.iter().map(|c| (c.attempt, c.outcome)).collect();
     assert_eq!(
         attempts,
@@ -449,6 +449,20 @@ async fn the_concurrency_limit_holds_across_three_services() {
         }
     }
     assert_eq!(total, 224);
+    // The limit holds back q.slow only: every q.add ran before the q.slow backlog (24 × 150 ms
+    // two at a time) was through.
+    let last = |task: &str, f: fn(&Call) -> Option<f64>| {
+        services
+            .iter()
+            .flat_map(|s| s.history(&Default::default()))
+            .filter(|c| c.task == task)
+            .filter_map(|c| f(&c))
+            .fold(0.0f64, f64::max)
+    };
+    assert!(
+        last("q.add", |c| c.finished_at) < last("q.slow", |c| c.started_at),
+        "other tasks ran at full speed next to the limited one"
+    );
     // From the Calls too: no moment with three q.slow running.
     for (start, _) in &running_at_once {
         let overlapping = running_at_once

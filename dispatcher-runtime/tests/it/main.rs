@@ -11,6 +11,7 @@ mod policy;
 mod pool_conformance;
 mod publish;
 mod resilience;
+mod settle;
 mod signing;
 mod tasks;
 
