@@ -1,5 +1,5 @@
-//! The command line: [`Cli`], the checks clap cannot make ([`check`]), and the exit codes
-//! ([`exit`]).
+//! The command line: [`Cli`], the checks clap cannot make ([`check`], [`action`]), and the exit
+//! codes ([`exit`]).
 
 use std::time::Duration;
 
@@ -14,6 +14,16 @@ use crate::render::truncate;
 /// The channel used when `--channel` is absent: the core's default listen channel.
 pub const DEFAULT_CHANNEL: &str = "dispatcher";
 
+/// The queue schema used when `--schema` is absent (the queue's and the server's default).
+pub const DEFAULT_SCHEMA: &str = "dispatcher";
+
+/// How many failed or canceled jobs `jobs` lists when `--limit` is absent.
+pub const DEFAULT_LIMIT: u32 = 20;
+
+/// The commands that act on the durable queue in the database instead of being sent to the
+/// services.
+pub const QUEUE_COMMANDS: [&str; 4] = ["migrate", "jobs", "retry", "discard"];
+
 /// Exit codes of `dispatcherctl`.
 pub mod exit {
     /// Success.
@@ -21,31 +31,64 @@ pub mod exit {
     /// Fewer replies than expected arrived within the timeout (none at all, without
     /// `--expected-replies`).
     pub const MISSING_REPLIES: u8 = 1;
+    /// `retry` and `discard` with ids: some of them were not failed or canceled jobs (the
+    /// others were acted on).
+    pub const IDS_LEFT: u8 = 1;
     /// Usage error (also what clap uses for bad flags).
     pub const USAGE: u8 = 2;
-    /// Could not connect to PostgreSQL, or the connection failed while sending.
+    /// Could not connect to PostgreSQL, or the connection failed while sending (or, for the
+    /// queue commands, while the database worked).
     pub const CONNECT: u8 = 3;
+    /// Queue commands: the queue schema is missing or older than this build needs (run
+    /// `dispatcherctl migrate`), newer than this build knows, or the database refused a
+    /// statement (a failed migration, missing privileges).
+    pub const DATABASE: u8 = 4;
 }
 
 const AFTER_HELP: &str = "\
-Default channel: dispatcher (the services' default listen channel).
+Control commands (sent over NOTIFY to every service listening on --channel; prints the replies):
+  alive, main, workers, running, cancel, status, set_log_level, run, history, metrics
+  (any other name is sent too; the services reply with an error)
+
+Queue commands (act on the durable queue's tables in the database; no service needed):
+  migrate [--schema S]                      apply the queue's migrations; prints the versions
+                                            applied and the version now
+  jobs [--queue Q] [--limit N]              counts by queue and state, the oldest due job's
+                                            age, live services, expired claims; then the failed
+                                            and canceled jobs, newest first
+  retry ID... | retry --all-failed [--queue Q]
+                                            make failed or canceled jobs available again
+  discard ID... | discard --all-failed [--queue Q]
+                                            delete failed or canceled jobs
+  --all-failed takes every failed job (of --queue, when given); canceled jobs go by id only.
+
+Default channel: dispatcher (the services' default listen channel). Default schema: dispatcher.
 
 Exit codes:
   0  success (replies that carry an \"error\" field still count as replies)
   1  fewer replies than --expected-replies arrived within the timeout (what arrived is still
-     printed); without --expected-replies: no service replied at all within the timeout
+     printed); without --expected-replies: no service replied at all within the timeout;
+     retry/discard: some of the given ids were not failed or canceled jobs (the others were
+     retried or discarded)
   2  usage error: bad flags, --data not valid JSON or not a JSON object, invalid channel name,
-     unparseable connection string, cancel without --data (use --data '{}' to cancel everything)
-  3  cannot connect to PostgreSQL (or the connection failed while sending)
+     unparseable connection string, cancel without --data (use --data '{}' to cancel everything),
+     a bad job id or schema name, retry/discard without ids or --all-failed, a flag the command
+     does not take
+  3  cannot connect to PostgreSQL (or the connection failed while sending, or while a queue
+     command worked)
+  4  queue commands: the queue schema is missing or too old (run `dispatcherctl migrate`), newer
+     than this dispatcherctl knows, or the database refused a statement
 
-With --json, stdout holds exactly one JSON array of the reply objects; diagnostics go to stderr.";
+With --json, stdout holds exactly one JSON value (control commands: an array of the reply
+objects; queue commands: one object); diagnostics go to stderr.";
 
 /// The command line.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "dispatcherctl",
     version,
-    about = "Sends a control command to dispatcher services and prints their replies",
+    about = "Sends a control command to dispatcher services and prints their replies, or operates \
+             the durable queue in the database",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -54,38 +97,108 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: String,
 
-    /// Channel the services listen on
+    /// Channel the services listen on (control commands)
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CHANNEL, value_parser = parse_channel)]
     pub channel: String,
 
-    /// Print exactly one JSON array of the reply objects on stdout, nothing else
+    /// Print exactly one JSON value on stdout, nothing else: the array of the reply objects
+    /// (control commands) or one object (queue commands)
     #[arg(long)]
     pub json: bool,
 
-    /// Seconds to wait for replies (fractions allowed)
+    /// Seconds to wait for replies (control commands; fractions allowed)
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Stop waiting once N replies arrived; fewer within the timeout is exit code 1. Without it,
-    /// the whole timeout is waited and every reply that arrives is printed
+    /// the whole timeout is waited and every reply that arrives is printed (control commands)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub expected_replies: Option<u32>,
 
     /// Control command: alive, main, workers, running, cancel, status, set_log_level, run,
-    /// history, metrics (any other name is sent too; services reply with an error)
+    /// history, metrics (any other name is sent too; services reply with an error); or queue
+    /// command: migrate, jobs, retry, discard
     #[arg(value_name = "COMMAND", value_parser = NonEmptyStringValueParser::new())]
     pub command: String,
 
+    /// retry, discard: ids of failed or canceled jobs, as `jobs` lists them
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+
     /// control_data as a JSON object, e.g. '{"task": "demo.sleep"}'; required for cancel ('{}'
-    /// cancels everything)
+    /// cancels everything) (control commands)
     #[arg(long, value_name = "JSON", value_parser = parse_data)]
     pub data: Option<Map<String, Value>>,
 
     /// Sign the command with the secret in this file (services that require signatures accept
     /// only signed commands) and accept only signed replies. DISPATCHER_SIGNING_SECRET holds the
-    /// secret itself and wins over the file
+    /// secret itself and wins over the file (control commands)
     #[arg(long, value_name = "FILE")]
     pub signing_secret_file: Option<std::path::PathBuf>,
+
+    /// Queue commands: the schema holding the queue [default: dispatcher]
+    #[arg(long, value_name = "NAME", value_parser = parse_schema)]
+    pub schema: Option<String>,
+
+    /// jobs: only this queue; retry, discard: with --all-failed, only this queue's failed jobs
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub queue: Option<String>,
+
+    /// jobs: list at most N failed or canceled jobs, newest first (0: counts only) [default: 20]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(..=100_000))]
+    pub limit: Option<u32>,
+
+    /// retry, discard: every failed job (of --queue, when given) instead of ids; canceled jobs
+    /// are retried or discarded by id only
+    #[arg(long)]
+    pub all_failed: bool,
+}
+
+impl Cli {
+    /// The queue schema: `--schema`, or [`DEFAULT_SCHEMA`].
+    pub fn schema(&self) -> &str {
+        self.schema.as_deref().unwrap_or(DEFAULT_SCHEMA)
+    }
+
+    /// How many failed or canceled jobs `jobs` lists: `--limit`, or [`DEFAULT_LIMIT`].
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(DEFAULT_LIMIT)
+    }
+}
+
+/// What a command line asks for ([`action`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send the control command to the services and print their replies.
+    Control,
+    /// Act on the durable queue in the database.
+    Queue(QueueCommand),
+}
+
+/// A queue command ([`QUEUE_COMMANDS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueCommand {
+    /// `migrate`: apply the queue's missing migrations.
+    Migrate,
+    /// `jobs`: the queue's counts and its failed and canceled jobs.
+    Jobs,
+    /// `retry`: make failed or canceled jobs available again.
+    Retry(Pick),
+    /// `discard`: delete failed or canceled jobs.
+    Discard(Pick),
+}
+
+/// The jobs `retry` and `discard` act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// These ids (ascending, each once); ids of jobs that are not failed or canceled are left
+    /// alone and named.
+    Ids(Vec<i64>),
+    /// Every failed job, of this queue when given.
+    AllFailed {
+        /// `--queue`.
+        queue: Option<String>,
+    },
 }
 
 /// The signing key from `DISPATCHER_SIGNING_SECRET` or `--signing-secret-file`, if any.
@@ -143,13 +256,138 @@ pub fn parse_channel(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Parses `--schema`: a plain lowercase identifier (the queue's rule).
+pub fn parse_schema(text: &str) -> Result<String, String> {
+    dispatcher_broker_pg::queue::check_schema_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a job id: a positive whole number.
+pub fn parse_job_id(text: &str) -> Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(format!(
+            "job ids are positive whole numbers, as `dispatcherctl jobs` lists them; got {}",
+            show_input(text)
+        )),
+    }
+}
+
 fn show_input(text: &str) -> String {
     format!("'{}'", truncate(text, 200))
 }
 
-/// Checks what clap cannot: `cancel` needs `--data` (an empty filter matches every Call).
+/// Checks what clap cannot: `cancel` needs `--data` (an empty filter matches every Call), and
+/// each flag and job id belongs to a command that takes it (see [`action`]).
 pub fn check(cli: &Cli) -> Result<(), String> {
-    if cli.command == "cancel" && cli.data.is_none() {
+    action(cli).map(|_| ())
+}
+
+/// What the command line asks for, once it is checked: `cancel` needs `--data`; the queue
+/// commands ([`QUEUE_COMMANDS`]) take none of the control flags `--data` and
+/// `--expected-replies`; control commands take none of the queue flags and no job ids; `retry`
+/// and `discard` take ids or `--all-failed` (with `--queue` only then). The error says what is
+/// wrong and what to write instead.
+pub fn action(cli: &Cli) -> Result<Action, String> {
+    let command = cli.command.as_str();
+    if !QUEUE_COMMANDS.contains(&command) {
+        return control_action(cli);
+    }
+    if cli.data.is_some() {
+        return Err(format!(
+            "{command} acts on the queue's tables and takes no --data (that is for control \
+             commands)"
+        ));
+    }
+    if cli.expected_replies.is_some() {
+        return Err(format!(
+            "{command} acts on the queue's tables; there are no replies to expect \
+             (--expected-replies is for control commands)"
+        ));
+    }
+    let takes_ids = matches!(command, "retry" | "discard");
+    if !takes_ids {
+        if let Some(first) = cli.ids.first() {
+            return Err(format!(
+                "{command} takes no job ids (got {}); ids are for retry and discard",
+                show_input(first)
+            ));
+        }
+        if cli.all_failed {
+            return Err(format!(
+                "--all-failed is for retry and discard, not for {command}"
+            ));
+        }
+    }
+    match command {
+        "migrate" => {
+            not_for(
+                cli.queue.is_some(),
+                "--queue",
+                "migrate (it migrates every queue)",
+            )?;
+            not_for(cli.limit.is_some(), "--limit", "migrate")?;
+            Ok(Action::Queue(QueueCommand::Migrate))
+        }
+        "jobs" => Ok(Action::Queue(QueueCommand::Jobs)),
+        _ => {
+            not_for(
+                cli.limit.is_some(),
+                "--limit",
+                &format!("{command} (only jobs lists jobs)"),
+            )?;
+            let pick = pick(cli)?;
+            Ok(Action::Queue(if command == "retry" {
+                QueueCommand::Retry(pick)
+            } else {
+                QueueCommand::Discard(pick)
+            }))
+        }
+    }
+}
+
+/// The checks of a control command.
+fn control_action(cli: &Cli) -> Result<Action, String> {
+    let command = cli.command.as_str();
+    if let Some(first) = cli.ids.first() {
+        return Err(format!(
+            "unexpected argument {} after {command:?}: control commands take their arguments in \
+             --data (e.g. --data '{{\"task\": \"...\"}}'); only retry and discard take job ids",
+            show_input(first)
+        ));
+    }
+    let queue_only = |flag: &str, commands: &str| {
+        format!("{flag} is for {commands}; the control command {command:?} does not take it")
+    };
+    if cli.schema.is_some() {
+        return Err(queue_only(
+            "--schema",
+            "the queue commands (migrate, jobs, retry, discard)",
+        ));
+    }
+    if cli.queue.is_some() {
+        return Err(queue_only(
+            "--queue",
+            "the queue commands jobs, retry and discard",
+        ));
+    }
+    if cli.all_failed {
+        return Err(queue_only(
+            "--all-failed",
+            "the queue commands retry and discard",
+        ));
+    }
+    if let Some(n) = cli.limit {
+        let mut e = queue_only("--limit", "the queue command jobs");
+        if command == "history" {
+            e.push_str(&format!(
+                "; history takes its limit in --data '{{\"limit\": {n}}}'"
+            ));
+        }
+        return Err(e);
+    }
+    if command == "cancel" && cli.data.is_none() {
         return Err(format!(
             "cancel without --data would cancel every running and waiting Call of every service \
              on channel {:?}; give a filter (e.g. --data '{{\"uuid\": \"...\"}}' or \
@@ -157,7 +395,53 @@ pub fn check(cli: &Cli) -> Result<(), String> {
             cli.channel
         ));
     }
-    Ok(())
+    Ok(Action::Control)
+}
+
+/// The jobs of `retry` or `discard`: ids, or `--all-failed` (explicitly: acting on every failed
+/// job is never what an empty command line means).
+fn pick(cli: &Cli) -> Result<Pick, String> {
+    let command = cli.command.as_str();
+    if cli.all_failed {
+        if let Some(first) = cli.ids.first() {
+            return Err(format!(
+                "{command}: give job ids or --all-failed, not both (got id {})",
+                show_input(first)
+            ));
+        }
+        return Ok(Pick::AllFailed {
+            queue: cli.queue.clone(),
+        });
+    }
+    if cli.ids.is_empty() {
+        return Err(format!(
+            "{command} needs the ids of failed or canceled jobs (`dispatcherctl jobs` lists \
+             them), or --all-failed [--queue NAME] to {command} every failed job"
+        ));
+    }
+    if let Some(q) = &cli.queue {
+        return Err(format!(
+            "{command}: --queue {q:?} selects failed jobs only with --all-failed; with ids, \
+             leave it out"
+        ));
+    }
+    let mut ids = cli
+        .ids
+        .iter()
+        .map(|t| parse_job_id(t))
+        .collect::<Result<Vec<i64>, String>>()?;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Pick::Ids(ids))
+}
+
+/// An error when `given`: `flag` is not for `command`.
+fn not_for(given: bool, flag: &str, command: &str) -> Result<(), String> {
+    if given {
+        Err(format!("{flag} is not for {command}"))
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +560,119 @@ pub(crate) mod tests {
         assert!(e.contains("--data '{}'"), "{e}");
         assert!(check(&cli(&["cancel", "--data", "{}"]).unwrap()).is_ok());
         assert!(check(&cli(&["running"]).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn queue_commands_read_their_flags() {
+        let c = cli(&["jobs"]).unwrap();
+        assert_eq!(action(&c), Ok(Action::Queue(QueueCommand::Jobs)));
+        assert_eq!((c.schema(), c.limit()), ("dispatcher", 20));
+        let c = cli(&["jobs", "--schema", "jobs_2", "--queue", "q", "--limit", "0"]).unwrap();
+        assert_eq!(action(&c), Ok(Action::Queue(QueueCommand::Jobs)));
+        assert_eq!(
+            (c.schema(), c.limit(), c.queue.as_deref()),
+            ("jobs_2", 0, Some("q"))
+        );
+        let c = cli(&["migrate", "--schema", "other"]).unwrap();
+        assert_eq!(action(&c), Ok(Action::Queue(QueueCommand::Migrate)));
+        // Ids in any order and repeated: ascending, each once.
+        let c = cli(&["retry", "5", "3", "5", "--json"]).unwrap();
+        assert_eq!(
+            action(&c),
+            Ok(Action::Queue(QueueCommand::Retry(Pick::Ids(vec![3, 5]))))
+        );
+        let c = cli(&["discard", "--all-failed", "--queue", "q"]).unwrap();
+        assert_eq!(
+            action(&c),
+            Ok(Action::Queue(QueueCommand::Discard(Pick::AllFailed {
+                queue: Some("q".into())
+            })))
+        );
+        let c = cli(&["retry", "--all-failed"]).unwrap();
+        assert_eq!(
+            action(&c),
+            Ok(Action::Queue(QueueCommand::Retry(Pick::AllFailed {
+                queue: None
+            })))
+        );
+        // Control commands are unchanged.
+        assert_eq!(action(&cli(&["history"]).unwrap()), Ok(Action::Control));
+    }
+
+    #[test]
+    fn queue_usage_errors_say_what_to_write() {
+        for (args, needle) in [
+            (&["retry"][..], "--all-failed [--queue NAME]"),
+            (&["discard"], "needs the ids of failed or canceled jobs"),
+            (&["retry", "abc"], "positive whole numbers"),
+            (&["retry", "abc"], "'abc'"),
+            (&["discard", "0"], "'0'"),
+            (&["retry", "1.5"], "'1.5'"),
+            (&["retry", "99999999999999999999"], "positive whole numbers"),
+            (&["retry", "3", "--all-failed"], "not both"),
+            (&["discard", "3", "--queue", "q"], "only with --all-failed"),
+            (&["retry", "3", "--limit", "5"], "--limit is not for retry"),
+            (&["jobs", "3"], "jobs takes no job ids"),
+            (
+                &["jobs", "--all-failed"],
+                "--all-failed is for retry and discard",
+            ),
+            (&["migrate", "--queue", "q"], "--queue is not for migrate"),
+            (&["migrate", "--limit", "1"], "--limit is not for migrate"),
+            (&["jobs", "--data", "{}"], "takes no --data"),
+            (&["jobs", "--expected-replies", "1"], "no replies to expect"),
+            (&["alive", "7"], "only retry and discard take job ids"),
+            (
+                &["alive", "--schema", "x"],
+                "--schema is for the queue commands",
+            ),
+            (
+                &["workers", "--queue", "q"],
+                "--queue is for the queue commands",
+            ),
+            (
+                &["running", "--all-failed"],
+                "--all-failed is for the queue commands",
+            ),
+            (&["history", "--limit", "5"], "--data '{\"limit\": 5}'"),
+        ] {
+            let e = action(&cli(args).unwrap()).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {needle:?} missing in {e}");
+            assert_eq!(check(&cli(args).unwrap()), Err(e));
+        }
+        // What clap itself rejects: exit code 2 too.
+        for args in [
+            &["jobs", "--schema", "Bad-Name"][..],
+            &["jobs", "--schema", ""],
+            &["jobs", "--limit", "-1"],
+            &["jobs", "--limit", "100001"],
+            &["retry", "-3"],
+            &["jobs", "--queue", ""],
+        ] {
+            let e = cli(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        }
+        let e = cli(&["jobs", "--schema", "Bad-Name"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"Bad-Name\"") && e.contains("lowercase"), "{e}");
+    }
+
+    #[test]
+    fn help_documents_the_queue_commands() {
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "migrate [--schema S]",
+            "jobs [--queue Q] [--limit N]",
+            "retry ID...",
+            "discard ID...",
+            "--all-failed",
+            "4  queue commands",
+            "dispatcherctl migrate",
+            "Default schema: dispatcher",
+        ] {
+            assert!(help.contains(needle), "{needle:?} missing in\n{help}");
+        }
     }
 
     #[test]

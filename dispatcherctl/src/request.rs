@@ -1,16 +1,17 @@
 //! The exchange with the services: connect, send the command through
 //! [`dispatcher_core::control::request_signed`], collect the replies and decide the exit code.
+//! Queue commands go to [`crate::queue`] instead.
 
 use std::time::Duration;
 
 use dispatcher_broker_pg::{redact_connection_string, PgBroker, PgBrokerConfig};
 use serde_json::Value;
 
-use crate::cli::{check, exit, signing_key, Cli};
+use crate::cli::{action, exit, signing_key, Action, Cli};
 use crate::render::{format_human, format_json};
 
 /// How long connecting may take at most, whatever the connection string says.
-const CONNECT_GUARD: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_GUARD: Duration = Duration::from_secs(30);
 
 /// What a run produced: text for stdout, lines for stderr and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn failure(code: u8, message: String) -> Report {
+    pub(crate) fn failure(code: u8, message: String) -> Report {
         Report {
             stdout: String::new(),
             stderr: vec![message],
@@ -33,31 +34,23 @@ impl Report {
     }
 }
 
-/// Connects, sends the command, collects the replies and renders them.
+/// Runs the command line: a control command is sent to the services (their replies collected
+/// and rendered); a queue command ([`QueueCommand`](crate::QueueCommand)) acts on the database.
 pub async fn run(cli: &Cli) -> Report {
-    if let Err(e) = check(cli) {
-        return Report::failure(exit::USAGE, e);
+    let action = match action(cli) {
+        Ok(a) => a,
+        Err(e) => return Report::failure(exit::USAGE, e),
+    };
+    if let Action::Queue(command) = action {
+        return crate::queue::run(cli, &command).await;
     }
     let signing = match signing_key(cli) {
         Ok(k) => k,
         Err(e) => return Report::failure(exit::USAGE, e),
     };
-    let shown = redact_connection_string(&cli.database_url);
-    let config = match PgBrokerConfig::from_url(&cli.database_url) {
+    let (config, shown) = match connection(cli) {
         Ok(c) => c,
-        Err(e) => {
-            // The broker's own message repeats the string: show the parser's reason alone.
-            let reason = match &e {
-                dispatcher_broker_pg::Error::Config { source, .. } => error_chain(source),
-                other => error_chain(other),
-            };
-            return Report::failure(
-                exit::USAGE,
-                format!(
-                    "invalid connection string (--database-url or DATABASE_URL) {shown}: {reason}"
-                ),
-            );
-        }
+        Err(report) => return report,
     };
     let broker = match tokio::time::timeout(CONNECT_GUARD, PgBroker::with_config(config)).await {
         Ok(Ok(b)) => b,
@@ -107,6 +100,28 @@ pub async fn run(cli: &Cli) -> Report {
     finish(cli, replies)
 }
 
+/// The connection settings of `--database-url` and the string as it may be shown (password
+/// redacted); an unparseable string is a usage error.
+pub(crate) fn connection(cli: &Cli) -> Result<(PgBrokerConfig, String), Report> {
+    let shown = redact_connection_string(&cli.database_url);
+    match PgBrokerConfig::from_url(&cli.database_url) {
+        Ok(c) => Ok((c, shown)),
+        Err(e) => {
+            // The broker's own message repeats the string: show the parser's reason alone.
+            let reason = match &e {
+                dispatcher_broker_pg::Error::Config { source, .. } => error_chain(source),
+                other => error_chain(other),
+            };
+            Err(Report::failure(
+                exit::USAGE,
+                format!(
+                    "invalid connection string (--database-url or DATABASE_URL) {shown}: {reason}"
+                ),
+            ))
+        }
+    }
+}
+
 /// Renders the replies that arrived and decides the exit code (the part of [`run`] after the
 /// replies are in).
 pub fn finish(cli: &Cli, replies: Vec<Value>) -> Report {
@@ -146,7 +161,7 @@ pub fn finish(cli: &Cli, replies: Vec<Value>) -> Report {
 
 pub use dispatcher_core::error_chain;
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 

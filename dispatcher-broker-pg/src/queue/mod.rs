@@ -55,7 +55,7 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 use crate::{open, PgBroker, PgBrokerConfig};
 
-pub use ops::{FailedJob, QueueCounts, QueueStats};
+pub use ops::{FailedJob, KeptJobs, QueueCounts, QueueStats};
 pub use publish::{enqueue_in, Enqueued, Job};
 pub use schema::{Migrated, SCHEMA_VERSION};
 
@@ -257,6 +257,69 @@ impl Drop for PgQueue {
 /// `dispatcherctl migrate` runs.
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<Migrated> {
     schema::migrate(client, schema).await
+}
+
+/// Checks a queue schema name: lowercase letters, digits and `_`, starting with a letter or
+/// `_`, at most 50 bytes ([`Error::Schema`] otherwise).
+pub fn check_schema_name(name: &str) -> Result<()> {
+    schema::check_schema(name)
+}
+
+/// Opens one connection with `config`'s settings (keepalives, timeouts, TLS), driven by a task
+/// of its own, for the functions below: operating the queue without a [`PgQueue`].
+pub async fn open_client(config: &PgBrokerConfig) -> Result<Client> {
+    connect(config, "queue operations").await
+}
+
+/// Checks that `schema` is at [`SCHEMA_VERSION`]: [`Error::NotMigrated`] when it is missing
+/// (version 0) or older, [`Error::SchemaTooNew`] when it is newer. Returns the version.
+pub async fn check_version(client: &Client, schema: &str) -> Result<i32> {
+    let found = schema::version(client, schema).await?;
+    if found < SCHEMA_VERSION {
+        return Err(Error::NotMigrated {
+            schema: schema.to_owned(),
+            found,
+            needed: SCHEMA_VERSION,
+        });
+    }
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            schema: schema.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+/// [`PgQueue::stats`] with `client`, for the queue in `schema`.
+pub async fn stats(client: &Client, schema: &str) -> Result<QueueStats> {
+    schema::check_schema(schema)?;
+    ops::stats(client, schema).await
+}
+
+/// [`PgQueue::failed`] with `client`, for the queue in `schema`.
+pub async fn failed(
+    client: &Client,
+    schema: &str,
+    queue: Option<&str>,
+    limit: i64,
+) -> Result<Vec<FailedJob>> {
+    schema::check_schema(schema)?;
+    ops::failed(client, schema, queue, limit).await
+}
+
+/// Makes the kept jobs `which` selects available again now (their attempts start over, and
+/// consumers are woken); returns their ids, ascending.
+pub async fn retry_jobs(client: &Client, schema: &str, which: KeptJobs<'_>) -> Result<Vec<i64>> {
+    schema::check_schema(schema)?;
+    ops::retry_kept(client, schema, which).await
+}
+
+/// Deletes the kept jobs `which` selects; returns their ids, ascending.
+pub async fn discard_jobs(client: &Client, schema: &str, which: KeptJobs<'_>) -> Result<Vec<i64>> {
+    schema::check_schema(schema)?;
+    ops::discard_kept(client, schema, which).await
 }
 
 #[async_trait]

@@ -235,3 +235,81 @@ pub(crate) async fn prune(client: &Client, schema: &str, retention: Duration) ->
         }
     }
 }
+
+/// The kept jobs a [`super::retry_jobs`] or [`super::discard_jobs`] acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptJobs<'a> {
+    /// The jobs with these ids that are failed or canceled (other ids are left alone).
+    Ids(&'a [i64]),
+    /// Every failed job (not the canceled ones), of one queue or of all.
+    AllFailed {
+        /// Only this queue's failed jobs.
+        queue: Option<&'a str>,
+    },
+}
+
+impl KeptJobs<'_> {
+    /// The condition on `jobs` and its one parameter (`$1`).
+    fn condition(&self) -> (&'static str, &(dyn tokio_postgres::types::ToSql + Sync)) {
+        match self {
+            KeptJobs::Ids(ids) => (
+                "id = ANY($1::bigint[]) AND state IN ('failed', 'canceled')",
+                ids,
+            ),
+            KeptJobs::AllFailed { queue } => (
+                "state = 'failed' AND ($1::text IS NULL OR queue = $1)",
+                queue,
+            ),
+        }
+    }
+}
+
+/// Like [`retry`], for the jobs `which` selects; returns the ids made available, in order.
+pub(crate) async fn retry_kept(
+    client: &Client,
+    schema: &str,
+    which: KeptJobs<'_>,
+) -> Result<Vec<i64>> {
+    let s = quote_ident(schema);
+    let (condition, param) = which.condition();
+    let wake = super::schema::wake_channel(schema);
+    let rows = client
+        .query(
+            &format!(
+                "WITH r AS (
+                     UPDATE {s}.jobs SET state = 'available', taken = 0, attempt = 0,
+                            run_at = now(), updated_at = now()
+                      WHERE {condition}
+                     RETURNING id, queue
+                 ), woke AS (
+                     SELECT pg_notify($2, d.queue) FROM (SELECT DISTINCT queue FROM r) d
+                 )
+                 SELECT id FROM r, (SELECT count(*) FROM woke) w ORDER BY id"
+            ),
+            &[param, &wake],
+        )
+        .await
+        .map_err(q("retry failed jobs"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Like [`discard`], for the jobs `which` selects; returns the ids deleted, in order.
+pub(crate) async fn discard_kept(
+    client: &Client,
+    schema: &str,
+    which: KeptJobs<'_>,
+) -> Result<Vec<i64>> {
+    let s = quote_ident(schema);
+    let (condition, param) = which.condition();
+    let rows = client
+        .query(
+            &format!(
+                "WITH d AS (DELETE FROM {s}.jobs WHERE {condition} RETURNING id)
+                 SELECT id FROM d ORDER BY id"
+            ),
+            &[param],
+        )
+        .await
+        .map_err(q("discard failed jobs"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

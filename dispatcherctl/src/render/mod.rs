@@ -1,6 +1,8 @@
 //! Output: the `--json` array ([`format_json`]) and the readable sections ([`format_human`]),
-//! read from the typed replies of [`dispatcher_core::control`].
+//! read from the typed replies of [`dispatcher_core::control`]; the queue commands' output
+//! ([`queue`]).
 
+pub(crate) mod queue;
 mod tables;
 mod text;
 

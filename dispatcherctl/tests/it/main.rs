@@ -1,7 +1,8 @@
 //! `dispatcherctl` as a subprocess against real services on a real PostgreSQL server (see
 //! `dispatcher_testkit::postgres` for where the server comes from). Each test works in a fresh
 //! database, so its LISTEN/NOTIFY traffic is its own. The modules are named for what their tests
-//! cover; `support` holds the test tasks, the service and the runs of the binary.
+//! cover (`queue`: the queue commands, on the database alone); `support` holds the test tasks,
+//! the service and the runs of the binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cancel;
@@ -9,6 +10,7 @@ mod commands;
 mod environment;
 mod exit_codes;
 mod log_level;
+mod queue;
 mod redaction;
 mod run_and_history;
 mod several_services;
