@@ -54,7 +54,7 @@ pub(crate) fn render(sql: &str, schema: &str) -> String {
         .replace("__WAKE__", &format!("'{wake}'"))
 }
 
-/// What [`migrate`] did.
+/// What [`migrate`](super::migrate) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Migrated {
