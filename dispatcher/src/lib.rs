@@ -89,6 +89,55 @@
 //!     }
 //! }
 //! ```
+//!
+//! Two PostgreSQL brokers can feed one service: [`PgBroker`] (LISTEN/NOTIFY: at most once, and
+//! the path of control commands) and [`PgQueue`] (the durable queue: every job whose enqueue
+//! succeeded runs at least once, with retries by the task's policy). A service consumes the
+//! queues named like its channels; publishing through a [`Publisher`] over the queue enqueues,
+//! and [`PgQueue::enqueue`] adds a priority, a `run_at` and a unique key:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::{Duration, SystemTime};
+//! use dispatcher::{
+//!     task, InProcessPool, Job, PgBroker, PgQueue, PgQueueConfig, Publisher, Service,
+//!     TaskRegistry,
+//! };
+//!
+//! /// Retried on the durable queue: 5 attempts, 2 s backoff doubling per attempt.
+//! #[task(name = "billing.charge", max_attempts = 5, backoff = 2)]
+//! async fn charge(order_id: i64) -> Result<String, String> {
+//!     Ok(format!("charged order {order_id}"))
+//! }
+//!
+//! # async fn run() -> dispatcher::Result<()> {
+//! let url = "postgres://postgres@127.0.0.1/postgres";
+//! let pg_broker = Arc::new(PgBroker::connect(url).await?);
+//! let mut config = PgQueueConfig::from_url(url)?;
+//! config.migrate_on_start = true; // or `dispatcherctl migrate` beforehand
+//! let queue = Arc::new(PgQueue::connect(config).await?);
+//! let service = Service::builder()
+//!     .registry(TaskRegistry::new().register::<charge>())
+//!     .broker(pg_broker)
+//!     .broker(queue.clone())
+//!     .channels(["billing"])
+//!     .pool(InProcessPool::new(4))
+//!     .start()
+//!     .await?;
+//!
+//! // A publisher over the queue enqueues.
+//! let durable = Publisher::new(queue.clone(), "billing")?;
+//! charge::call(41).publish(&durable).await?;
+//! // With options: higher priority first, not before `run_at`, one live job per key.
+//! let job = Job::from_submission(charge::call(42), "billing")?
+//!     .priority(10)
+//!     .run_at(SystemTime::now() + Duration::from_secs(60))
+//!     .unique_key("charge-42");
+//! let enqueued = queue.enqueue(job).await?;
+//! println!("job {} (already there: {})", enqueued.id, enqueued.existing);
+//! service.shutdown().await?;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

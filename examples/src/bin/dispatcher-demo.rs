@@ -3,9 +3,15 @@
 //!
 //! * `dispatcher-demo` — the quickstart: runs a service with 4 worker processes, publishes a
 //!   showcase of the demo tasks (on PostgreSQL when `DATABASE_URL` is set, in memory otherwise),
-//!   waits for them and prints the Call history.
+//!   waits for them and prints the Call history. On PostgreSQL it also consumes the durable
+//!   queue and enqueues `demo.flaky(2)`, which fails on attempts 1 and 2 and succeeds on 3.
 //! * `dispatcher-demo serve [--database-url URL] [--channel NAME]... [--workers N] [--node-id ID]
-//!   [--config FILE]` — runs the demo service until SIGTERM or SIGINT.
+//!   [--config FILE] [--queue]` — runs the demo service until SIGTERM or SIGINT; with `--queue`
+//!   it also consumes the durable queue of its database (each channel is also a queue; the
+//!   queue's schema is migrated on start).
+//! * `dispatcher-demo enqueue [--database-url URL] [--queue NAME] [--kwargs JSON] [--priority N]
+//!   [--delay SECONDS] [--unique-key KEY] TASK [ARGS]` — enqueues one job on the durable queue
+//!   (default queue `dispatcher_demo`) and prints its id and uuid.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -14,9 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use dispatcher::postgres::redact_connection_string;
 use dispatcher::server::{init_logging, Server, ServerConfig};
 use dispatcher::{
-    task, Broker, MemoryBroker, ProcessPool, Publisher, Service, TaskContext, TaskRegistry,
+    task, Broker, CallFilter, Job, MemoryBroker, Outcome, PgQueue, PgQueueConfig, ProcessPool,
+    Publisher, Service, TaskContext, TaskMessage, TaskRegistry,
 };
 
 /// Does nothing.
@@ -83,6 +91,21 @@ fn fanout(ctx: &TaskContext, n: u32) -> Result<Vec<String>, dispatcher::core::Er
         .collect()
 }
 
+/// Fails while its attempt is at most `failures`, then returns the attempt it succeeded on. On
+/// the durable queue a failed attempt is retried after a backoff (0.5 s, doubling), up to 5
+/// attempts; through NOTIFY every Call is a first attempt, so `failures` ≥ 1 always fails.
+#[task(name = "demo.flaky", context, max_attempts = 5, backoff = 0.5)]
+fn flaky(ctx: &TaskContext, failures: u32) -> Result<u32, String> {
+    let attempt = ctx.attempt();
+    if attempt <= failures {
+        Err(format!(
+            "attempt {attempt} fails on purpose (demo.flaky fails {failures} times)"
+        ))
+    } else {
+        Ok(attempt)
+    }
+}
+
 /// The demo's tasks, registered explicitly (`TaskRegistry::collected()` would find the same).
 fn registry() -> TaskRegistry {
     TaskRegistry::new()
@@ -95,6 +118,7 @@ fn registry() -> TaskRegistry {
         .register::<abort>()
         .register::<exclusive>()
         .register::<fanout>()
+        .register::<flaky>()
 }
 
 #[derive(Parser, Debug)]
@@ -127,6 +151,35 @@ enum Command {
         /// A TOML configuration file (see the README for every key).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also consume the durable queue of the same database (each channel is also a queue;
+        /// the queue's schema is migrated on start). Control commands stay on NOTIFY.
+        #[arg(long)]
+        queue: bool,
+    },
+    /// Enqueue one job on the durable queue (the queue's schema is migrated first when missing).
+    Enqueue {
+        /// PostgreSQL URL (default: `DATABASE_URL`).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// The queue (a service consumes the queues named like its channels).
+        #[arg(long, default_value = "dispatcher_demo")]
+        queue: String,
+        /// Named arguments, a JSON object.
+        #[arg(long)]
+        kwargs: Option<String>,
+        /// Higher runs first.
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// Run no earlier than this many seconds from now.
+        #[arg(long)]
+        delay: Option<f64>,
+        /// At most one live job with this key in the queue: enqueueing again returns that one.
+        #[arg(long)]
+        unique_key: Option<String>,
+        /// The task's name, e.g. `demo.flaky`.
+        task: String,
+        /// Positional arguments, a JSON array (default `[]`).
+        args: Option<String>,
     },
 }
 
@@ -149,14 +202,37 @@ fn main() -> ExitCode {
             workers,
             node_id,
             config,
+            queue,
         }) => rt.block_on(serve(
             registry,
-            database_url,
-            channels,
-            workers,
-            node_id,
-            config,
+            ServeArgs {
+                database_url,
+                channels,
+                workers,
+                node_id,
+                config,
+                queue,
+            },
         )),
+        Some(Command::Enqueue {
+            database_url,
+            queue,
+            kwargs,
+            priority,
+            delay,
+            unique_key,
+            task,
+            args,
+        }) => rt.block_on(enqueue(EnqueueArgs {
+            database_url,
+            queue,
+            kwargs,
+            priority,
+            delay,
+            unique_key,
+            task,
+            args,
+        })),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -169,14 +245,24 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error>;
 
-async fn serve(
-    registry: TaskRegistry,
+struct ServeArgs {
     database_url: Option<String>,
     channels: Vec<String>,
     workers: Option<usize>,
     node_id: Option<String>,
     config: Option<PathBuf>,
-) -> Result<(), BoxError> {
+    queue: bool,
+}
+
+async fn serve(registry: TaskRegistry, args: ServeArgs) -> Result<(), BoxError> {
+    let ServeArgs {
+        database_url,
+        channels,
+        workers,
+        node_id,
+        config,
+        queue,
+    } = args;
     let mut c = match &config {
         Some(path) => ServerConfig::from_file(path)?,
         None => {
@@ -202,9 +288,83 @@ async fn serve(
     if node_id.is_some() {
         c.node_id = node_id;
     }
+    if queue {
+        c.queue.enabled = true;
+        c.queue.migrate_on_start = true;
+    }
     c.validate()?;
     let log = init_logging(&c.log_level)?;
     Server::new(c, registry).log_handle(log).run().await?;
+    Ok(())
+}
+
+struct EnqueueArgs {
+    database_url: Option<String>,
+    queue: String,
+    kwargs: Option<String>,
+    priority: i32,
+    delay: Option<f64>,
+    unique_key: Option<String>,
+    task: String,
+    args: Option<String>,
+}
+
+/// Connects to the durable queue of the database at `url`, migrating its schema when needed.
+async fn connect_queue(url: &str, node: &str) -> Result<PgQueue, BoxError> {
+    let shown = redact_connection_string(url);
+    let mut config = PgQueueConfig::from_url(url)?;
+    config.migrate_on_start = true;
+    config.node = node.to_owned();
+    PgQueue::connect(config)
+        .await
+        .map_err(|e| format!("the durable queue at {shown}: {e}").into())
+}
+
+async fn enqueue(a: EnqueueArgs) -> Result<(), BoxError> {
+    let Some(url) = a.database_url.filter(|u| !u.is_empty()) else {
+        return Err("no database: pass --database-url or set DATABASE_URL".into());
+    };
+    let mut message = TaskMessage::new(a.task);
+    if let Some(args) = &a.args {
+        message.args = match serde_json::from_str(args) {
+            Ok(serde_json::Value::Array(v)) => v,
+            Ok(other) => return Err(format!("ARGS must be a JSON array, got {other}").into()),
+            Err(e) => return Err(format!("ARGS is not JSON ({e}): {args}").into()),
+        };
+    }
+    if let Some(kwargs) = &a.kwargs {
+        message.kwargs = match serde_json::from_str(kwargs) {
+            Ok(serde_json::Value::Object(m)) => m,
+            Ok(other) => return Err(format!("--kwargs must be a JSON object, got {other}").into()),
+            Err(e) => return Err(format!("--kwargs is not JSON ({e}): {kwargs}").into()),
+        };
+    }
+    // Every attempt of the job runs as a Call with this uuid.
+    let uuid = dispatcher::core::call::new_uuid();
+    message.uuid = Some(uuid.clone());
+    message.time_pub = Some(dispatcher::core::call::now_epoch());
+    let mut job = Job::new(a.queue.clone(), &message)?.priority(a.priority);
+    if let Some(seconds) = a.delay {
+        let d =
+            Duration::try_from_secs_f64(seconds).map_err(|e| format!("--delay {seconds}: {e}"))?;
+        job = job.delay(d);
+    }
+    if let Some(key) = a.unique_key {
+        job = job.unique_key(key);
+    }
+    let queue = connect_queue(&url, "demo-enqueue").await?;
+    let done = queue.enqueue(job).await?;
+    if done.existing {
+        println!(
+            "a live job with that unique key exists: job {} on queue {}; nothing added",
+            done.id, a.queue
+        );
+    } else {
+        println!(
+            "enqueued job {} on queue {}: {} uuid {uuid}",
+            done.id, a.queue, message.task
+        );
+    }
     Ok(())
 }
 
@@ -216,31 +376,38 @@ async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
         )
         .try_init();
     let channel = "dispatcher_demo_quickstart";
-    let (broker, where_): (Arc<dyn Broker>, String) = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => (
-            Arc::new(
-                dispatcher::postgres::PgBroker::connect(&url)
-                    .await
-                    .map_err(|e| {
-                        let shown = dispatcher::postgres::redact_connection_string(&url);
-                        format!("PostgreSQL at {shown} (DATABASE_URL): {e}")
-                    })?,
-            ),
-            "PostgreSQL (DATABASE_URL)".to_owned(),
-        ),
-        _ => (
+    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let (broker, queue, where_): (Arc<dyn Broker>, Option<Arc<PgQueue>>, String) = match &url {
+        Some(url) => {
+            let broker = dispatcher::postgres::PgBroker::connect(url)
+                .await
+                .map_err(|e| {
+                    let shown = redact_connection_string(url);
+                    format!("PostgreSQL at {shown} (DATABASE_URL): {e}")
+                })?;
+            let queue = connect_queue(url, "demo-quickstart").await?;
+            (
+                Arc::new(broker),
+                Some(Arc::new(queue)),
+                "PostgreSQL (DATABASE_URL): NOTIFY and the durable queue".to_owned(),
+            )
+        }
+        None => (
             Arc::new(MemoryBroker::new()),
+            None,
             "the in-memory broker (set DATABASE_URL to use PostgreSQL)".to_owned(),
         ),
     };
-    let service = Service::builder()
+    let mut builder = Service::builder()
         .registry(registry)
         .broker(broker.clone())
         .channels([channel])
         .node_id("demo-quickstart")
-        .pool(ProcessPool::new(4))
-        .start()
-        .await?;
+        .pool(ProcessPool::new(4));
+    if let Some(q) = &queue {
+        builder = builder.broker(q.clone());
+    }
+    let service = builder.start().await?;
     println!("dispatcher-demo quickstart: a service with 4 worker processes on {where_}\n");
     let p = Publisher::new(broker, channel)?;
     p.publish(noop::call()).await?;
@@ -257,17 +424,50 @@ async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
     p.publish(noop::call().delay(Duration::from_millis(300)))
         .await?;
     p.publish(fanout::call(3)).await?;
-    p.publish_message(channel, dispatcher::core::TaskMessage::new("demo.unknown"))
+    p.publish_message(channel, TaskMessage::new("demo.unknown"))
         .await?;
     // 12 published + 3 children of demo.fanout
-    service
-        .wait_for_finished(15, Duration::from_secs(30))
+    let mut expected = 15;
+    let mut flaky_uuid = None;
+    if let Some(q) = &queue {
+        // On the durable queue: fails on attempts 1 and 2, each retried after its backoff.
+        let uuid = dispatcher::core::call::new_uuid();
+        q.enqueue(Job::from_submission(
+            flaky::call(2).uuid(uuid.clone()),
+            channel,
+        )?)
         .await?;
+        flaky_uuid = Some(uuid);
+        expected += 3;
+    }
+    service
+        .wait_for_finished(expected, Duration::from_secs(30))
+        .await?;
+    if let Some(uuid) = &flaky_uuid {
+        // The queue may hold jobs of an earlier run on this queue: wait for this one's success.
+        let filter = CallFilter {
+            uuid: Some(uuid.clone()),
+            outcome: Some(Outcome::Ok),
+            ..Default::default()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while service.history(&filter).is_empty() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("demo.flaky (uuid {uuid}) did not succeed within 30 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let calls = service.history(&Default::default());
     println!("{}", dispatcher_examples::call_table(&calls));
-    println!(
-        "Every message became a Call. Run `dispatcher-demo serve` for a long-running service."
-    );
+    println!("Every message became a Call.");
+    if flaky_uuid.is_some() {
+        println!(
+            "demo.flaky(2) ran from the durable queue: attempts 1 and 2 failed and were retried \
+             after a backoff, attempt 3 succeeded (the attempt column)."
+        );
+    }
+    println!("Run `dispatcher-demo serve` for a long-running service.");
     service.shutdown().await?;
     Ok(())
 }

@@ -243,3 +243,257 @@ async fn quickstart_in_memory() {
     assert_eq!(with("demo.exclusive", "discarded"), 1, "{stdout}");
     assert_eq!(with("demo.unknown", "rejected"), 1, "{stdout}");
 }
+
+/// Runs `dispatcher-demo ARGS` to its end (bounded); returns exit code, stdout, stderr.
+async fn demo_once(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatcher-demo"));
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("dispatcher-demo {args:?} did not finish within 120 s"))
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `dispatcher-demo enqueue`: a job on the durable queue; returns the uuid it printed.
+async fn enqueue(url: &str, queue: &str, task: &str, args: &str) -> String {
+    let (code, stdout, stderr) = demo_once(
+        &[
+            "enqueue",
+            "--database-url",
+            url,
+            "--queue",
+            queue,
+            task,
+            args,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.starts_with("enqueued job "),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "uuid")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no uuid in {stdout:?}"))
+        .to_owned()
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// `dispatcher-demo serve --queue`: the service consumes the durable queue of its database
+/// (migrated on start). A job enqueued before any service ran is run once it starts, and
+/// `demo.flaky(2)` fails on attempts 1 and 2 and succeeds on 3, each retry after its backoff
+/// (0.5 s then 1 s, ±25 %), all read back with `dispatcherctl --json history`. Done jobs leave
+/// no rows.
+#[tokio::test]
+async fn serve_queue_retries_the_flaky_job_until_it_succeeds() {
+    let fx = PgFixture::new().await.unwrap();
+    let url = fx.url();
+    let db = fx.client().await.unwrap();
+    let channel = "demo_queue";
+
+    // Nobody consumes yet: the job waits in its table (enqueue migrated the schema).
+    let early = enqueue(&url, channel, "demo.echo", r#"[{"early": true}]"#).await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM dispatcher.jobs WHERE state = 'available'"
+        )
+        .await,
+        1
+    );
+
+    let log_path =
+        std::env::temp_dir().join(format!("dispatcher-demo-queue-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_dispatcher-demo"))
+        .args([
+            "serve",
+            "--queue",
+            "--database-url",
+            &url,
+            "--channel",
+            channel,
+        ])
+        .args(["--workers", "2", "--node-id", "demo-queue"])
+        .env_remove("RUST_LOG")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let t = Instant::now();
+    loop {
+        let (code, v, _) = ctl(&url, channel, &["--expected-replies", "1", "alive"]).await;
+        if code == 0 && v[0]["node_id"] == json!("demo-queue") {
+            break;
+        }
+        assert!(
+            t.elapsed() < WAIT,
+            "demo never answered; log:\n{}",
+            read_log()
+        );
+    }
+
+    let flaky = enqueue(&url, channel, "demo.flaky", "[2]").await;
+    let history = |uuid: String| {
+        let url = url.clone();
+        async move {
+            let data = json!({ "uuid": uuid }).to_string();
+            let args = ["--expected-replies", "1", "history", "--data", &data];
+            let (code, v, err) = ctl(&url, channel, &args).await;
+            assert_eq!(code, 0, "{err}");
+            v[0]["calls"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let t = Instant::now();
+    let mut calls = loop {
+        let calls = history(flaky.clone()).await;
+        if calls.iter().any(|c| c["outcome"] == json!("ok")) {
+            break calls;
+        }
+        assert!(
+            t.elapsed() < WAIT,
+            "demo.flaky did not succeed; its Calls: {calls:#?}\nlog:\n{}",
+            read_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    calls.sort_by_key(|c| c["attempt"].as_u64());
+    let seen: Vec<(Option<u64>, &str)> = calls
+        .iter()
+        .map(|c| (c["attempt"].as_u64(), c["outcome"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        seen,
+        [(Some(1), "error"), (Some(2), "error"), (Some(3), "ok")],
+        "{calls:#?}"
+    );
+    for (c, attempt) in calls.iter().zip(1..) {
+        assert_eq!(c["task"], json!("demo.flaky"));
+        assert_eq!(c["args"], json!([2]));
+        assert_eq!(c["channel"], json!(channel));
+        assert_eq!(c["node_id"], json!("demo-queue"));
+        if attempt < 3 {
+            assert_eq!(
+                c["error"],
+                json!(format!(
+                    "attempt {attempt} fails on purpose (demo.flaky fails 2 times)"
+                ))
+            );
+        }
+    }
+    assert_eq!(calls[2]["result"], json!(3));
+    // Each retry waited for its backoff: 0.5 s × 2^(attempt - 1), jitter 0.75–1.25.
+    let at = |c: &Value, field: &str| c[field].as_f64().unwrap();
+    let gap1 = at(&calls[1], "started_at") - at(&calls[0], "finished_at");
+    let gap2 = at(&calls[2], "started_at") - at(&calls[1], "finished_at");
+    assert!(
+        gap1 >= 0.375,
+        "attempt 2 started {gap1:.3} s after 1 failed"
+    );
+    assert!(gap2 >= 0.75, "attempt 3 started {gap2:.3} s after 2 failed");
+
+    // The job enqueued before the service started ran, once.
+    let early_calls = history(early).await;
+    assert_eq!(early_calls.len(), 1, "{early_calls:#?}");
+    assert_eq!(early_calls[0]["outcome"], json!("ok"));
+    assert_eq!(early_calls[0]["attempt"], json!(1));
+    assert_eq!(early_calls[0]["result"], json!({"early": true}));
+
+    // Done jobs are deleted (settlements are written within milliseconds).
+    let t = Instant::now();
+    while count(&db, "SELECT count(*) FROM dispatcher.jobs").await
+        + count(&db, "SELECT count(*) FROM dispatcher.claims").await
+        > 0
+    {
+        assert!(t.elapsed() < WAIT, "job rows left behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(WAIT, demo.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "log:\n{}", read_log());
+    let _ = std::fs::remove_file(&log_path);
+}
+
+/// `dispatcher-demo` with `DATABASE_URL`: the quickstart on PostgreSQL, NOTIFY and the durable
+/// queue: a Call for every message, and `demo.flaky(2)` from the queue as attempts 1, 2 (error)
+/// and 3 (ok) in the printed table.
+#[tokio::test]
+async fn quickstart_on_postgres_shows_a_retried_job() {
+    let fx = PgFixture::new().await.unwrap();
+    let url = fx.url();
+    let (code, stdout, stderr) = demo_once(&[], &[("DATABASE_URL", &url)]).await;
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("on PostgreSQL (DATABASE_URL): NOTIFY and the durable queue"),
+        "{stdout}"
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("uuid"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        18,
+        "15 from NOTIFY, 3 attempts from the queue:\n{stdout}"
+    );
+    // uuid, task, outcome, attempt
+    let mut flaky: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .filter(|r| r.get(1) == Some(&"demo.flaky"))
+        .map(|r| (r[0], r[3], r[2]))
+        .collect();
+    flaky.sort_by_key(|r| r.1);
+    let uuid = flaky.first().map(|r| r.0).unwrap_or_default();
+    assert_eq!(
+        flaky,
+        [
+            (uuid, "1", "error"),
+            (uuid, "2", "error"),
+            (uuid, "3", "ok")
+        ],
+        "{stdout}"
+    );
+    // Calls that came through NOTIFY have no attempt.
+    assert!(
+        rows.iter()
+            .filter(|r| r.get(1) != Some(&"demo.flaky"))
+            .all(|r| r.get(3) == Some(&"-")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("attempt 3 succeeded"), "{stdout}");
+    // The quickstart made the queue's schema, and its finished job left no row.
+    let db = fx.client().await.unwrap();
+    assert_eq!(count(&db, "SELECT count(*) FROM dispatcher.jobs").await, 0);
+}

@@ -9,15 +9,19 @@
 //!   `dispatcherctl` and `dispatcher::core::control::request` read its replies;
 //! - `shapes`: the replies of both services to the same commands, field by field, and both
 //!   services on one channel;
-//! - `semantics`: where the two once differed (log level names, the `metrics` reply), now alike.
+//! - `semantics`: where the two once differed (log level names, the `metrics` reply), now alike;
+//! - `durable_queue`: `dispatcher.enqueue(...)` called from Python (psycopg, with dispatcherd's
+//!   own message) and from `psql -c` runs the Rust tasks of `dispatcher-demo serve --queue`.
 //!
 //! The Python side runs in a venv at `<target dir>/dispatcherd-venv`, made on first use by
 //! `py/ensure_venv.py` (python3 >= 3.11 and PyPI access needed once; `.ci/run` makes it
 //! beforehand; `DISPATCHERD_INTEROP_PYTHON` chooses the interpreter). Without it the tests fail
-//! and say what to install; they never skip. Every test has a fresh database (`PgFixture`) and
+//! and say what to install; they never skip. `durable_queue` also runs `psql` (the PostgreSQL
+//! client; `PSQL` names another). Every test has a fresh database (`PgFixture`) and
 //! channels of its own; every process it starts is killed when it ends; every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod durable_queue;
 mod python_control;
 mod python_publishes;
 mod rust_to_python;

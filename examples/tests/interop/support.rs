@@ -340,12 +340,24 @@ pub struct DemoService {
 impl DemoService {
     /// Starts it with 2 workers and waits until it answers `alive`.
     pub async fn start(fx: &PgFixture, channel: &str, scratch: &Scratch) -> DemoService {
+        DemoService::start_with(fx, channel, scratch, &[]).await
+    }
+
+    /// Starts it with 2 workers and the `serve` options `extra` (e.g. `--queue`), and waits
+    /// until it answers `alive`.
+    pub async fn start_with(
+        fx: &PgFixture,
+        channel: &str,
+        scratch: &Scratch,
+        extra: &[&str],
+    ) -> DemoService {
         let node_id = unique("rust_node");
         let log = scratch.path().join("dispatcher-demo.log");
         let file = std::fs::File::create(&log).expect("creating the demo's log");
         let child = Command::new(env!("CARGO_BIN_EXE_dispatcher-demo"))
             .args(["serve", "--database-url", &fx.url(), "--channel", channel])
             .args(["--workers", "2", "--node-id", &node_id])
+            .args(extra)
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file handle"))

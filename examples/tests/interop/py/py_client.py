@@ -13,6 +13,13 @@ arguments. Prints one JSON document on stdout; logs go to stderr.
       dispatcherd.control.Control(...).control_with_reply (acontrol_with_reply with --async).
       Prints the list of replies. With --no-reply: Control.control, fire and forget (no
       reply_to); prints {"sent": true}.
+  enqueue TASK [--args JSON] [--kwargs JSON] [--priority N] [--run-in S] [--unique-key KEY]
+          [--schema NAME] [--rollback]
+      Enqueues a job on the Rust durable queue from Python: the message is the body dispatcherd
+      builds for its own tasks (DispatcherMethod.get_async_body of a stub named TASK), passed
+      with psycopg to SELECT <schema>.enqueue(queue, message, now() + run_in, priority,
+      unique_key) in a transaction that is committed (rolled back with --rollback). Prints
+      {"message": <the body>, "id": <the job id>, "committed": bool}.
   write-config PATH
       Writes the dispatcherd settings (YAML, here in its JSON subset) for dispatcherd's own CLI
       (`dispatcherctl --config PATH ...`). Prints {"path": PATH}.
@@ -66,6 +73,15 @@ def main() -> None:
     p.add_argument('--timeout', type=float, default=5.0)
     p.add_argument('--async', dest='use_async', action='store_true')
     p.add_argument('--no-reply', dest='no_reply', action='store_true')
+    p = sub.add_parser('enqueue')
+    p.add_argument('task')
+    p.add_argument('--args', type=json.loads, default=None)
+    p.add_argument('--kwargs', type=json.loads, default=None)
+    p.add_argument('--priority', type=int, default=0)
+    p.add_argument('--run-in', dest='run_in', type=float, default=0.0)
+    p.add_argument('--unique-key', dest='unique_key', default=None)
+    p.add_argument('--schema', default='dispatcher')
+    p.add_argument('--rollback', action='store_true')
     p = sub.add_parser('write-config')
     p.add_argument('path')
     args = parser.parse_args()
@@ -78,6 +94,10 @@ def main() -> None:
         with open(args.path, 'w') as f:
             json.dump(config, f, indent=2)
         print(json.dumps({'path': args.path}))
+        return
+
+    if args.op == 'enqueue':
+        enqueue(args, params)
         return
 
     from dispatcherd.chunking import split_message
@@ -124,6 +144,30 @@ def main() -> None:
         else:
             replies = ctl.control_with_reply(args.command, expected_replies=args.expected, timeout=args.timeout, data=args.data)
         print(json.dumps(replies))
+
+
+def enqueue(args, params: dict) -> None:
+    """The `enqueue` operation (see the module docstring)."""
+    import psycopg
+    from psycopg import sql
+    from dispatcherd.registry import DispatcherMethod
+
+    body = DispatcherMethod(stub_for(args.task)).get_async_body(
+        args=tuple(args.args) if args.args is not None else None,
+        kwargs=args.kwargs,
+    )
+    statement = sql.SQL(
+        "SELECT {}.enqueue(%s, %s::jsonb, now() + make_interval(secs => %s), %s, %s)"
+    ).format(sql.Identifier(args.schema))
+    with psycopg.connect(**params['pg']) as conn:
+        with conn.cursor() as cur:
+            cur.execute(statement, (params['channel'], json.dumps(body), args.run_in, args.priority, args.unique_key))
+            row = cur.fetchone()
+        if args.rollback:
+            conn.rollback()
+        else:
+            conn.commit()
+    print(json.dumps({'message': body, 'id': row[0], 'committed': not args.rollback}))
 
 
 if __name__ == '__main__':
