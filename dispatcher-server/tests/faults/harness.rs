@@ -197,11 +197,17 @@ impl Svc {
         }
     }
 
-    /// A control command that must be answered within `limit`.
+    /// A control command that must be answered within `limit` (asked again every 2 s).
     pub async fn ask(&self, cmd: &str, data: Value, limit: Duration) -> Value {
+        self.ask_each(cmd, data, 2000, limit).await
+    }
+
+    /// A control command that must be answered within `limit`, each request waiting `each_ms`
+    /// for its reply.
+    pub async fn ask_each(&self, cmd: &str, data: Value, each_ms: u64, limit: Duration) -> Value {
         let t = Instant::now();
         loop {
-            if let Some(v) = self.control(cmd, data.clone(), 2000).await {
+            if let Some(v) = self.control(cmd, data.clone(), each_ms).await {
                 return v;
             }
             assert!(
@@ -242,8 +248,10 @@ impl Svc {
 
     /// The whole history, oldest first.
     pub async fn history(&self) -> Vec<Call> {
+        // Thousands of Calls take seconds to serialize and to travel as chunks: a request waits
+        // that long for its reply (asking again every 2 s would never let one arrive).
         let v = self
-            .ask("history", json!({}), Duration::from_secs(40))
+            .ask_each("history", json!({}), 30_000, Duration::from_secs(60))
             .await;
         serde_json::from_value(v["calls"].clone())
             .unwrap_or_else(|e| panic!("history reply is not a list of Calls: {e}"))
