@@ -649,16 +649,19 @@ async fn keeper(shared: Arc<Shared>) {
             }
         }
         let Some(c) = conn.as_ref() else { continue };
+        // The timers first: under a steady flow a settlement arrives during every flush, so
+        // the flush branch is always ready and would starve the lease renewal (the service
+        // would lose its own claims while running them).
         let result = tokio::select! {
             biased;
+            _ = renew.tick() => renew_leases(&shared, c).await,
+            _ = maintain.tick() => maintenance(&shared, c).await,
+            _ = sample.tick() => gauges(&config, &c.client).await,
             _ = shared.flush.notified() => {
                 tokio::time::sleep(config.settle_delay).await;
                 pending.append(&mut lock(&shared.buf));
                 flush(&shared, c, &mut pending).await
             }
-            _ = renew.tick() => renew_leases(&shared, c).await,
-            _ = maintain.tick() => maintenance(&shared, c).await,
-            _ = sample.tick() => gauges(&config, &c.client).await,
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, unwritten = pending.len(), "durable queue: keeper connection given up; reconnecting");

@@ -370,6 +370,10 @@ impl Broker for PgQueue {
         s.last_recycle_reason = wake.last_recycle_reason;
         s.self_check = wake.self_check;
         s.details = self.consumer.details();
+        if let Some(pid) = wake.details.get("listener_pid") {
+            // The wake-up listener's backend, as the NOTIFY broker reports its own.
+            s.details.insert("listener_pid".into(), pid.clone());
+        }
         s.details
             .insert("schema".into(), self.config.schema.clone().into());
         s

@@ -9,11 +9,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::harness::{account, assert_all_ok, start, Flow, Frozen, Opts, Sent, Svc, Trials};
 use dispatcher_core::Outcome;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
-use crate::harness::{account, assert_all_ok, start, Flow, Opts, Sent, Svc, Trials};
 
 /// The most a recovery may take (fault, or server back up, to a working listener).
 const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
@@ -28,22 +25,6 @@ pub fn all() -> Trials {
         listener_frozen_and_resumed_while_messages_flow,
         postgres_restarted_while_messages_flow,
     ]
-}
-
-/// Sends SIGCONT on drop, so that a failing test never leaves a backend stopped.
-struct Frozen(i32);
-
-impl Frozen {
-    fn freeze(pid: i32) -> Frozen {
-        kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0), Signal::SIGCONT);
-    }
 }
 
 fn recycles(status: &serde_json::Value) -> u64 {

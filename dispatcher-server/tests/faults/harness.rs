@@ -1,4 +1,5 @@
-//! The service process, the control client, publishing flows and the accounting of Calls.
+//! The service process, the control client, publishing flows (NOTIFY messages and durable jobs)
+//! and the accounting of Calls and jobs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dispatcher_broker_pg::queue::{Job, PgQueue, PgQueueConfig};
 use dispatcher_broker_pg::PgBroker;
 use dispatcher_core::{Broker, Call, Outcome, TaskMessage};
 use dispatcher_testkit::postgres::PgFixture;
@@ -36,6 +38,8 @@ pub struct Opts {
     pub pool: String,
     /// On a private throwaway server (tests that restart PostgreSQL).
     pub throwaway: bool,
+    /// Also consume the durable queue (`[queue] enabled = true`), with this lease in seconds.
+    pub queue_lease: Option<f64>,
 }
 
 impl Default for Opts {
@@ -46,6 +50,7 @@ impl Default for Opts {
             max_waiting: 100_000,
             pool: String::new(),
             throwaway: false,
+            queue_lease: None,
         }
     }
 }
@@ -57,8 +62,14 @@ pub struct Svc {
     pub pid: u32,
     pub dir: PathBuf,
     pub broker: Arc<PgBroker>,
+    /// This service's own channel: control commands, and NOTIFY messages.
     pub channel: String,
-    pub fx: PgFixture,
+    /// The durable queue it consumes (with `Opts::queue_lease`), which services on one
+    /// database may share.
+    pub queue: String,
+    /// Its node id, also the `application_name` of its PostgreSQL connections.
+    pub node: String,
+    pub fx: Arc<PgFixture>,
 }
 
 fn uuid_hex() -> String {
@@ -71,17 +82,33 @@ pub async fn start(opts: Opts) -> Svc {
     } else {
         PgFixture::new().await.unwrap()
     };
+    let queue = format!("faults_q_{}", &uuid_hex()[..12]);
+    start_on(Arc::new(fx), &queue, opts).await
+}
+
+/// Starts a service on the database of `fx`, consuming the durable queue `queue` when
+/// `opts.queue_lease` is set (several services may share one).
+pub async fn start_on(fx: Arc<PgFixture>, queue: &str, opts: Opts) -> Svc {
     let dir = std::env::temp_dir().join(format!("dispatcher-faults-{}", uuid_hex()));
     std::fs::create_dir_all(&dir).unwrap();
     let channel = format!("faults_{}", &uuid_hex()[..12]);
+    let node = format!("faults_{}", &uuid_hex()[..8]);
+    let (channels, queue_section) = match opts.queue_lease {
+        Some(lease) => (
+            format!("\"{channel}\", \"{queue}\""),
+            format!("[queue]\nenabled = true\nlease = {lease:?}\n"),
+        ),
+        None => (format!("\"{channel}\""), String::new()),
+    };
+    let url = format!("{} application_name={node}", fx.url());
     let config = format!(
-        "node_id = \"faults\"\nchannels = [\"{channel}\"]\nhistory_size = {}\nmax_waiting = {}\n\
+        "node_id = \"{node}\"\nchannels = [{channels}]\nhistory_size = {}\nmax_waiting = {}\n\
          shutdown_grace = 5.0\nlog_level = \"info\"\n\
          [broker]\nurl = \"{}\"\n\
-         [pool]\nmin_workers = {w}\nmax_workers = {w}\nkill_grace = 0.5\n{}\n",
+         [pool]\nmin_workers = {w}\nmax_workers = {w}\nkill_grace = 0.5\n{}\n{queue_section}",
         opts.history_size,
         opts.max_waiting,
-        fx.url().replace('\\', "\\\\").replace('"', "\\\""),
+        url.replace('\\', "\\\\").replace('"', "\\\""),
         opts.pool,
         w = opts.workers,
     );
@@ -90,6 +117,7 @@ pub async fn start(opts: Opts) -> Svc {
     let log = std::fs::File::create(dir.join("service.log")).unwrap();
     let child = Command::new(std::env::current_exe().unwrap())
         .env(crate::SERVICE_CONFIG_ENV, &path)
+        .env(crate::LEDGER_ENV, dir.join("ledger"))
         .env_remove("RUST_LOG")
         .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
@@ -105,6 +133,8 @@ pub async fn start(opts: Opts) -> Svc {
         dir,
         broker,
         channel,
+        queue: queue.to_owned(),
+        node,
         fx,
     };
     let t = Instant::now();
@@ -197,11 +227,17 @@ impl Svc {
         }
     }
 
-    /// A control command that must be answered within `limit`.
+    /// A control command that must be answered within `limit` (asked again every 2 s).
     pub async fn ask(&self, cmd: &str, data: Value, limit: Duration) -> Value {
+        self.ask_each(cmd, data, 2000, limit).await
+    }
+
+    /// A control command that must be answered within `limit`, each request waiting `each_ms`
+    /// for its reply.
+    pub async fn ask_each(&self, cmd: &str, data: Value, each_ms: u64, limit: Duration) -> Value {
         let t = Instant::now();
         loop {
-            if let Some(v) = self.control(cmd, data.clone(), 2000).await {
+            if let Some(v) = self.control(cmd, data.clone(), each_ms).await {
                 return v;
             }
             assert!(
@@ -242,8 +278,10 @@ impl Svc {
 
     /// The whole history, oldest first.
     pub async fn history(&self) -> Vec<Call> {
+        // Thousands of Calls take seconds to serialize and to travel as chunks: a request waits
+        // that long for its reply (asking again every 2 s would never let one arrive).
         let v = self
-            .ask("history", json!({}), Duration::from_secs(40))
+            .ask_each("history", json!({}), 30_000, Duration::from_secs(60))
             .await;
         serde_json::from_value(v["calls"].clone())
             .unwrap_or_else(|e| panic!("history reply is not a list of Calls: {e}"))
@@ -373,6 +411,63 @@ impl Svc {
         let log = std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// The durable queue's broker status in `main` (wake-up listener pid, recycles, owner ids,
+    /// claim counters).
+    pub async fn queue_status(&self) -> Value {
+        let v = self.ask("main", json!({}), Duration::from_secs(20)).await;
+        v["brokers"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["broker"] == "pg_queue"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no pg_queue broker in `main`: {v}"))
+    }
+
+    /// Pids of this service's PostgreSQL backends (its connections carry its node id as
+    /// `application_name`).
+    pub async fn backends(&self) -> Vec<i32> {
+        let admin = self.fx.client().await.unwrap();
+        admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+                &[&self.node],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// SIGKILL, and waits until the process is gone (its workers die with it).
+    pub async fn sigkill(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        assert!(
+            matches!(status, Ok(Ok(_))),
+            "the service did not die: {status:?}"
+        );
+    }
+
+    /// The runs `f.job` completed in this service's workers: job id → the attempt of each run.
+    pub fn ledger(&self) -> HashMap<u64, Vec<u32>> {
+        let text = std::fs::read_to_string(self.dir.join("ledger")).unwrap_or_default();
+        let mut runs: HashMap<u64, Vec<u32>> = HashMap::new();
+        for line in text.lines() {
+            let mut f = line.split(' ').map(|x| x.parse::<u64>());
+            match (f.next(), f.next(), f.next()) {
+                (Some(Ok(id)), Some(Ok(attempt)), None) => {
+                    runs.entry(id).or_default().push(attempt as u32)
+                }
+                _ => panic!("a torn ledger line: {line:?}"),
+            }
+        }
+        runs
     }
 
     /// SIGTERM, and the service must stop gracefully (exit status 0) within 20 s.
@@ -584,6 +679,30 @@ pub fn assert_all_ok(acc: &Accounting, uuids: &[String], what: &str) {
     );
 }
 
+/// A process stopped with SIGSTOP; SIGCONT on drop, so that a failing test never leaves a
+/// backend stopped.
+pub struct Frozen(i32);
+
+impl Frozen {
+    pub fn freeze(pid: i32) -> Frozen {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
 /// Is process `pid` alive (a zombie counts as gone)?
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -622,4 +741,237 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// A client of the durable queue on `fx`'s database (it publishes; it consumes nothing). An
+/// enqueue that gets no answer within 2 s is an error (whether it committed is unknown).
+pub async fn queue_client(fx: &PgFixture) -> Arc<PgQueue> {
+    let mut c = PgQueueConfig::from_url(&fx.url()).unwrap();
+    c.statement_timeout = Duration::from_secs(2);
+    Arc::new(PgQueue::connect(c).await.unwrap())
+}
+
+/// The message of `f.job` number `id` taking `micros`, with a fresh uuid: `(uuid, message)`.
+pub fn job_message(id: u64, micros: u64) -> (String, TaskMessage) {
+    let uuid = dispatcher_core::call::new_uuid();
+    let mut m = TaskMessage::new("f.job");
+    m.uuid = Some(uuid.clone());
+    m.args = vec![json!(id), json!(micros)];
+    m.time_pub = Some(dispatcher_core::call::now_epoch());
+    (uuid, m)
+}
+
+/// One enqueue of a [`QueueFlow`].
+#[derive(Debug, Clone)]
+pub struct Enqueue {
+    /// The ids of the jobs it carried.
+    pub ids: std::ops::Range<u64>,
+    /// When it was started.
+    pub at: Instant,
+    /// The error it returned, if any (then its jobs may or may not have been committed).
+    pub error: Option<String>,
+}
+
+/// Enqueues a batch of `f.job` jobs every interval until stopped, recording each enqueue.
+pub struct QueueFlow {
+    stop: Arc<AtomicBool>,
+    jobs: Arc<AtomicU64>,
+    sent: Arc<Mutex<Vec<Enqueue>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QueueFlow {
+    /// Jobs numbered from `first`, `batch` per enqueue (one row of the jobs table), each taking
+    /// `micros`, into `queue` through `client`.
+    pub fn start(
+        client: Arc<PgQueue>,
+        queue: &str,
+        first: u64,
+        batch: u64,
+        interval: Duration,
+        micros: u64,
+    ) -> QueueFlow {
+        let stop = Arc::new(AtomicBool::new(false));
+        let jobs = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let queue = queue.to_owned();
+        let (s, n, record) = (stop.clone(), jobs.clone(), sent.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next = first;
+            while !s.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let ids = next..next + batch;
+                next += batch;
+                let batch: Vec<Job> = ids
+                    .clone()
+                    .map(|id| Job::new(queue.as_str(), &job_message(id, micros).1).unwrap())
+                    .collect();
+                let at = Instant::now();
+                // The client's statement timeout bounds it; this bounds a connect, too.
+                let r =
+                    tokio::time::timeout(Duration::from_secs(5), client.enqueue_many(batch)).await;
+                let error = match r {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("no answer within 5 s".to_owned()),
+                };
+                n.fetch_add(ids.end - ids.start, Ordering::Relaxed);
+                record.lock().unwrap().push(Enqueue { ids, at, error });
+            }
+        });
+        QueueFlow {
+            stop,
+            jobs,
+            sent,
+            task,
+        }
+    }
+
+    /// Jobs enqueued so far (whatever the outcome).
+    pub fn jobs_sent(&self) -> u64 {
+        self.jobs.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` jobs were enqueued.
+    pub async fn wait_sent(&self, n: u64, limit: Duration) {
+        let t = Instant::now();
+        while self.jobs_sent() < n {
+            assert!(
+                t.elapsed() < limit,
+                "the flow enqueued only {} of {n} jobs in {limit:?}",
+                self.jobs_sent()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) -> Vec<Enqueue> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        let v = self.sent.lock().unwrap().clone();
+        v
+    }
+}
+
+/// The `f.job` Calls of the services' histories, by job id.
+#[derive(Debug, Default)]
+pub struct QueueAccount {
+    pub calls: HashMap<u64, Vec<Call>>,
+    /// Each service's counters after it settled.
+    pub counts: Vec<Counts>,
+}
+
+/// The job id of an `f.job` Call.
+pub fn job_id(call: &Call) -> Option<u64> {
+    (call.task == "f.job")
+        .then(|| call.args.get(0).and_then(Value::as_u64))
+        .flatten()
+}
+
+/// Waits until the durable queue of `svcs` has nothing left to run (no available or running
+/// job, no claim) and every service settled; asserts that no job was kept as failed or
+/// canceled; then collects their histories: every Call must be an `f.job` Call, each history
+/// must hold every Call its service received, and each service's ledger (the runs its workers
+/// completed) must match the Calls of its history that ended ok, job by job.
+pub async fn drain_queue(svcs: &[&Svc], limit: Duration) -> QueueAccount {
+    let admin = svcs[0].fx.client().await.unwrap();
+    let t = Instant::now();
+    loop {
+        let row = admin
+            .query_one(
+                "SELECT (SELECT count(*) FROM dispatcher.jobs WHERE state IN ('available', 'running')),
+                        (SELECT count(*) FROM dispatcher.claims),
+                        (SELECT count(*) FROM dispatcher.jobs WHERE state IN ('failed', 'canceled'))",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (live, claims, kept): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        if kept > 0 {
+            let rows = admin
+                .query(
+                    "SELECT id, state, attempt, errors::text, messages[1] FROM dispatcher.jobs
+                      WHERE state IN ('failed', 'canceled') ORDER BY id LIMIT 5",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let rows: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} attempt {} errors {} {}",
+                        r.get::<_, i64>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, i32>(2),
+                        r.get::<_, String>(3),
+                        r.get::<_, String>(4)
+                    )
+                })
+                .collect();
+            panic!("{kept} jobs were kept as failed or canceled: {rows:#?}");
+        }
+        if live == 0 && claims == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the queue did not drain within {limit:?}: {live} jobs available or running, {claims} \
+             claims; log of the first service:\n{}",
+            svcs[0].log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut acc = QueueAccount::default();
+    for svc in svcs {
+        let counts = svc.settle(limit).await;
+        let history = svc.history().await;
+        assert_eq!(
+            counts.received,
+            history.len() as u64,
+            "{}: received != Calls in the history (history_size must hold them all): {counts}",
+            svc.node
+        );
+        let mut ok_runs: HashMap<u64, Vec<u32>> = HashMap::new();
+        for call in history {
+            let id = job_id(&call)
+                .unwrap_or_else(|| panic!("{}: a Call that is no job: {call:?}", svc.node));
+            if call.outcome == Some(Outcome::Ok) {
+                ok_runs
+                    .entry(id)
+                    .or_default()
+                    .push(call.attempt.unwrap_or(0));
+            }
+            acc.calls.entry(id).or_default().push(call);
+        }
+        let mut ledger = svc.ledger();
+        for runs in ledger.values_mut().chain(ok_runs.values_mut()) {
+            runs.sort_unstable();
+        }
+        if ledger != ok_runs {
+            let differ: Vec<String> = ledger
+                .keys()
+                .chain(ok_runs.keys())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .filter(|id| ledger.get(id) != ok_runs.get(id))
+                .take(5)
+                .map(|id| {
+                    format!(
+                        "job {id}: ledger {:?}, ok Calls {:?}",
+                        ledger.get(id),
+                        ok_runs.get(id)
+                    )
+                })
+                .collect();
+            panic!(
+                "{}: the ledger of runs and the history's ok Calls differ: {differ:?}",
+                svc.node
+            );
+        }
+        acc.counts.push(counts);
+    }
+    acc
 }

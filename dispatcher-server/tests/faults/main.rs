@@ -8,6 +8,10 @@
 //! the tests count and print them (`lost=`), and assert that they were all sent inside the
 //! outage.
 //!
+//! The durable queue tests (`queue_faults`) promise more, and check it job by job: every job
+//! whose enqueue returned Ok runs (exactly once, or at least once when a service is SIGKILLed),
+//! accounted for from the jobs table and the services' Call histories.
+//!
 //! The tests run one at a time by default (`--test-threads` overrides it): they measure recovery
 //! times and memory, which parallel load on a small machine would blur. Each prints a `faults:`
 //! line with its numbers (`cargo test -p dispatcher-server --test faults -- --nocapture` is not
@@ -24,17 +28,21 @@ macro_rules! trials {
 mod broker_faults;
 mod harness;
 mod load;
+mod queue_faults;
 mod worker_faults;
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dispatcher_core::{task, TaskRegistry};
+use dispatcher_core::{task, TaskContext, TaskRegistry};
 use dispatcher_server::{init_logging, Server, ServerConfig};
 
 /// The environment variable that turns this binary into a service process with that config file.
 pub const SERVICE_CONFIG_ENV: &str = "FAULTS_SERVICE_CONFIG";
+
+/// The environment variable naming the file where `f.job` records each run it completes.
+pub const LEDGER_ENV: &str = "FAULTS_LEDGER";
 
 /// Returns at once.
 #[task(name = "f.noop")]
@@ -51,6 +59,25 @@ fn work(micros: u64) -> u64 {
 #[task(name = "f.sleep")]
 fn sleep(seconds: f64) {
     std::thread::sleep(Duration::from_secs_f64(seconds));
+}
+
+/// A durable job: takes `micros` microseconds (a sleep), then records that job `id` ran, as the
+/// line `<id> <attempt>` appended to the file named by [`LEDGER_ENV`] with one `write` (lines of
+/// concurrent workers never mix). The ledger outlives a SIGKILLed service, whose history does
+/// not. Retried per its policy: 3 attempts, 0.2 s backoff.
+#[task(name = "f.job", context, max_attempts = 3, backoff = 0.2)]
+fn job(ctx: &TaskContext, id: u64, micros: u64) -> Result<u64, String> {
+    std::thread::sleep(Duration::from_micros(micros));
+    if let Ok(path) = std::env::var(LEDGER_ENV) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{path}: {e}"))?;
+        file.write_all(format!("{id} {}\n", ctx.attempt()).as_bytes())
+            .map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(id)
 }
 
 /// Ends the worker with SIGABRT.
@@ -103,6 +130,7 @@ fn registry() -> TaskRegistry {
         .register::<abort>()
         .register::<eat>()
         .register::<fork_bomb>()
+        .register::<job>()
 }
 
 fn main() -> ExitCode {
@@ -120,6 +148,7 @@ fn main() -> ExitCode {
     let mut trials = broker_faults::all();
     trials.extend(worker_faults::all());
     trials.extend(load::all());
+    trials.extend(queue_faults::all());
     libtest_mimic::run(&args, trials).exit_code()
 }
 
