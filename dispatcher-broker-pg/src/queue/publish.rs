@@ -62,8 +62,29 @@ impl Job {
         Ok(job)
     }
 
-    /// A job from a payload as a publisher sends it (a task message in JSON).
+    /// A job from a payload as a publisher sends it: a task message in JSON, or a signed
+    /// envelope of one (stored as signed; the service verifies it when it runs the job, so its
+    /// `signature_max_age` must cover the time jobs wait in the queue).
     pub fn from_payload(queue: &str, payload: &str) -> Result<Self> {
+        if dispatcher_core::signing::is_signed(payload) {
+            #[derive(Deserialize)]
+            struct Signed {
+                payload: String,
+            }
+            let inner: Signed = serde_json::from_str(payload).map_err(|e| {
+                Error::Job(format!(
+                    "the signed payload for queue {queue:?} is not a signed envelope: {e}"
+                ))
+            })?;
+            let head = Job::from_payload(queue, &inner.payload)?;
+            if head.run_at.is_some() {
+                return Err(Error::Job(format!(
+                    "task {:?}: a signed message cannot carry a delay for the queue (its signature covers the delay field); enqueue it with Job::delay or run_at instead",
+                    head.task
+                )));
+            }
+            return Ok(Job::raw(queue.to_owned(), head.task, payload.to_owned()));
+        }
         let head: Head = serde_json::from_str(payload).map_err(|e| {
             Error::Job(format!(
                 "the payload for queue {queue:?} is not a task message: {e}"
@@ -524,6 +545,17 @@ mod tests {
             .run_at
             .is_some_and(|t| t > SystemTime::now() + Duration::from_secs(50)));
         assert!(!j.message.contains("delay"), "{}", j.message);
+    }
+
+    #[test]
+    fn signed_payloads_are_queued_as_signed() {
+        let key = dispatcher_core::signing::SigningKey::new(&[7u8; 32]).unwrap();
+        let signed = key.sign(r#"{"task":"t.signed","args":[1]}"#).unwrap();
+        let j = Job::from_payload("q", &signed).unwrap();
+        assert_eq!((j.task(), j.message()), ("t.signed", signed.as_str()));
+        let delayed = key.sign(r#"{"task":"t.signed","delay":5}"#).unwrap();
+        let e = Job::from_payload("q", &delayed).unwrap_err().to_string();
+        assert!(e.contains("cannot carry a delay"), "{e}");
     }
 
     #[test]
