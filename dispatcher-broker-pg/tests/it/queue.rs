@@ -570,3 +570,42 @@ async fn shutdown_gives_back_jobs_that_had_not_started() {
     );
     svc.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn signed_jobs_are_verified_when_they_run() {
+    use dispatcher_core::signing::SigningKey;
+    let fx = PgFixture::new().await.unwrap();
+    let q = queue(&fx).await;
+    let key = SigningKey::new(b"a secret of at least sixteen bytes").unwrap();
+    let svc = Service::builder()
+        .registry(registry())
+        .broker(q.clone())
+        .channels(["jobs"])
+        .pool(InProcessPool::new(2))
+        .require_signatures(key.clone())
+        .start()
+        .await
+        .unwrap();
+    let signed = Publisher::new(q.clone(), "jobs").unwrap().with_signing(key);
+    signed.publish(add::call(20, 22)).await.unwrap();
+    // Unsigned: refused by the service, failed at once in the table.
+    Publisher::new(q.clone(), "jobs")
+        .unwrap()
+        .publish(add::call(1, 1))
+        .await
+        .unwrap();
+    svc.wait_for_finished(2, WAIT).await.unwrap();
+    let calls = svc.history(&Default::default());
+    assert!(
+        calls.iter().any(|c| c.result == Some(json!(42))),
+        "{calls:?}"
+    );
+    assert!(calls.iter().any(|c| c.outcome == Some(Outcome::Rejected)));
+    until_count(
+        &fx,
+        "SELECT count(*) FROM dispatcher.jobs WHERE state = 'failed'",
+        1,
+    )
+    .await;
+    svc.shutdown().await.unwrap();
+}
