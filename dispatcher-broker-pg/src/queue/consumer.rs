@@ -651,12 +651,13 @@ async fn keeper(shared: Arc<Shared>) {
         let Some(c) = conn.as_ref() else { continue };
         let result = tokio::select! {
             biased;
+            // First: settlements that keep failing must not starve the leases.
+            _ = renew.tick() => renew_leases(&shared, c).await,
             _ = shared.flush.notified() => {
                 tokio::time::sleep(config.settle_delay).await;
                 pending.append(&mut lock(&shared.buf));
                 flush(&shared, c, &mut pending).await
             }
-            _ = renew.tick() => renew_leases(&shared, c).await,
             _ = maintain.tick() => maintenance(&shared, c).await,
             _ = sample.tick() => gauges(&config, &c.client).await,
         };

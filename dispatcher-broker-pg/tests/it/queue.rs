@@ -239,7 +239,7 @@ async fn retries_count_attempts_with_backoff_then_fail_with_every_error() {
     svc.wait_for_finished(6, WAIT).await.unwrap();
     let calls = svc.history(&Default::default());
     let mut fl: Vec<&Call> = calls.iter().filter(|c| c.task == "q.flaky").collect();
-    fl.sort_by(|a, b| a.attempt.cmp(&b.attempt));
+    fl.sort_by_key(|a| a.attempt);
     let attempts: Vec<_> = fl.iter().map(|c| (c.attempt, c.outcome)).collect();
     assert_eq!(
         attempts,
