@@ -65,6 +65,13 @@ CREATE TABLE __SCHEMA__.claims (
 CREATE INDEX claims_owner ON __SCHEMA__.claims (owner);
 CREATE INDEX claims_job ON __SCHEMA__.claims (job_id);
 
+-- The `done` value of a claim of `width` messages once every one is settled: the low `width`
+-- bits set. (`(1 << 63) - 1` would overflow: the mask is built from -1.)
+CREATE FUNCTION __SCHEMA__.full_mask(width integer) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN width >= 64 THEN -1::bigint ELSE ~((-1)::bigint << width) END
+$fn$;
+
 -- Claimed messages (running or waiting to start in a service), with their lease.
 CREATE VIEW __SCHEMA__.running AS
     SELECT c.id AS claim, c.job_id, c.queue, c.task, c.attempt, c.lo, c.hi, c.done,
@@ -270,8 +277,7 @@ BEGIN
         RETURNING c.id, c.job_id, c.done, c.hi - c.lo AS width
     )
     SELECT count(*), array_agg(DISTINCT upd.job_id) FILTER (
-               WHERE upd.done = CASE WHEN upd.width = 64 THEN -1::bigint
-                                     ELSE (1::bigint << upd.width) - 1 END)
+               WHERE upd.done = __SCHEMA__.full_mask(upd.width))
       INTO n, finished FROM upd;
     IF finished IS NULL THEN
         RETURN n;
@@ -281,7 +287,7 @@ BEGIN
     PERFORM 1 FROM __SCHEMA__.jobs j WHERE j.id = ANY (finished) ORDER BY j.id FOR UPDATE;
     DELETE FROM __SCHEMA__.claims c
      WHERE c.job_id = ANY (finished) AND c.owner = settle.owner
-       AND c.done = CASE WHEN c.hi - c.lo = 64 THEN -1::bigint ELSE (1::bigint << (c.hi - c.lo)) - 1 END;
+       AND c.done = __SCHEMA__.full_mask(c.hi - c.lo);
     DELETE FROM __SCHEMA__.jobs j
      WHERE j.id = ANY (finished) AND j.state = 'running'
        AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.claims c WHERE c.job_id = j.id);
