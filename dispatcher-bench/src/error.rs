@@ -30,7 +30,7 @@ pub enum BenchError {
     #[error("{0}")]
     Broker(#[from] dispatcher_broker_pg::Error),
     /// A database statement failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", db_detail(source))]
     Db {
         /// What was being done.
         what: String,
@@ -44,6 +44,14 @@ pub enum BenchError {
     /// The report could not be encoded.
     #[error("could not encode the report: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+/// The server's message when there is one (the driver's `Display` says only "db error").
+fn db_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{e}: {}: {}", d.severity(), d.message()),
+        None => e.to_string(),
+    }
 }
 
 impl BenchError {

@@ -27,6 +27,11 @@
 //!   Call (`started_at - time_pub`). See [`scenarios::latency`].
 //! - `control`: round trips of the `alive` control command through PostgreSQL
 //!   ([`dispatcher_core::control::request`], expecting one reply). See [`scenarios::control`].
+//! - `queue`: the durable queue (`PgQueue`) in a fresh database, consumed by the service in a
+//!   separate process: `N` no-op jobs enqueued by `P` publishers (`B` per statement) while it
+//!   runs, until the tables are empty; then publish-to-start latency of one job every 5 ms;
+//!   table sizes and dead tuples before, after, and after a `VACUUM`. `--peer` runs
+//!   graphile-worker interleaved with it. See [`scenarios::queue`].
 //!
 //! An unknown scenario exits with status 2 and a message listing what exists.
 //!
@@ -66,9 +71,9 @@ pub struct Cli {
     /// `latency` (publish-to-start latency), `control` (`alive` round trips). `serve` runs the
     /// service the PostgreSQL scenarios measure (they start it themselves).
     pub scenario: String,
-    /// Tasks to run (`control`: requests). Default: 100,000 (`pool`, `pg`), 2,000 (`latency`),
-    /// 1,000 (`control`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Tasks to run (`control`: requests; `queue`: jobs, also spelt `--jobs`). Default: 100,000
+    /// (`pool`, `pg`, `queue`), 2,000 (`latency`), 1,000 (`control`).
+    #[arg(long, visible_alias = "jobs", value_parser = clap::value_parser!(u64).range(1..))]
     pub tasks: Option<u64>,
     /// Worker processes.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -77,8 +82,9 @@ pub struct Cli {
     /// clients of the raw pg_notify measurement). Default: 4 for `pg`, else 1.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub publishers: Option<u64>,
-    /// Messages per publish transaction (`pg`; one `pg_notify` over `unnest`, as
-    /// `PgBroker::publish_batch` sends). Default: one message per transaction.
+    /// Messages per publish transaction (`pg`: one `pg_notify` over `unnest`, as
+    /// `PgBroker::publish_batch` sends; `queue`: jobs per enqueue statement, default 1,000).
+    /// Default: one message per transaction.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch: Option<u64>,
     /// PostgreSQL connection string (scenarios that use a database).
@@ -92,9 +98,34 @@ pub struct Cli {
     /// (pgbench when found, else the loop), `none`.
     #[arg(long, default_value = "auto")]
     pub raw: scenarios::pg::RawTool,
-    /// Pause between two messages, milliseconds (`latency`).
-    #[arg(long, default_value_t = 2.0)]
-    pub pause_ms: f64,
+    /// Pause between two messages, milliseconds (`latency`: 2 by default; `queue`: the spacing
+    /// of the latency jobs, 5 by default).
+    #[arg(long)]
+    pub pause_ms: Option<f64>,
+    /// `queue`: jobs of the latency phase (one every `--pause-ms`).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub latency_jobs: u64,
+    /// `queue`: also run graphile-worker (the durable-queue peer) in the same invocation,
+    /// interleaved with this project's runs, and report both and their ratio. Skipped with a
+    /// message when its script is absent.
+    #[arg(long)]
+    pub peer: bool,
+    /// `queue --peer`: the peer's run script (`run.sh DBNAME JOBS CONCURRENCY BATCH`).
+    #[arg(
+        long,
+        env = "PEER_GW_SCRIPT",
+        default_value = "/work/shared/peer-gw/run.sh"
+    )]
+    pub peer_script: std::path::PathBuf,
+    /// `queue --peer`: the peer's job count.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub peer_jobs: u64,
+    /// `queue --peer`: the peer's concurrency.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub peer_concurrency: u64,
+    /// `queue`: runs of each side; the report gives medians. Default 3 with `--peer`, else 1.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rounds: Option<u64>,
     /// The service's history size. Default: 10,000 (`pg`), at least the task count (`pool`,
     /// `latency`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -102,6 +133,9 @@ pub struct Cli {
     /// `serve` only: the channel to listen on.
     #[arg(long, hide = true)]
     pub channel: Option<String>,
+    /// `serve` only: also consume the durable queue of the channel.
+    #[arg(long, hide = true)]
+    pub queue: bool,
 }
 
 fn main() -> ExitCode {

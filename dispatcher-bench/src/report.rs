@@ -98,8 +98,84 @@ pub struct Report {
     /// Calls by outcome.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub outcomes: BTreeMap<String, u64>,
+    /// Median of the enqueue round trips of the latency phase, milliseconds (`queue`: the part
+    /// of the latency spent before the job is committed and its wake-up sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_enqueue_ms: Option<f64>,
+    /// 99th percentile of those enqueue round trips, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_enqueue_ms: Option<f64>,
+    /// Runs the figures are medians of (`queue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u64>,
+    /// Jobs the latency figures are over (`queue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_samples: Option<u64>,
+    /// Resident set of the service process halfway through the run, KiB (`queue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_main_mid_kb: Option<u64>,
+    /// CPU time of the PostgreSQL backends serving the service (claims, settlements, leases,
+    /// wake-ups) per task, microseconds (`queue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_pg_us_per_task: Option<f64>,
+    /// CPU time of the publishers' PostgreSQL backends (enqueueing) per task, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_pg_publish_us_per_task: Option<f64>,
+    /// The queue's tables (`jobs` and `claims`) at the start, after the run and after a
+    /// `VACUUM` (`queue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Tables>,
+    /// The durable-queue peer's report, medians over its runs (`queue --peer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<serde_json::Value>,
+    /// Why the peer did not run, when it was asked for and could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_skipped: Option<String>,
+    /// This project's figures over the peer's, from the medians (`queue --peer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_peer: Option<VsPeer>,
+    /// The figures of every run (`queue` with several rounds), in the order they ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<serde_json::Value>,
     /// Logical CPUs of the machine.
     pub nproc: usize,
+}
+
+/// Sizes and tuple counts of the queue's tables, `jobs` and `claims` together.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TableState {
+    /// `pg_total_relation_size`: heap, TOAST, free space and visibility maps, indexes; bytes.
+    pub total_bytes: i64,
+    /// The heaps alone (`pg_relation_size`), bytes.
+    pub heap_bytes: i64,
+    /// The indexes (`pg_indexes_size`), bytes.
+    pub index_bytes: i64,
+    /// `pg_stat_user_tables.n_dead_tup`.
+    pub dead_tuples: i64,
+    /// Autovacuum runs on the two tables so far.
+    pub autovacuums: i64,
+}
+
+/// [`TableState`] at three moments.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Tables {
+    /// After migrating, before the first job.
+    pub start: TableState,
+    /// Once every job of the throughput phase is settled (the tables empty).
+    pub after: TableState,
+    /// After the latency phase and a plain `VACUUM` of both tables.
+    pub vacuumed: TableState,
+}
+
+/// Ratios of this project's figures to the peer's (same invocation, medians).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct VsPeer {
+    /// Jobs per second, ours / theirs (higher is better).
+    pub jobs_per_sec: Option<f64>,
+    /// Publish-to-start latency p50, ours / theirs (lower is better).
+    pub p50: Option<f64>,
+    /// Publish-to-start latency p99, ours / theirs (lower is better).
+    pub p99: Option<f64>,
 }
 
 impl Report {
@@ -146,6 +222,18 @@ pub fn summary(v: &mut [f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
     )
 }
 
+/// The median of `v` (the mean of the middle two for an even count); `None` when empty.
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => v.get(n / 2).copied(),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// Rounds to three decimals (microseconds, for milliseconds).
 pub fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
@@ -173,6 +261,13 @@ mod tests {
         assert_eq!(percentile(&v, 0.0), Some(1.0));
         assert_eq!(percentile(&[], 0.5), None);
         assert_eq!(percentile(&[7.0], 0.99), Some(7.0));
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
     }
 
     #[test]

@@ -41,7 +41,7 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         )));
     }
     let conn = connect(url).await?;
-    let pause = Duration::from_secs_f64(options.pause_ms.max(0.0) / 1000.0);
+    let pause = Duration::from_secs_f64(options.pause_ms.unwrap_or(2.0).max(0.0) / 1000.0);
     let send = |count: u64| {
         let conn = &conn;
         let channel = remote.channel.as_str();

@@ -3,8 +3,10 @@
 
 pub mod control;
 pub mod latency;
+pub mod peer;
 pub mod pg;
 pub mod pool;
+pub mod queue;
 pub mod remote;
 pub mod serve;
 pub mod soak;
@@ -35,12 +37,26 @@ pub struct Options {
     pub raw_seconds: u64,
     /// How to measure the raw pg_notify rate.
     pub raw: pg::RawTool,
-    /// Pause between two messages (`latency`), milliseconds.
-    pub pause_ms: f64,
+    /// Pause between two messages (`latency`, `queue`), milliseconds, when given.
+    pub pause_ms: Option<f64>,
+    /// Jobs of the `queue` latency phase.
+    pub latency_jobs: u64,
+    /// Run the durable-queue peer too (`queue`).
+    pub peer: bool,
+    /// The peer's run script.
+    pub peer_script: std::path::PathBuf,
+    /// The peer's job count.
+    pub peer_jobs: u64,
+    /// The peer's concurrency.
+    pub peer_concurrency: u64,
+    /// Runs of each side (`queue`), when given.
+    pub rounds: Option<u64>,
     /// The service's history size, when given.
     pub history: Option<u64>,
     /// The channel (`serve`).
     pub channel: Option<String>,
+    /// Consume the durable queue too (`serve`).
+    pub queue: bool,
 }
 
 impl Options {
@@ -90,6 +106,13 @@ pub const SCENARIOS: &[(&str, &str, u64, u64, ScenarioFn)] = &[
         |o, r| Box::pin(control::run(o, r)),
     ),
     (
+        "queue",
+        "the durable queue: jobs/s while publishing, publish-to-start latency, table sizes",
+        100_000,
+        2,
+        |o, r| Box::pin(queue::run(o, r)),
+    ),
+    (
         "soak",
         "a long run through PostgreSQL: received == finished, RSS at the start and the end",
         1_000_000,
@@ -115,8 +138,15 @@ pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
         raw_seconds: cli.raw_seconds,
         raw: cli.raw,
         pause_ms: cli.pause_ms,
+        latency_jobs: cli.latency_jobs,
+        peer: cli.peer,
+        peer_script: cli.peer_script.clone(),
+        peer_jobs: cli.peer_jobs,
+        peer_concurrency: cli.peer_concurrency,
+        rounds: cli.rounds,
         history: cli.history,
         channel: cli.channel.clone(),
+        queue: cli.queue,
     };
     if cli.scenario == "serve" {
         rt()?.block_on(serve::run(options, registry))?;

@@ -45,6 +45,16 @@ pub struct Waited {
 impl Remote {
     /// Starts `dispatcher-bench serve` with `workers` workers and waits until it listens.
     pub async fn start(url: &str, workers: u64, history: Option<u64>) -> Result<Remote> {
+        Remote::spawn(url, workers, history, false).await
+    }
+
+    /// Like [`Remote::start`], with the service also consuming the durable queue of its
+    /// channel (migrated on start).
+    pub async fn start_queue(url: &str, workers: u64, history: Option<u64>) -> Result<Remote> {
+        Remote::spawn(url, workers, history, true).await
+    }
+
+    async fn spawn(url: &str, workers: u64, history: Option<u64>, queue: bool) -> Result<Remote> {
         let channel = format!(
             "bench_{}_{}",
             std::process::id(),
@@ -67,6 +77,9 @@ impl Remote {
             .kill_on_drop(true);
         if let Some(h) = history {
             cmd.arg("--history").arg(h.to_string());
+        }
+        if queue {
+            cmd.arg("--queue");
         }
         let started = Instant::now();
         let mut child = cmd

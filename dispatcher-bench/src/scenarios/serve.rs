@@ -2,6 +2,9 @@
 //! [`dispatcher_server::Server`] (PostgreSQL broker, a process pool of `--workers` workers of
 //! this binary) listening on `--channel`.
 //!
+//! With `--queue` it also consumes the durable queue (`[queue]`, schema `dispatcher`, migrated on
+//! start) of the same channel, as the `queue` scenario needs.
+//!
 //! It prints `ready <pid>` on stdout once it listens, and stops gracefully when its standard
 //! input closes (the bench that started it drops it) or on SIGTERM/SIGINT.
 
@@ -16,8 +19,15 @@ use crate::scenarios::Options;
 /// The first word of the line `serve` prints when it is ready.
 pub const READY: &str = "ready";
 
-/// The server's settings, as a configuration file would give them.
-pub fn config_toml(url: &str, channel: &str, workers: u64, history: Option<u64>) -> String {
+/// The server's settings, as a configuration file would give them; `queue`: also consume the
+/// durable queue (migrated on start).
+pub fn config_toml(
+    url: &str,
+    channel: &str,
+    workers: u64,
+    history: Option<u64>,
+    queue: bool,
+) -> String {
     let mut broker = toml::Table::new();
     broker.insert("url".into(), url.into());
     let mut pool = toml::Table::new();
@@ -39,6 +49,12 @@ pub fn config_toml(url: &str, channel: &str, workers: u64, history: Option<u64>)
     t.insert("shutdown_grace".into(), 5.0.into());
     t.insert("broker".into(), toml::Value::Table(broker));
     t.insert("pool".into(), toml::Value::Table(pool));
+    if queue {
+        let mut q = toml::Table::new();
+        q.insert("enabled".into(), true.into());
+        q.insert("migrate_on_start".into(), true.into());
+        t.insert("queue".into(), toml::Value::Table(q));
+    }
     t.to_string()
 }
 
@@ -49,8 +65,13 @@ pub async fn run(options: Options, registry: TaskRegistry) -> Result<()> {
         .channel
         .as_deref()
         .ok_or_else(|| BenchError::Run("serve needs --channel NAME".into()))?;
-    let config =
-        ServerConfig::from_toml(&config_toml(url, channel, options.workers, options.history))?;
+    let config = ServerConfig::from_toml(&config_toml(
+        url,
+        channel,
+        options.workers,
+        options.history,
+        options.queue,
+    ))?;
     let running = Server::new(config, registry).start().await?;
     {
         let mut out = std::io::stdout().lock();
