@@ -174,9 +174,19 @@ struct ClaimConn {
     client: Client,
     claim: Statement,
     rescue: Statement,
-    next_due: Statement,
     sweep: Statement,
     orphan: Statement,
+}
+
+/// What a claim round did.
+struct Round {
+    /// Messages handed out.
+    got: usize,
+    /// Every queue ran out of available jobs (the claim statements say so in a last row
+    /// without a claim).
+    dry: bool,
+    /// When dry: when the next future job is due.
+    due: Option<Instant>,
 }
 
 struct Claimer {
@@ -228,11 +238,6 @@ impl Claimer {
         let conn = ClaimConn {
             claim: prep(format!("SELECT * FROM {s}.claim($1, $2, $3, $4, $5, $6)")).await?,
             rescue: prep(format!("SELECT * FROM {s}.rescue($1, $2, $3)")).await?,
-            next_due: prep(format!(
-                "SELECT extract(epoch FROM min(run_at) - now())::float8 FROM {s}.jobs
-                  WHERE queue = ANY($1) AND state = 'available' AND run_at > now()"
-            ))
-            .await?,
             sweep: prep(format!("SELECT id FROM {s}.claims WHERE owner = $1")).await?,
             orphan: prep(format!(
                 "UPDATE {s}.claims SET owner = -1 WHERE id = ANY($1) AND owner = $2"
@@ -284,16 +289,29 @@ impl Claimer {
             self.sample_rate();
             let now = Instant::now();
             let target = self.shared.target(self.rate);
-            let credit = target.saturating_sub(self.shared.in_flight());
+            let credit = self.credit();
             let mut next_due = None;
             let mut full = false;
+            let mut more = false;
+            let mut got = 0;
             if credit > 0 {
                 let rescue = now >= next_poll;
                 match self.claim_round(credit, rescue, &tx).await {
-                    Ok((got, due)) => {
+                    Ok(round) => {
+                        tracing::trace!(
+                            credit,
+                            got = round.got,
+                            dry = round.dry,
+                            in_flight = self.shared.in_flight(),
+                            rate = self.rate,
+                            "claim round"
+                        );
                         backoff = config.pg.reconnect_min;
-                        full = got >= credit;
-                        next_due = due;
+                        got = round.got;
+                        full = round.got >= credit;
+                        // Rows another claimer held, not a want of jobs: look again.
+                        more = !full && !round.dry;
+                        next_due = round.due;
                     }
                     Err(e) => {
                         self.drop_conn(&e);
@@ -313,14 +331,38 @@ impl Claimer {
                     continue;
                 }
             }
+            if more {
+                if got == 0 {
+                    // Every row it wanted was locked: give their claimer a moment.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                continue;
+            }
             if full {
-                // There may be more; take them once credit comes back.
-                tokio::select! {
-                    biased;
-                    _ = tx.closed() => break,
-                    _ = self.shared.stop.notified() => break,
-                    _ = self.shared.credit.notified() => {}
-                    _ = sleep_until(Some(next_poll)) => {}
+                // There may be more: claim again once half the target is free (one round trip
+                // for many messages, not one per completion), or at the next poll.
+                let low = (target / 2).max(1);
+                let mut stop = false;
+                while self.credit() < low && Instant::now() < next_poll {
+                    tokio::select! {
+                        biased;
+                        _ = tx.closed() => stop = true,
+                        _ = self.shared.stop.notified() => stop = true,
+                        _ = self.shared.credit.notified() => {}
+                        m = wake.next(), if wake_open => {
+                            if m.is_none() {
+                                tracing::warn!("durable queue: the wake-up subscription ended; polling only");
+                                wake_open = false;
+                            }
+                        }
+                        _ = sleep_until(Some(next_poll)) => {}
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+                if stop {
+                    break;
                 }
                 continue;
             }
@@ -344,6 +386,13 @@ impl Claimer {
         tracing::debug!(owner = self.owner, "claim loop ended");
     }
 
+    /// Messages this loop may claim now: its target less what is handed out.
+    fn credit(&self) -> usize {
+        self.shared
+            .target(self.rate)
+            .saturating_sub(self.shared.in_flight())
+    }
+
     fn has_claims(&self) -> bool {
         lock(&self.shared.claims)
             .values()
@@ -359,7 +408,7 @@ impl Claimer {
     fn sample_rate(&mut self) {
         let (at, n) = self.sampled;
         let dt = at.elapsed().as_secs_f64();
-        if dt >= 0.1 {
+        if dt >= 0.02 {
             let now_n = self.shared.settled.load(Ordering::Relaxed);
             let r = now_n.saturating_sub(n) as f64 / dt;
             self.rate = 0.5 * self.rate + 0.5 * r;
@@ -367,57 +416,22 @@ impl Claimer {
         }
     }
 
-    /// Rescues (when due) and claims up to `credit` messages; returns how many were handed out,
-    /// and when the next future job is due if the queues ran dry.
+    /// Claims up to `credit` messages, then rescues expired claims (when `rescue`).
     async fn claim_round(
         &mut self,
         credit: usize,
         rescue: bool,
         tx: &mpsc::Sender<Incoming>,
-    ) -> Result<(usize, Option<Instant>)> {
+    ) -> Result<Round> {
         let timeout = self.shared.config.statement_timeout;
-        let Some(conn) = self.conn.as_ref() else {
-            return Err(Error::Closed);
-        };
         let mut got = 0;
-        if rescue {
-            let most = (credit / PER_CLAIM as usize).max(1) as i32;
-            let rows = bounded(
-                "rescue expired claims",
-                timeout,
-                conn.client
-                    .query(&conn.rescue, &[&self.owner, &most, &self.queues]),
-            )
-            .await?;
-            for row in rows {
-                let (claim, queue, attempt, done): (i64, String, i32, i64) =
-                    (row.get(0), row.get(1), row.get(3), row.get(4));
-                let max: Option<i32> = row.get(5);
-                let messages: Vec<String> = row.get(6);
-                let n = self
-                    .deliver(claim, &queue, attempt, max, done, messages, tx)
-                    .await;
-                tracing::warn!(
-                    claim,
-                    queue,
-                    attempt,
-                    messages = n,
-                    "took over jobs whose lease expired"
-                );
-                self.shared
-                    .counters
-                    .rescued
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                metrics::counter!("dispatcher_queue_rescued_total").increment(n as u64);
-                got += n;
-            }
-        }
         let limits = lock(&self.shared.limits).clone();
         let limited: Vec<String> = limits.iter().map(|(t, _)| t.clone()).collect();
         let none: Option<String> = None;
         let no_limit: Option<i32> = None;
         let queues = self.queues.clone();
         let mut dry = true;
+        let mut due: Option<f64> = None;
         for queue in &queues {
             let want = credit.saturating_sub(got) as i32;
             if want > 0 {
@@ -433,9 +447,19 @@ impl Claimer {
                     ),
                 )
                 .await?;
-                let n = self.deliver_rows(rows, queue, tx).await;
-                dry &= (n as i32) < want;
+                let (n, ran_dry) = self.deliver_rows(rows, queue, tx).await;
+                match ran_dry {
+                    Some(next) => {
+                        due = match (due, next) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        }
+                    }
+                    None => dry = false,
+                }
                 got += n;
+            } else {
+                dry = false;
             }
             for (task, limit) in &limits {
                 let want = credit.saturating_sub(got) as i32;
@@ -463,37 +487,79 @@ impl Claimer {
                     ),
                 )
                 .await?;
-                got += self.deliver_rows(rows, queue, tx).await;
+                got += self.deliver_rows(rows, queue, tx).await.0;
             }
         }
-        let mut due = None;
-        if dry && got < credit {
-            let Some(conn) = self.conn.as_ref() else {
-                return Err(Error::Closed);
-            };
-            let row = bounded(
-                "find the next due job",
-                timeout,
-                conn.client.query_one(&conn.next_due, &[&self.queues]),
-            )
-            .await?;
-            let secs: Option<f64> = row.get(0);
-            due = secs
-                .and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok())
-                .map(|d| Instant::now() + d);
+        if rescue {
+            // After the claims: a fresh job does not wait behind the rescue's round trip.
+            got += self.rescue(credit.saturating_sub(got), tx).await?;
         }
-        Ok((got, due))
+        let due = if dry && got < credit {
+            due.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok())
+                .map(|d| Instant::now() + d)
+        } else {
+            None
+        };
+        Ok(Round { got, dry, due })
     }
 
+    /// Takes over up to `credit / 64` (at least one) claims whose lease expired, and hands
+    /// their unsettled messages out.
+    async fn rescue(&mut self, credit: usize, tx: &mpsc::Sender<Incoming>) -> Result<usize> {
+        let timeout = self.shared.config.statement_timeout;
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(Error::Closed);
+        };
+        let most = (credit / PER_CLAIM as usize).max(1) as i32;
+        let rows = bounded(
+            "rescue expired claims",
+            timeout,
+            conn.client
+                .query(&conn.rescue, &[&self.owner, &most, &self.queues]),
+        )
+        .await?;
+        let mut got = 0;
+        for row in rows {
+            let (claim, queue, attempt, done): (i64, String, i32, i64) =
+                (row.get(0), row.get(1), row.get(3), row.get(4));
+            let max: Option<i32> = row.get(5);
+            let messages: Vec<String> = row.get(6);
+            let n = self
+                .deliver(claim, &queue, attempt, max, done, messages, tx)
+                .await;
+            tracing::warn!(
+                claim,
+                queue,
+                attempt,
+                messages = n,
+                "took over jobs whose lease expired"
+            );
+            self.shared
+                .counters
+                .rescued
+                .fetch_add(n as u64, Ordering::Relaxed);
+            metrics::counter!("dispatcher_queue_rescued_total").increment(n as u64);
+            got += n;
+        }
+        Ok(got)
+    }
+
+    /// Hands out the claims of a claim statement's rows; returns how many messages, and, when
+    /// the statement ran out of jobs (its last row has no claim), the seconds until the next
+    /// future job is due (`None` inside: there is none).
     async fn deliver_rows(
         &mut self,
         rows: Vec<tokio_postgres::Row>,
         queue: &str,
         tx: &mpsc::Sender<Incoming>,
-    ) -> usize {
+    ) -> (usize, Option<Option<f64>>) {
         let mut got = 0;
+        let mut dry = None;
         for row in rows {
-            let claim: i64 = row.get(0);
+            let Some(claim) = row.get::<_, Option<i64>>(0) else {
+                dry = Some(row.get::<_, Option<f64>>(6));
+                continue;
+            };
             let attempt: i32 = row.get(3);
             let max: Option<i32> = row.get(4);
             let messages: Vec<String> = row.get(5);
@@ -506,7 +572,7 @@ impl Claimer {
             .claimed
             .fetch_add(got as u64, Ordering::Relaxed);
         metrics::counter!("dispatcher_queue_claimed_total").increment(got as u64);
-        got
+        (got, dry)
     }
 
     /// Hands out the messages of one claim whose bits in `done` are clear.
@@ -593,16 +659,19 @@ impl Claimer {
 /// Settlements of one owner, as the settle function's arrays.
 #[derive(Debug, Default)]
 struct Batch {
+    /// Claims with messages left to settle after this batch, and the bits it settles.
     ids: Vec<i64>,
     masks: Vec<i64>,
+    /// Claims whose last messages this batch settles: deleted, with no update before.
+    complete: Vec<i64>,
     back_claims: Vec<i64>,
     back_idx: Vec<i32>,
     back_state: Vec<&'static str>,
     back_delay_ms: Vec<i64>,
     back_error: Vec<Option<String>>,
     back_counted: Vec<bool>,
-    /// Messages per claim in this batch.
-    per_claim: HashMap<i64, u32>,
+    /// Messages per claim in this batch, and their bits.
+    per_claim: HashMap<i64, (u32, i64)>,
 }
 
 struct KeeperConn {
@@ -688,7 +757,7 @@ async fn keeper_connect(config: &PgQueueConfig) -> Result<KeeperConn> {
         })?;
     let settle = client
         .prepare(&format!(
-            "SELECT {s}.settle($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "SELECT {s}.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .await
         .map_err(|source| Error::Query {
@@ -736,9 +805,9 @@ async fn flush(
                 continue;
             };
             let b = by_owner.entry(*owner).or_default();
-            b.ids.push(claim);
-            b.masks.push(1i64 << idx);
-            *b.per_claim.entry(claim).or_default() += 1;
+            let entry = b.per_claim.entry(claim).or_default();
+            entry.0 += 1;
+            entry.1 |= 1i64 << idx;
             let back = match s {
                 Settlement::Complete => None,
                 Settlement::Retry { after, error } => Some((
@@ -762,6 +831,19 @@ async fn flush(
                 b.back_counted.push(counted);
             }
         }
+        // A claim whose every message handed out is settled now is deleted at once; others get
+        // their bits (what a takeover after a crash must not run again).
+        for b in by_owner.values_mut() {
+            for (claim, (n, mask)) in &b.per_claim {
+                let left = claims.get(claim).map_or(0, |c| c.1);
+                if *n >= left {
+                    b.complete.push(*claim);
+                } else {
+                    b.ids.push(*claim);
+                    b.masks.push(*mask);
+                }
+            }
+        }
     }
     for (owner, b) in &by_owner {
         bounded(
@@ -773,6 +855,7 @@ async fn flush(
                     owner,
                     &b.ids,
                     &b.masks,
+                    &b.complete,
                     &b.back_claims,
                     &b.back_idx,
                     &b.back_state,
@@ -799,7 +882,7 @@ async fn flush(
     }
     let mut claims = lock(&shared.claims);
     for b in by_owner.values() {
-        for (claim, n) in &b.per_claim {
+        for (claim, (n, _)) in &b.per_claim {
             if let Some(entry) = claims.get_mut(claim) {
                 entry.1 = entry.1.saturating_sub(*n);
                 if entry.1 == 0 {

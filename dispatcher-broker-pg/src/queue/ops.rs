@@ -77,10 +77,10 @@ pub(crate) async fn stats(client: &Client, schema: &str) -> Result<QueueStats> {
         .query(
             &format!(
                 "SELECT queue,
-                        coalesce(sum(cardinality(messages) - taken) FILTER (WHERE state = 'available'), 0)::bigint,
-                        coalesce(sum(cardinality(messages) - taken) FILTER (WHERE state = 'available' AND run_at <= now()), 0)::bigint,
-                        coalesce(sum(cardinality(messages)) FILTER (WHERE state = 'failed'), 0)::bigint,
-                        coalesce(sum(cardinality(messages)) FILTER (WHERE state = 'canceled'), 0)::bigint,
+                        coalesce(sum(total - taken) FILTER (WHERE state = 'available'), 0)::bigint,
+                        coalesce(sum(total - taken) FILTER (WHERE state = 'available' AND run_at <= now()), 0)::bigint,
+                        coalesce(sum(total) FILTER (WHERE state = 'failed'), 0)::bigint,
+                        coalesce(sum(total) FILTER (WHERE state = 'canceled'), 0)::bigint,
                         coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'available' AND run_at <= now())), 0)::float8
                    FROM {s}.jobs GROUP BY queue ORDER BY queue"
             ),

@@ -7,7 +7,7 @@ use dispatcher_core::{Submission, Task, TaskMessage};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::{Client, GenericClient, Statement, ToStatement};
 
 use super::{bounded, connect, schema, PgQueueConfig};
 use crate::error::{Error, Result};
@@ -325,9 +325,9 @@ fn insert_sql(schema: &str) -> String {
                                       first, n, ord)
          ), ins AS (
              INSERT INTO {s}.jobs AS j (queue, task, priority, run_at, unique_key, max_attempts,
-                                        messages)
+                                        messages, total)
              SELECT r.queue, r.task, r.priority, coalesce(r.run_at, now()), r.unique_key,
-                    r.max_attempts, ($9::text[])[r.first + 1 : r.first + r.n]
+                    r.max_attempts, ($9::text[])[r.first + 1 : r.first + r.n], r.n
                FROM r ORDER BY r.ord
              ON CONFLICT (queue, unique_key)
                  WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
@@ -340,12 +340,17 @@ fn insert_sql(schema: &str) -> String {
     )
 }
 
-async fn insert<C: GenericClient + Sync>(
+/// Runs the enqueue statement (`statement`: [`insert_sql`] as text or prepared) for `jobs`.
+async fn insert<C, S>(
     client: &C,
-    schema: &str,
+    statement: &S,
     jobs: Vec<Job>,
     batch_rows: usize,
-) -> std::result::Result<Vec<Enqueued>, InsertError> {
+) -> std::result::Result<Vec<Enqueued>, InsertError>
+where
+    C: GenericClient + Sync,
+    S: ToStatement + Sync + Send + ?Sized,
+{
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -362,7 +367,7 @@ async fn insert<C: GenericClient + Sync>(
         &r.messages,
     ];
     let rows = client
-        .query(&insert_sql(schema), &params)
+        .query(statement, &params)
         .await
         .map_err(InsertError::Db)?;
     Ok(rows
@@ -401,7 +406,7 @@ pub async fn enqueue_in<C: GenericClient + Sync>(
     jobs: Vec<Job>,
 ) -> Result<Vec<Enqueued>> {
     schema::check_schema(schema)?;
-    insert(client, schema, jobs, 1_000)
+    insert(client, insert_sql(schema).as_str(), jobs, 1_000)
         .await
         .map_err(|e| match e {
             InsertError::Input(e) => e,
@@ -412,11 +417,18 @@ pub async fn enqueue_in<C: GenericClient + Sync>(
         })
 }
 
-/// The queue's publishing connection.
+/// The queue's publishing connection, with the enqueue statement prepared on it (parsing and
+/// planning it costs more than running it).
 #[derive(Debug)]
 pub(super) struct Publish {
     config: PgQueueConfig,
-    conn: Mutex<Option<Client>>,
+    conn: Mutex<Option<Conn>>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    client: Client,
+    insert: Statement,
 }
 
 impl Publish {
@@ -427,10 +439,18 @@ impl Publish {
         }
     }
 
-    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>> {
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Conn>>> {
         let mut slot = self.conn.lock().await;
-        if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            *slot = Some(connect(&self.config.pg, "queue publisher").await?);
+        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *slot = None;
+            let client = connect(&self.config.pg, "queue publisher").await?;
+            let insert = bounded(
+                "prepare the enqueue statement",
+                self.config.statement_timeout,
+                client.prepare(&insert_sql(&self.config.schema)),
+            )
+            .await?;
+            *slot = Some(Conn { client, insert });
         }
         Ok(slot)
     }
@@ -439,17 +459,16 @@ impl Publish {
         let timeout = self.config.statement_timeout;
         for attempt in 0..2 {
             let slot = self.client().await?;
-            let Some(client) = slot.as_ref() else {
+            let Some(Conn {
+                client,
+                insert: statement,
+            }) = slot.as_ref()
+            else {
                 continue;
             };
             let result = tokio::time::timeout(
                 timeout,
-                insert(
-                    client,
-                    &self.config.schema,
-                    jobs.clone(),
-                    self.config.batch_rows,
-                ),
+                insert(client, statement, jobs.clone(), self.config.batch_rows),
             )
             .await;
             match result {
@@ -486,7 +505,7 @@ impl Publish {
 
     pub(super) async fn ping(&self) -> Result<()> {
         let slot = self.client().await?;
-        let Some(client) = slot.as_ref() else {
+        let Some(Conn { client, .. }) = slot.as_ref() else {
             return Err(Error::Closed);
         };
         bounded(

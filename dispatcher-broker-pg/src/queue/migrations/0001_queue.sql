@@ -19,7 +19,10 @@ CREATE TABLE __SCHEMA__.jobs (
     -- Overrides the task's max_attempts when set.
     max_attempts integer CHECK (max_attempts >= 1),
     -- Wire-format task messages (JSON text).
-    messages    text[]      NOT NULL CHECK (cardinality(messages) >= 1),
+    messages    text[]      NOT NULL,
+    -- cardinality(messages), kept so that a claim can size its rows without reading them (a
+    -- check on the array itself would read it at every update of the row).
+    total       integer     NOT NULL CHECK (total >= 1),
     -- How many of `messages` have been claimed.
     taken       integer     NOT NULL DEFAULT 0,
     unique_key  text,
@@ -28,6 +31,16 @@ CREATE TABLE __SCHEMA__.jobs (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 80);
+
+-- lz4 compresses and decompresses a batch row's messages several times faster than pglz (a
+-- claim reads the row's array); servers built without it keep the default.
+DO $do$
+BEGIN
+    ALTER TABLE __SCHEMA__.jobs ALTER COLUMN messages SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    NULL;
+END
+$do$;
 
 -- Exactly the claim query's access path.
 CREATE INDEX jobs_claim ON __SCHEMA__.jobs (queue, priority DESC, run_at, id)
@@ -65,13 +78,6 @@ CREATE TABLE __SCHEMA__.claims (
 CREATE INDEX claims_owner ON __SCHEMA__.claims (owner);
 CREATE INDEX claims_job ON __SCHEMA__.claims (job_id);
 
--- The `done` value of a claim of `width` messages once every one is settled: the low `width`
--- bits set. (`(1 << 63) - 1` would overflow: the mask is built from -1.)
-CREATE FUNCTION __SCHEMA__.full_mask(width integer) RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT CASE WHEN width >= 64 THEN -1::bigint ELSE ~((-1)::bigint << width) END
-$fn$;
-
 -- Claimed messages (running or waiting to start in a service), with their lease.
 CREATE VIEW __SCHEMA__.running AS
     SELECT c.id AS claim, c.job_id, c.queue, c.task, c.attempt, c.lo, c.hi, c.done,
@@ -101,8 +107,8 @@ BEGIN
         RAISE EXCEPTION 'enqueue: the message must be a JSON object with a "task" string, got %',
             left(enqueue.message::text, 200);
     END IF;
-    INSERT INTO __SCHEMA__.jobs AS j (queue, task, messages, run_at, priority, unique_key)
-    VALUES (enqueue.queue, enqueue.message ->> 'task', ARRAY[enqueue.message::text],
+    INSERT INTO __SCHEMA__.jobs AS j (queue, task, messages, total, run_at, priority, unique_key)
+    VALUES (enqueue.queue, enqueue.message ->> 'task', ARRAY[enqueue.message::text], 1,
             coalesce(enqueue.run_at, now()), coalesce(enqueue.priority, 0), enqueue.unique_key)
     ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
     DO UPDATE SET updated_at = now()
@@ -112,21 +118,32 @@ BEGIN
 END
 $fn$;
 
--- Hands out up to `want` available messages of `queue` to `owner`, oldest first by priority:
--- locks candidate rows (SKIP LOCKED), takes consecutive slices of them, and records the slices
--- as claims of at most 64 messages. With `only_task`, only that task's messages, and no more
--- than `task_limit` unsettled across every service (the caller holds no lock: this function
--- takes a transaction-level advisory lock per queue and task). `skip_tasks` are left alone.
+-- Hands out up to `want` available messages of `queue` to `owner`, oldest first by priority,
+-- and records them as claims of at most 64 consecutive messages of one row. It first looks
+-- (without locking) for the fewest rows that hold `want` messages, then locks those it can
+-- (SKIP LOCKED: rows another service is claiming are left to it) and takes slices of them:
+-- no row is locked that the claim does not need. With `only_task`, only that task's messages,
+-- and no more than `task_limit` unsettled across every service (the caller holds no lock: this
+-- function takes a transaction-level advisory lock per queue and task). `skip_tasks` are left
+-- alone.
+-- When the queue holds fewer than `want` available messages, a last row without a claim
+-- (`claim_id` null) says so and carries `next_due_s`: seconds until the queue's next job with
+-- a future `run_at` is due (null: none), so that the caller needs no second statement to know
+-- when to look again. Without that row, a caller that got fewer than it wanted lost rows to
+-- another claimer and may look again at once.
 CREATE FUNCTION __SCHEMA__.claim(
     queue text, want integer, owner bigint, skip_tasks text[],
     only_task text DEFAULT NULL, task_limit integer DEFAULT NULL
 ) RETURNS TABLE (claim_id bigint, job_id bigint, lo integer, attempt integer,
-                 max_attempts integer, messages text[])
+                 max_attempts integer, messages text[], next_due_s float8)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
     n integer := want;
     busy bigint;
+    ids bigint[];
+    seen bigint;
+    looked integer;
 BEGIN
     IF claim.only_task IS NOT NULL AND claim.task_limit IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('__SCHEMA__.claim:' || claim.queue), hashtext(claim.only_task));
@@ -137,17 +154,28 @@ BEGIN
     IF n <= 0 THEN
         RETURN;
     END IF;
+    -- Up to 64 rows in claim order, with the messages available before each.
+    SELECT array_agg(p.id ORDER BY p.priority DESC, p.run_at, p.id) FILTER (WHERE p.before < n),
+           coalesce(sum(p.avail), 0), count(*)
+      INTO ids, seen, looked
+      FROM (SELECT j.id, j.priority, j.run_at, j.total - j.taken AS avail,
+                   coalesce(sum(j.total - j.taken) OVER (
+                       ORDER BY j.priority DESC, j.run_at, j.id
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+              FROM __SCHEMA__.jobs j
+             WHERE j.queue = claim.queue AND j.state = 'available' AND j.run_at <= now()
+               AND (claim.only_task IS NULL OR j.task = claim.only_task)
+               AND NOT (j.task = ANY (claim.skip_tasks))
+             ORDER BY j.priority DESC, j.run_at, j.id
+             LIMIT 64) p;
     RETURN QUERY
     WITH cand AS (
-        SELECT j.id, j.taken, cardinality(j.messages) AS total, j.attempt, j.task,
-               j.priority, j.run_at, j.max_attempts
+        -- Re-read under the lock: another claimer may have taken some since.
+        SELECT j.id, j.taken, j.total, j.attempt, j.task, j.priority, j.run_at, j.max_attempts
           FROM __SCHEMA__.jobs j
-         WHERE j.queue = claim.queue AND j.state = 'available' AND j.run_at <= now()
-           AND (claim.only_task IS NULL OR j.task = claim.only_task)
-           AND NOT (j.task = ANY (claim.skip_tasks))
+         WHERE j.id = ANY (ids) AND j.state = 'available'
          ORDER BY j.priority DESC, j.run_at, j.id
-         LIMIT least(n, 16)
-         FOR UPDATE SKIP LOCKED
+         FOR NO KEY UPDATE SKIP LOCKED
     ), alloc AS (
         SELECT cand.id, cand.taken AS from_idx, cand.total, cand.attempt, cand.task,
                cand.max_attempts,
@@ -162,12 +190,15 @@ BEGIN
                state = CASE WHEN a.to_idx = a.total THEN 'running' ELSE 'available' END
           FROM alloc a
          WHERE j.id = a.id AND a.to_idx > a.from_idx
-        RETURNING j.id, a.from_idx, a.to_idx, a.attempt, a.task, a.max_attempts, j.messages
+        RETURNING j.id, a.from_idx, a.to_idx, a.attempt, a.task, a.max_attempts,
+                  -- One read of the array per row, whatever the number of slices.
+                  j.messages[a.from_idx + 1 : a.to_idx] AS taken_messages
     ), pieces AS (
-        SELECT took.id, g AS p_lo, least(g + 64, took.to_idx) AS p_hi, took.attempt, took.task,
+        SELECT took.id, took.from_idx + k * 64 AS p_lo,
+               least(took.from_idx + k * 64 + 64, took.to_idx) AS p_hi, took.attempt, took.task,
                took.max_attempts,
-               took.messages[g + 1 : least(g + 64, took.to_idx)] AS slice
-          FROM took, generate_series(took.from_idx, took.to_idx - 1, 64) AS g
+               took.taken_messages[k * 64 + 1 : k * 64 + 64] AS slice
+          FROM took, generate_series(0, (took.to_idx - took.from_idx - 1) / 64) AS k
     ), ins AS (
         INSERT INTO __SCHEMA__.claims (job_id, queue, task, lo, hi, owner, attempt)
         SELECT pieces.id, claim.queue, pieces.task, pieces.p_lo, pieces.p_hi, claim.owner,
@@ -175,8 +206,15 @@ BEGIN
           FROM pieces
         RETURNING id, job_id, lo, attempt
     )
-    SELECT ins.id, ins.job_id, ins.lo, ins.attempt, pieces.max_attempts, pieces.slice
-      FROM ins JOIN pieces ON pieces.id = ins.job_id AND pieces.p_lo = ins.lo;
+    SELECT ins.id, ins.job_id, ins.lo, ins.attempt, pieces.max_attempts, pieces.slice,
+           NULL::float8
+      FROM ins JOIN pieces ON pieces.id = ins.job_id AND pieces.p_lo = ins.lo
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL,
+           (SELECT extract(epoch FROM min(j.run_at) - now())::float8
+              FROM __SCHEMA__.jobs j
+             WHERE j.queue = claim.queue AND j.state = 'available' AND j.run_at > now())
+     WHERE seen < n AND looked < 64;
 END
 $fn$;
 
@@ -225,7 +263,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    SELECT * INTO j FROM __SCHEMA__.jobs WHERE id = c.job_id FOR UPDATE;
+    SELECT * INTO j FROM __SCHEMA__.jobs WHERE id = c.job_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -233,35 +271,39 @@ BEGIN
                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
                      'attempt', c.attempt, 'at', now(), 'error', give_back.error)) END;
     made := CASE WHEN give_back.counted THEN c.attempt ELSE c.attempt - 1 END;
-    IF cardinality(j.messages) = 1 THEN
+    IF j.total = 1 THEN
         UPDATE __SCHEMA__.jobs
            SET state = give_back.new_state, taken = 0, attempt = made,
                run_at = now() + give_back.delay, errors = errs, updated_at = now()
          WHERE id = j.id;
         DELETE FROM __SCHEMA__.claims WHERE id = c.id;
     ELSE
-        INSERT INTO __SCHEMA__.jobs (queue, task, state, priority, run_at, attempt, messages, errors)
+        INSERT INTO __SCHEMA__.jobs (queue, task, state, priority, run_at, attempt, messages,
+                                     total, errors)
         VALUES (j.queue, j.task, give_back.new_state, j.priority, now() + give_back.delay, made,
-                ARRAY[j.messages[c.lo + give_back.idx + 1]], errs);
+                ARRAY[j.messages[c.lo + give_back.idx + 1]], 1, errs);
     END IF;
     RETURN true;
 END
 $fn$;
 
 -- Settles claimed messages of `owner`, in one transaction: first the ones that go back
--- (`back_*`, one element each, see give_back), then every ended one by its claim (`ids`) and bit
--- (`masks`, the go-backs included). A claim whose every message ended is deleted, and with the last claim of a job row
--- whose messages were all handed out, the row. Claims no longer held by `owner` (its lease
--- expired and another service took them over) are left alone. Returns the claims updated.
+-- (`back_*`, one element each, see give_back), then the claims with messages left (`ids`, one
+-- element each, with the bits of the messages settled now in `masks`, the go-backs included),
+-- then the claims whose every message is settled (`complete`: deleted; with the last claim of
+-- a job row whose messages were all handed out, the row too). Claims no longer held by `owner`
+-- (its lease expired and another service took them over) are left alone. Returns the claims
+-- updated or deleted.
 CREATE FUNCTION __SCHEMA__.settle(
-    owner bigint, ids bigint[], masks bigint[],
+    owner bigint, ids bigint[], masks bigint[], complete bigint[],
     back_claims bigint[], back_idx integer[], back_state text[], back_delay_ms bigint[],
     back_error text[], back_counted boolean[]
 ) RETURNS integer
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
-    n integer;
+    n integer := 0;
+    gone integer := 0;
     finished bigint[];
     k integer;
 BEGIN
@@ -269,29 +311,31 @@ BEGIN
         PERFORM __SCHEMA__.give_back(settle.owner, back_claims[k], back_idx[k], back_state[k],
             make_interval(secs => back_delay_ms[k] / 1000.0), back_error[k], back_counted[k]);
     END LOOP;
-    WITH m AS (
-        SELECT u.id, bit_or(u.mask) AS mask FROM unnest(ids, masks) AS u(id, mask) GROUP BY u.id
-    ), upd AS (
-        UPDATE __SCHEMA__.claims c SET done = c.done | m.mask
-          FROM m WHERE c.id = m.id AND c.owner = settle.owner
-        RETURNING c.id, c.job_id, c.done, c.hi - c.lo AS width
+    IF coalesce(cardinality(ids), 0) > 0 THEN
+        UPDATE __SCHEMA__.claims c SET done = c.done | u.mask
+          FROM unnest(ids, masks) AS u(id, mask)
+         WHERE c.id = u.id AND c.owner = settle.owner;
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    IF coalesce(cardinality(complete), 0) = 0 THEN
+        RETURN n;
+    END IF;
+    WITH d AS (
+        DELETE FROM __SCHEMA__.claims c WHERE c.id = ANY (complete) AND c.owner = settle.owner
+        RETURNING c.job_id
     )
-    SELECT count(*), array_agg(DISTINCT upd.job_id) FILTER (
-               WHERE upd.done = __SCHEMA__.full_mask(upd.width))
-      INTO n, finished FROM upd;
+    SELECT count(*), array_agg(DISTINCT d.job_id) INTO gone, finished FROM d;
     IF finished IS NULL THEN
         RETURN n;
     END IF;
-    -- Locking the rows serializes two services settling the last claims of one row: the
-    -- second one's statements below see the first one's deleted claim.
-    PERFORM 1 FROM __SCHEMA__.jobs j WHERE j.id = ANY (finished) ORDER BY j.id FOR UPDATE;
-    DELETE FROM __SCHEMA__.claims c
-     WHERE c.job_id = ANY (finished) AND c.owner = settle.owner
-       AND c.done = __SCHEMA__.full_mask(c.hi - c.lo);
+    -- A lock per row serializes two services settling the last claims of one row: the second
+    -- one's statement below sees the first one's deleted claim. (An advisory lock: a row lock
+    -- would make claimers skip the row meanwhile.)
+    PERFORM pg_advisory_xact_lock(hashtext('__SCHEMA__.settle'), hashint8(f.id))
+       FROM unnest(finished) AS f(id) ORDER BY f.id;
     DELETE FROM __SCHEMA__.jobs j
      WHERE j.id = ANY (finished) AND j.state = 'running'
        AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.claims c WHERE c.job_id = j.id);
-    RETURN n;
+    RETURN n + gone;
 END
 $fn$;
-
