@@ -165,8 +165,7 @@ pub(crate) async fn start(
     let (tx, rx) = mpsc::channel(capacity.max(128));
     let mut claimer = Claimer::new(shared, queues).await?;
     tokio::spawn(async move { claimer.run(wake, tx).await });
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let stream = super::stream::Claimed(rx);
     Ok(stream.boxed())
 }
 
@@ -507,17 +506,38 @@ impl Claimer {
     /// their unsettled messages out.
     async fn rescue(&mut self, credit: usize, tx: &mpsc::Sender<Incoming>) -> Result<usize> {
         let timeout = self.shared.config.statement_timeout;
-        let Some(conn) = self.conn.as_ref() else {
-            return Err(Error::Closed);
-        };
-        let most = (credit / PER_CLAIM as usize).max(1) as i32;
-        let rows = bounded(
-            "rescue expired claims",
-            timeout,
-            conn.client
-                .query(&conn.rescue, &[&self.owner, &most, &self.queues]),
-        )
-        .await?;
+        let mut got = 0;
+        // Claims may be small (a job or a few of a batch): take more until the credit is used,
+        // so a large takeover does not trickle at one claim per poll.
+        for _ in 0..32 {
+            let left = credit.saturating_sub(got);
+            if left == 0 && got > 0 {
+                break;
+            }
+            let most = (left / PER_CLAIM as usize).max(1) as i32;
+            let Some(conn) = self.conn.as_ref() else {
+                return Err(Error::Closed);
+            };
+            let rows = bounded(
+                "rescue expired claims",
+                timeout,
+                conn.client
+                    .query(&conn.rescue, &[&self.owner, &most, &self.queues]),
+            )
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            got += self.deliver_rescued(rows, tx).await;
+        }
+        Ok(got)
+    }
+
+    async fn deliver_rescued(
+        &mut self,
+        rows: Vec<tokio_postgres::Row>,
+        tx: &mpsc::Sender<Incoming>,
+    ) -> usize {
         let mut got = 0;
         for row in rows {
             let (claim, queue, attempt, done): (i64, String, i32, i64) =
@@ -541,7 +561,7 @@ impl Claimer {
             metrics::counter!("dispatcher_queue_rescued_total").increment(n as u64);
             got += n;
         }
-        Ok(got)
+        got
     }
 
     /// Hands out the claims of a claim statement's rows; returns how many messages, and, when
@@ -699,6 +719,9 @@ async fn keeper(shared: Arc<Shared>) {
             if let Some(c) = conn.as_ref() {
                 if let Err(e) = flush(&shared, c, &mut pending).await {
                     tracing::warn!(error = %e, unwritten = pending.len(), "durable queue closed with settlements unwritten; their jobs run again after the lease");
+                }
+                if let Err(e) = release_leases(&shared, c).await {
+                    tracing::debug!(error = %e, "durable queue closed; its leases lapse on their own");
                 }
             }
             return;
@@ -892,6 +915,32 @@ async fn flush(
         }
     }
     Ok(())
+}
+
+/// At close: owners with nothing held are removed, the others' leases end now, so that what they
+/// still hold (handed out, never settled) runs elsewhere at once rather than after the lease.
+async fn release_leases(shared: &Shared, c: &KeeperConn) -> Result<()> {
+    let owners = std::mem::take(&mut *lock(&shared.owners));
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let s = quote_ident(&shared.config.schema);
+    bounded(
+        "release leases",
+        shared.config.statement_timeout,
+        c.client.batch_execute(&format!(
+            "DELETE FROM {s}.owners o WHERE o.id IN ({ids})
+               AND NOT EXISTS (SELECT 1 FROM {s}.claims c WHERE c.owner = o.id);
+             UPDATE {s}.owners SET lease_until = now() - interval '1 second'
+              WHERE id IN ({ids});",
+            ids = owners
+                .iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    )
+    .await
 }
 
 async fn renew_leases(shared: &Shared, c: &KeeperConn) -> Result<()> {

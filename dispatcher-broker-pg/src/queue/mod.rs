@@ -43,6 +43,7 @@ mod consumer;
 mod ops;
 mod publish;
 pub(crate) mod schema;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -547,7 +547,16 @@ async fn shutdown_gives_back_jobs_that_had_not_started() {
     )
     .await;
     svc.shutdown().await.unwrap();
+    drop(p);
+    assert_eq!(Arc::strong_count(&q), 1);
     drop(q);
+    // A queue that closes ends its lease at once (nothing waits for it to lapse).
+    until_count(
+        &fx,
+        "SELECT count(*) FROM dispatcher.owners WHERE lease_until >= now()",
+        0,
+    )
+    .await;
     // What had not run is available again, its attempt not counted.
     let q = queue(&fx).await;
     let svc = service(q.clone(), 4).await;

@@ -228,6 +228,7 @@ LANGUAGE sql AS $fn$
     WITH lost AS (
         SELECT c.id FROM __SCHEMA__.claims c
          WHERE c.queue = ANY (queues)
+           AND c.owner <> rescue.owner
            AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.owners o
                             WHERE o.id = c.owner AND o.lease_until >= now())
          ORDER BY c.id
@@ -260,7 +261,9 @@ DECLARE
     made integer;
 BEGIN
     SELECT * INTO c FROM __SCHEMA__.claims WHERE id = give_back.claim_id AND owner = give_back.owner;
-    IF NOT FOUND THEN
+    -- Gone, or this message already settled (a settlement written again after its reply was
+    -- lost): nothing to do, and no second copy of the job.
+    IF NOT FOUND OR c.done & (1::bigint << give_back.idx) <> 0 THEN
         RETURN false;
     END IF;
     SELECT * INTO j FROM __SCHEMA__.jobs WHERE id = c.job_id FOR NO KEY UPDATE;
