@@ -111,11 +111,7 @@ pub struct Cli {
     #[arg(long)]
     pub peer: bool,
     /// `queue --peer`: the peer's run script (`run.sh DBNAME JOBS CONCURRENCY BATCH`).
-    #[arg(
-        long,
-        env = "PEER_GW_SCRIPT",
-        default_value = "/work/shared/peer-gw/run.sh"
-    )]
+    #[arg(long, env = "PEER_GW_SCRIPT", default_value = "peer-gw/run.sh")]
     pub peer_script: std::path::PathBuf,
     /// `queue --peer`: the peer's job count.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]

@@ -1,5 +1,5 @@
 //! The durable-queue peer for `queue --peer`: graphile-worker (Node), run by its own script
-//! (`run.sh DBNAME JOBS CONCURRENCY BATCH`, default `/work/shared/peer-gw/run.sh`), which creates
+//! (`run.sh DBNAME JOBS CONCURRENCY BATCH`, default `peer-gw/run.sh`, or `PEER_GW_SCRIPT`), which creates
 //! and drops its database and prints one JSON object as its last stdout line (`jobs_per_sec`,
 //! `latency_p50_ms`, `latency_p99_ms`, ...).
 //!
