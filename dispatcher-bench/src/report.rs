@@ -105,6 +105,14 @@ pub struct Report {
     /// 99th percentile of those enqueue round trips, milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_enqueue_ms: Option<f64>,
+    /// The latency floor measured in the same run, median (`queue`: a row inserted with a
+    /// NOTIFY in one statement, synchronous commit, and one `SELECT 1` round trip on another
+    /// connection once the notification arrived), milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_p50_ms: Option<f64>,
+    /// 99th percentile of that floor, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_p99_ms: Option<f64>,
     /// Runs the figures are medians of (`queue`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rounds: Option<u64>,

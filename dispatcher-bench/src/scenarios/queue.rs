@@ -107,6 +107,8 @@ pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
                 "jobs_per_sec": report.tasks_per_sec,
                 "p50_ms": report.p50_ms,
                 "p99_ms": report.p99_ms,
+                "floor_p50_ms": report.floor_p50_ms,
+                "floor_p99_ms": report.floor_p99_ms,
                 "publish_seconds": report.publish_seconds,
             }
         }));
@@ -155,6 +157,7 @@ fn summarize(mut ours: Vec<Report>) -> Result<Report> {
     let fig =
         |f: fn(&Report) -> Option<f64>| median(&ours.iter().filter_map(f).collect::<Vec<_>>());
     let (p50, p99, max) = (fig(|r| r.p50_ms), fig(|r| r.p99_ms), fig(|r| r.max_ms));
+    let (floor_p50, floor_p99) = (fig(|r| r.floor_p50_ms), fig(|r| r.floor_p99_ms));
     ours.sort_by(|a, b| a.tasks_per_sec.total_cmp(&b.tasks_per_sec));
     let mid = ours.len() / 2;
     let rates: Vec<f64> = ours.iter().map(|r| r.tasks_per_sec).collect();
@@ -167,6 +170,8 @@ fn summarize(mut ours: Vec<Report>) -> Result<Report> {
         report.p50_ms = p50.map(round3);
         report.p99_ms = p99.map(round3);
         report.max_ms = max.map(round3);
+        report.floor_p50_ms = floor_p50.map(round3);
+        report.floor_p99_ms = floor_p99.map(round3);
     }
     report.rounds = Some(rounds);
     Ok(report)
@@ -392,10 +397,11 @@ async fn measure(
     tokio::time::sleep(STATS_PAUSE).await;
     let after_state = table_state(&observer).await?;
 
-    // Latency.
-    tokio::time::sleep(SETTLE_PAUSE).await;
+    // Latency: the queue's jobs, each followed half a spacing later by a floor sample.
     let samples_n = options.latency_jobs;
     let spacing = Duration::from_secs_f64(options.pause_ms.unwrap_or(5.0).max(0.0) / 1000.0);
+    let mut floor = Floor::start(db_url, samples_n).await?;
+    tokio::time::sleep(SETTLE_PAUSE).await;
     let base: u64 = remote.outcomes().await?.values().sum();
     let publisher = publishers
         .first()
@@ -403,14 +409,22 @@ async fn measure(
     let t0 = tokio::time::Instant::now();
     let mut enqueue_ms = Vec::new();
     for i in 0..samples_n {
-        tokio::time::sleep_until(t0 + spacing * u32::try_from(i).unwrap_or(u32::MAX)).await;
+        let at = t0 + spacing * u32::try_from(i).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(at).await;
         let payload = format!(r#"{{"task":"bench.noop","time_pub":{}}}"#, now_epoch());
         let sent = Instant::now();
         publisher
             .enqueue(Job::from_payload(&queue, &payload)?)
             .await?;
         enqueue_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep_until(at + spacing / 2).await;
+        floor.send().await?;
     }
+    let mut floor_ms = floor.finish().await?;
+    let (floor_p50, floor_p99, _) = summary(&mut floor_ms);
+    eprintln!(
+        "queue: floor (insert+NOTIFY, one round trip) p50 {floor_p50:?} ms, p99 {floor_p99:?} ms"
+    );
     let (p50_enqueue, p99_enqueue, _) = summary(&mut enqueue_ms);
     remote
         .wait_finished("queue latency", base, samples_n, None)
@@ -433,6 +447,7 @@ async fn measure(
     }
     let (p50, p99, max) = summary(&mut start_ms);
     eprintln!("queue: publish-to-start p50 {p50:?} ms, p99 {p99:?} ms, max {max:?} ms");
+
 
     // Clean up.
     drop(publishers);
@@ -471,6 +486,8 @@ async fn measure(
         p99_total_ms: p99_receive,
         p50_enqueue_ms: p50_enqueue,
         p99_enqueue_ms: p99_enqueue,
+        floor_p50_ms: floor_p50,
+        floor_p99_ms: floor_p99,
         latency: "p50_ms/p99_ms/max_ms: publish-to-start of the latency phase (Call started_at - time_pub, time_pub taken just before the enqueue round trip), one job every --pause-ms; *_total_ms: publish-to-receipt (received_at - time_pub); *_enqueue_ms: the enqueue round trip",
         latency_samples: Some(samples_n),
         rss_main_kb: rss_end,
@@ -491,6 +508,124 @@ async fn measure(
         nproc: nproc(),
         ..Report::default()
     })
+}
+
+/// The floor of publish-to-start latency through PostgreSQL, measured in the same database and
+/// interleaved with the queue's latency jobs: one connection inserts a row and NOTIFYs in one
+/// statement (synchronous commit, as an enqueue), a second LISTENs, and on each notification a
+/// third runs `SELECT 1` (one round trip, as the claim). A sample runs from just before the
+/// insert until the `SELECT 1` returned.
+struct Floor {
+    publisher: Client,
+    insert: tokio_postgres::Statement,
+    sent: Vec<Instant>,
+    done: Arc<Mutex<Vec<Option<Instant>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Floor {
+    async fn start(db_url: &str, samples: u64) -> Result<Floor> {
+        use futures_util::StreamExt;
+        use tokio_postgres::AsyncMessage;
+
+        let config = PgBrokerConfig::from_url(db_url)?.pg;
+        let publisher = client(db_url).await?;
+        let prober = client(db_url).await?;
+        let (listener, mut conn) = config.connect(NoTls).await.map_err(db("connect"))?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = m {
+                    if let Ok(i) = n.payload().parse::<usize>() {
+                        let _ = tx.send(i);
+                    }
+                }
+            }
+        });
+        publisher
+            .batch_execute("CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v text)")
+            .await
+            .map_err(db("create the floor table"))?;
+        listener
+            .batch_execute("LISTEN bench_floor")
+            .await
+            .map_err(db("listen"))?;
+        let insert = publisher
+            .prepare(
+                "WITH i AS (INSERT INTO bench_floor (v) VALUES ($1) RETURNING id)
+                 SELECT pg_notify('bench_floor', $1) FROM i",
+            )
+            .await
+            .map_err(db("prepare"))?;
+        let probe = prober.prepare("SELECT 1").await.map_err(db("prepare"))?;
+        let n = usize::try_from(samples).unwrap_or(usize::MAX);
+        let done: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
+        let consumer = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                // Holds the listener's client: dropping it would end the connection.
+                let _listener = listener;
+                while let Some(i) = rx.recv().await {
+                    if prober.query_one(&probe, &[]).await.is_err() {
+                        break;
+                    }
+                    if let Some(slot) = done.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
+                        *slot = Some(Instant::now());
+                    }
+                }
+            })
+        };
+        Ok(Floor {
+            publisher,
+            insert,
+            sent: Vec::with_capacity(n),
+            done,
+            tasks: vec![driver, consumer],
+        })
+    }
+
+    /// Sends the next sample.
+    async fn send(&mut self) -> Result<()> {
+        let i = self.sent.len();
+        self.sent.push(Instant::now());
+        self.publisher
+            .query_one(&self.insert, &[&i.to_string()])
+            .await
+            .map_err(db("insert and notify"))?;
+        Ok(())
+    }
+
+    /// Every sample's latency, milliseconds (waits up to 10 s for the last ones).
+    async fn finish(self) -> Result<Vec<f64>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let latencies = loop {
+            let got: Vec<f64> = {
+                let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+                done.iter()
+                    .zip(&self.sent)
+                    .filter_map(|(d, s)| {
+                        Some(d.as_ref()?.duration_since(*s).as_secs_f64() * 1000.0)
+                    })
+                    .collect()
+            };
+            if got.len() == self.sent.len() || Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        for t in &self.tasks {
+            t.abort();
+        }
+        if latencies.len() != self.sent.len() {
+            return Err(BenchError::Run(format!(
+                "floor: {} of {} notifications arrived",
+                latencies.len(),
+                self.sent.len()
+            )));
+        }
+        Ok(latencies)
+    }
 }
 
 /// Polls until `jobs` and `claims` are empty; prints progress (the service's finished count)

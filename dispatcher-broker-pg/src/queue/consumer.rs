@@ -295,9 +295,12 @@ impl Claimer {
             let mut got = 0;
             if credit > 0 {
                 let rescue = now >= next_poll;
+                let began = Instant::now();
                 match self.claim_round(credit, rescue, &tx).await {
                     Ok(round) => {
                         tracing::trace!(
+                            took_us = began.elapsed().as_micros() as u64,
+                            at = dispatcher_core::call::now_epoch(),
                             credit,
                             got = round.got,
                             dry = round.dry,
@@ -374,6 +377,8 @@ impl Claimer {
                     if m.is_none() {
                         tracing::warn!("durable queue: the wake-up subscription ended; polling only");
                         wake_open = false;
+                    } else {
+                        tracing::trace!(at = dispatcher_core::call::now_epoch(), "woken");
                     }
                 }
                 _ = self.shared.credit.notified(), if blocked => {}

@@ -143,7 +143,10 @@ impl PgQueueConfig {
 pub struct PgQueue {
     config: PgQueueConfig,
     publish: publish::Publish,
-    wake: PgBroker,
+    /// The wake-up listener, opened by the first subscribe: a queue that only publishes holds
+    /// no LISTEN connection (PostgreSQL wakes every listening backend of the database at each
+    /// NOTIFY).
+    wake: tokio::sync::OnceCell<PgBroker>,
     consumer: Arc<consumer::Shared>,
 }
 
@@ -171,13 +174,19 @@ impl PgQueue {
                 known: SCHEMA_VERSION,
             });
         }
-        let wake = PgBroker::with_config(config.pg.clone()).await?;
         Ok(PgQueue {
             publish: publish::Publish::new(config.clone()),
             consumer: consumer::Shared::new(config.clone()),
-            wake,
+            wake: tokio::sync::OnceCell::new(),
             config,
         })
+    }
+
+    /// The wake-up listener, opened on first use.
+    async fn wake(&self) -> Result<&PgBroker> {
+        self.wake
+            .get_or_try_init(|| PgBroker::with_config(self.config.pg.clone()))
+            .await
     }
 
     /// Connects to `url` with the default settings.
@@ -353,7 +362,8 @@ impl Broker for PgQueue {
             validate_channel(c)?;
         }
         let wake = self
-            .wake
+            .wake()
+            .await?
             .subscribe(&[schema::wake_channel(&self.config.schema)])
             .await?;
         Ok(consumer::start(self.consumer.clone(), channels.to_vec(), wake).await?)
@@ -365,11 +375,12 @@ impl Broker for PgQueue {
 
     fn status(&self) -> BrokerStatus {
         let mut s = BrokerStatus::new("pg_queue");
-        let wake = self.wake.status();
-        s.connected = wake.connected;
-        s.recycles = wake.recycles;
-        s.last_recycle_reason = wake.last_recycle_reason;
-        s.self_check = wake.self_check;
+        if let Some(wake) = self.wake.get().map(PgBroker::status) {
+            s.connected = wake.connected;
+            s.recycles = wake.recycles;
+            s.last_recycle_reason = wake.last_recycle_reason;
+            s.self_check = wake.self_check;
+        }
         s.details = self.consumer.details();
         if let Some(pid) = wake.details.get("listener_pid") {
             // The wake-up listener's backend, as the NOTIFY broker reports its own.
@@ -380,8 +391,8 @@ impl Broker for PgQueue {
         s
     }
 
-    /// The wake-up listener's round trip (a NOTIFY to itself), after a query on the publishing
-    /// connection: both paths the queue needs.
+    /// A query on the publishing connection, then the wake-up listener's round trip (a NOTIFY
+    /// to itself) once it consumes: the paths the queue needs.
     async fn self_check(&self, bound: Duration) -> std::result::Result<Duration, BrokerError> {
         let start = std::time::Instant::now();
         tokio::time::timeout(bound, self.publish.ping())
@@ -389,8 +400,10 @@ impl Broker for PgQueue {
             .map_err(|_| {
                 BrokerError::Timeout(bound, "a query on the queue's connection".into())
             })??;
-        let left = bound.saturating_sub(start.elapsed());
-        self.wake.self_check(left).await?;
+        if let Some(wake) = self.wake.get() {
+            let left = bound.saturating_sub(start.elapsed());
+            wake.self_check(left).await?;
+        }
         Ok(start.elapsed())
     }
 }
