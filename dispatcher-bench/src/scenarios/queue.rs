@@ -448,7 +448,6 @@ async fn measure(
     let (p50, p99, max) = summary(&mut start_ms);
     eprintln!("queue: publish-to-start p50 {p50:?} ms, p99 {p99:?} ms, max {max:?} ms");
 
-
     // Clean up.
     drop(publishers);
     observer
@@ -544,7 +543,9 @@ impl Floor {
             }
         });
         publisher
-            .batch_execute("CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v text)")
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v text)",
+            )
             .await
             .map_err(db("create the floor table"))?;
         listener

@@ -375,16 +375,16 @@ impl Broker for PgQueue {
 
     fn status(&self) -> BrokerStatus {
         let mut s = BrokerStatus::new("pg_queue");
+        s.details = self.consumer.details();
         if let Some(wake) = self.wake.get().map(PgBroker::status) {
             s.connected = wake.connected;
             s.recycles = wake.recycles;
             s.last_recycle_reason = wake.last_recycle_reason;
             s.self_check = wake.self_check;
-        }
-        s.details = self.consumer.details();
-        if let Some(pid) = wake.details.get("listener_pid") {
-            // The wake-up listener's backend, as the NOTIFY broker reports its own.
-            s.details.insert("listener_pid".into(), pid.clone());
+            if let Some(pid) = wake.details.get("listener_pid") {
+                // The wake-up listener's backend, as the NOTIFY broker reports its own.
+                s.details.insert("listener_pid".into(), pid.clone());
+            }
         }
         s.details
             .insert("schema".into(), self.config.schema.clone().into());
