@@ -216,6 +216,24 @@ pub trait Broker: Send + Sync + 'static {
     /// Starts receiving from `channels`.
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BrokerError>;
 
+    /// Starts receiving from `channels` (a service's control channels,
+    /// [`control_channel`](crate::control::control_channel)) on a path that the subscriptions of
+    /// [`Broker::subscribe`] cannot hold up: a service reads it even while its intake is paused
+    /// behind a flood of tasks, so control commands sent there are answered at once.
+    ///
+    /// `Ok(None)` (the default) means the broker has no such path; the service then reads control
+    /// commands from its channels only, in order with the tasks. A broker that implements it
+    /// must not let a full or slow [`Broker::subscribe`] subscription delay this one (e.g. a
+    /// connection of its own). Payloads on it are handled like any other (a task message sent
+    /// there is run), and it may carry few: it has no intake pause.
+    async fn subscribe_control(
+        &self,
+        channels: &[String],
+    ) -> Result<Option<Subscription>, BrokerError> {
+        let _ = channels;
+        Ok(None)
+    }
+
     /// Payloads of this many bytes or more must be split into chunks. `None`: no limit.
     fn max_payload(&self) -> Option<usize> {
         None

@@ -15,7 +15,8 @@ use crate::signing::SigningKey;
 
 /// Sends `command` with `data` on `channel` and collects replies until `expected` arrived (when
 /// given) or `timeout` passed. Replies are returned in arrival order; fewer than `expected` is not
-/// an error here (the caller decides).
+/// an error here (the caller decides). [`request_with`] takes the other options (a quiet window,
+/// a signing key).
 ///
 /// The client listens on a fresh `reply_to_<uuid hex>` channel before it sends, so no reply is
 /// missed. Large replies arrive as chunks and are reassembled.
@@ -27,7 +28,8 @@ pub async fn request(
     expected: Option<usize>,
     timeout: Duration,
 ) -> Result<Vec<Value>> {
-    request_signed(broker, channel, command, data, expected, timeout, None).await
+    let options = RequestOptions::new(timeout).expected(expected);
+    request_with(broker, channel, command, data, &options).await
 }
 
 /// Like [`request`], signing the command with `signing` and accepting only replies signed with
@@ -41,7 +43,98 @@ pub async fn request_signed(
     timeout: Duration,
     signing: Option<&SigningKey>,
 ) -> Result<Vec<Value>> {
+    let options = RequestOptions::new(timeout)
+        .expected(expected)
+        .signing(signing.cloned());
+    request_with(broker, channel, command, data, &options).await
+}
+
+/// How [`request_with`] sends a command and when it stops collecting replies.
+///
+/// It stops at the first of: `expected` replies arrived; `quiet` passed since the last reply
+/// (once at least one arrived); `timeout` passed since the command was sent.
+///
+/// ```
+/// use std::time::Duration;
+/// use dispatcher_core::control::RequestOptions;
+///
+/// // Every service that answers within 5 s, stopping 150 ms after the replies go quiet.
+/// let options = RequestOptions::new(Duration::from_secs(5)).quiet(Some(Duration::from_millis(150)));
+/// assert_eq!(options.quiet_window(), Some(Duration::from_millis(150)));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RequestOptions {
+    timeout: Duration,
+    expected: Option<usize>,
+    quiet: Option<Duration>,
+    signing: Option<SigningKey>,
+    fast_path: bool,
+}
+
+impl RequestOptions {
+    /// Waits up to `timeout` for replies; no expected count, no quiet window, unsigned, sent on
+    /// the control channel as well (see [`RequestOptions::control_channel`]).
+    pub fn new(timeout: Duration) -> RequestOptions {
+        RequestOptions {
+            timeout,
+            expected: None,
+            quiet: None,
+            signing: None,
+            fast_path: true,
+        }
+    }
+
+    /// Stops as soon as this many replies arrived.
+    pub fn expected(mut self, expected: Option<usize>) -> Self {
+        self.expected = expected;
+        self
+    }
+
+    /// Stops once no reply arrived for this long after the last one (at least one must arrive).
+    pub fn quiet(mut self, quiet: Option<Duration>) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// Signs the command with this key and accepts only replies signed with it.
+    pub fn signing(mut self, signing: Option<SigningKey>) -> Self {
+        self.signing = signing;
+        self
+    }
+
+    /// Whether the command is also sent on the channel's control channel
+    /// ([`control_channel`](crate::control::control_channel)), which services read ahead of
+    /// tasks, so a flood of tasks does not hold it up. Default true. The service answers a
+    /// command once whichever copy it reads first.
+    pub fn control_channel(mut self, on: bool) -> Self {
+        self.fast_path = on;
+        self
+    }
+
+    /// The whole wait.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The quiet window, if any.
+    pub fn quiet_window(&self) -> Option<Duration> {
+        self.quiet
+    }
+}
+
+/// Sends `command` with `data` on `channel` (and on its control channel, see
+/// [`RequestOptions::control_channel`]) and collects the replies as `options` say. Replies are
+/// returned in arrival order.
+pub async fn request_with(
+    broker: &dyn Broker,
+    channel: &str,
+    command: &str,
+    data: Map<String, Value>,
+    options: &RequestOptions,
+) -> Result<Vec<Value>> {
     broker::validate_channel(channel)?;
+    let signing = options.signing.as_ref();
     let reply_to = format!("reply_to_{}", uuid::Uuid::new_v4().simple());
     let mut replies = broker.subscribe(std::slice::from_ref(&reply_to)).await?;
     let msg = ControlMessage {
@@ -57,12 +150,20 @@ pub async fn request_signed(
         Some(k) => k.sign(&payload)?,
         None => payload,
     };
+    let deadline = Instant::now() + options.timeout;
+    if options.fast_path {
+        if let Some(fast) = super::control_channel(channel) {
+            broker::send(broker, &fast, &payload).await?;
+        }
+    }
     broker::send(broker, channel, &payload).await?;
-    let deadline = Instant::now() + timeout;
     let mut assembler = Assembler::new(AssemblerLimits::default());
     let mut out = Vec::new();
-    while expected.is_none_or(|n| out.len() < n) {
-        let left = deadline.saturating_duration_since(Instant::now());
+    while options.expected.is_none_or(|n| out.len() < n) {
+        let mut left = deadline.saturating_duration_since(Instant::now());
+        if let (Some(q), false) = (options.quiet, out.is_empty()) {
+            left = left.min(q);
+        }
         let next = match tokio::time::timeout(left, replies.next()).await {
             Ok(Some(m)) => m,
             Ok(None) | Err(_) => break,

@@ -30,9 +30,10 @@ pub mod replies;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use client::{request, request_signed, Reply};
+pub use client::{request, request_signed, request_with, Reply, RequestOptions};
 pub use replies::*;
 
+use crate::broker::MAX_CHANNEL_LEN;
 use crate::call::{CallFilter, Outcome};
 use crate::error::{Error, Result};
 
@@ -282,4 +283,26 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(LogLevelRequest::from_data(&data).unwrap().level, "30");
     }
+}
+
+/// The suffix of a channel's control channel.
+pub const CONTROL_CHANNEL_SUFFIX: &str = "_control";
+
+/// The control channel of `channel`: `<channel>_control`, or `None` when that name would be
+/// longer than a channel name may be.
+///
+/// Services read their channels' control channels ahead of tasks (when their broker offers a
+/// separate path, [`Broker::subscribe_control`](crate::Broker::subscribe_control)), so a command
+/// sent there is answered even while thousands of tasks wait. Clients of this crate send every
+/// command on both channels ([`request_with`]); a service answers whichever copy it reads first
+/// and drops the other (by its `reply_to`). Clients that know only the channel (dispatcherd's)
+/// are answered from the channel itself, after the tasks published before them.
+///
+/// ```
+/// assert_eq!(dispatcher_core::control::control_channel("dispatcher").as_deref(), Some("dispatcher_control"));
+/// assert_eq!(dispatcher_core::control::control_channel(&"x".repeat(60)), None);
+/// ```
+pub fn control_channel(channel: &str) -> Option<String> {
+    let name = format!("{channel}{CONTROL_CHANNEL_SUFFIX}");
+    (name.len() <= MAX_CHANNEL_LEN && !channel.is_empty()).then_some(name)
 }
