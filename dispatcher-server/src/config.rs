@@ -18,6 +18,10 @@ node_id = "worker-1"
 channels = ["dispatcher"]
 # Finished Calls kept for the `history` command.
 history_size = 10000
+# Most bytes the history holds (arguments, results and errors as JSON); the oldest Calls are
+# dropped to stay under it. A field longer than 64 KiB is kept cut, ending in
+# "…[truncated by the history: N bytes]".
+history_max_bytes = 67108864
 # Most Calls waiting at once (delayed + blocked + queued); more are rejected.
 max_waiting = 100000
 # While this many Calls wait for a worker, the service stops reading from PostgreSQL (messages
@@ -110,6 +114,9 @@ pub struct ServerConfig {
     /// History size. Default 10,000.
     #[serde(default = "default_history")]
     pub history_size: usize,
+    /// Most bytes the history holds. Default 64 MiB.
+    #[serde(default = "default_history_bytes")]
+    pub history_max_bytes: usize,
     /// Most waiting Calls. Default 100,000.
     #[serde(default = "default_waiting")]
     pub max_waiting: usize,
@@ -372,6 +379,9 @@ fn default_channels() -> Vec<String> {
 fn default_history() -> usize {
     10_000
 }
+fn default_history_bytes() -> usize {
+    dispatcher_runtime::history::DEFAULT_MAX_BYTES
+}
 fn default_waiting() -> usize {
     100_000
 }
@@ -458,6 +468,7 @@ impl Default for ServerConfig {
             node_id: None,
             channels: default_channels(),
             history_size: default_history(),
+            history_max_bytes: default_history_bytes(),
             max_waiting: default_waiting(),
             intake_pause_at: default_intake_pause(),
             shutdown_grace: default_grace(),
@@ -539,6 +550,12 @@ impl ServerConfig {
         }
         if self.history_size == 0 {
             return Err(Error::Config("`history_size` must be at least 1".into()));
+        }
+        if self.history_max_bytes < 1024 * 1024 {
+            return Err(Error::Config(format!(
+                "`history_max_bytes` is {}: it must be at least 1048576 (1 MiB)",
+                self.history_max_bytes
+            )));
         }
         if self.intake_pause_at == 0 {
             return Err(Error::Config("`intake_pause_at` must be at least 1".into()));
@@ -671,6 +688,7 @@ mod tests {
         let c = ServerConfig::from_toml("").unwrap();
         assert_eq!(c.channels, ["dispatcher"]);
         assert_eq!(c.history_size, 10_000);
+        assert_eq!(c.history_max_bytes, 64 * 1024 * 1024);
         assert_eq!(c.pool.min_workers, 4);
     }
 

@@ -156,6 +156,7 @@ impl Server {
         }
         sc.channels = c.channels.clone();
         sc.history_size = c.history_size;
+        sc.history_max_bytes = c.history_max_bytes;
         sc.max_waiting = c.max_waiting;
         sc.intake_pause_at = c.intake_pause_at;
         sc.shutdown_grace = config::seconds("shutdown_grace", c.shutdown_grace)?;

@@ -141,6 +141,19 @@ impl ServiceBuilder {
         self
     }
 
+    /// Sets the most bytes the history holds (see [`ServiceConfig::history_max_bytes`]).
+    pub fn history_max_bytes(mut self, bytes: usize) -> Self {
+        self.config.history_max_bytes = bytes;
+        self
+    }
+
+    /// Sets the longest field of a Call kept whole in the history (see
+    /// [`ServiceConfig::history_field_max_bytes`]).
+    pub fn history_field_max_bytes(mut self, bytes: usize) -> Self {
+        self.config.history_field_max_bytes = bytes;
+        self
+    }
+
     /// Sets the most Calls that may wait at once.
     pub fn max_waiting(mut self, max: usize) -> Self {
         self.config.max_waiting = max;
@@ -245,7 +258,11 @@ impl ServiceBuilder {
         let (cmd_tx, cmd_rx) = mpsc::channel(capacity);
         let (finished_tx, finished_rx) = watch::channel(0u64);
         let shared = Arc::new(Shared {
-            history: Mutex::new(History::new(config.history_size)),
+            history: Mutex::new(History::with_limits(
+                config.history_size,
+                config.history_max_bytes,
+                config.history_field_max_bytes,
+            )),
             finished: AtomicU64::new(0),
             wanted: AtomicU64::new(u64::MAX),
         });

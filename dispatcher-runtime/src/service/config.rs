@@ -17,6 +17,13 @@ pub struct ServiceConfig {
     pub channels: Vec<String>,
     /// Finished Calls kept for `history`. Default 10,000.
     pub history_size: usize,
+    /// Most bytes the history holds (the JSON of the Calls' arguments, results and errors plus
+    /// a fixed overhead per Call); the oldest Calls are dropped to stay under it. Default 64 MiB.
+    pub history_max_bytes: usize,
+    /// Longest `args`, `kwargs`, `result` or `error` of a Call kept whole in the history, in
+    /// bytes of JSON text; a longer one is cut there and ends with
+    /// [`crate::history::TRUNCATED_MARKER`] and its full size. Default 64 KiB.
+    pub history_field_max_bytes: usize,
     /// Most Calls waiting at once (delayed, blocked by a duplicate, or queued for a worker); a
     /// further Call is rejected with a reason saying so. Default 100,000.
     pub max_waiting: usize,
@@ -46,6 +53,8 @@ impl Default for ServiceConfig {
             node_id: default_node_id(),
             channels: vec!["dispatcher".to_owned()],
             history_size: 10_000,
+            history_max_bytes: crate::history::DEFAULT_MAX_BYTES,
+            history_field_max_bytes: crate::history::DEFAULT_FIELD_MAX_BYTES,
             max_waiting: 100_000,
             max_delay: Duration::from_secs(86_400),
             shutdown_grace: Duration::from_secs(30),

@@ -113,6 +113,12 @@ impl ServiceHandle {
         self.shared.history().select(filter)
     }
 
+    /// The bytes the history holds now (at most [`crate::ServiceConfig::history_max_bytes`]; see
+    /// [`crate::History::bytes`]).
+    pub fn history_bytes(&self) -> usize {
+        self.shared.history().bytes()
+    }
+
     /// Calls finished so far (all outcomes, rejected included).
     pub fn finished_count(&self) -> u64 {
         self.shared.finished.load(Ordering::SeqCst)

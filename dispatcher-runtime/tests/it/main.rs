@@ -4,6 +4,7 @@
 
 mod attempts;
 mod control;
+mod history_bytes;
 mod hostile;
 mod memory;
 mod outcomes;
