@@ -4,6 +4,15 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The private socket directory or its socket could not be made.
+    #[error("cannot make the worker socket at {path:?}: {source} (set `ProcessPoolConfig::socket_parent` or TMPDIR to a writable directory)")]
+    SocketDir {
+        /// The directory or socket.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An I/O error on the worker socket or while starting a worker.
     #[error("worker I/O failed: {0}")]
     Io(#[source] std::io::Error),

@@ -35,8 +35,10 @@
 //! }
 //! ```
 //!
-//! IPC is length-prefixed JSON over a Unix socket in a private temporary directory (see
-//! [`protocol`]); the worker's stdout and stderr are logged by the parent, line by line, with the
+//! IPC is length-prefixed JSON over a Unix socket in a private temporary directory
+//! (`dispatcher-pool-<pid>-<random>`, removed when the pool stops, fails to start or is dropped;
+//! those left by a service killed with SIGKILL are removed by the next pool's start: see
+//! [`remove_stale_socket_dirs`]; see [`protocol`]); the worker's stdout and stderr are logged by the parent, line by line, with the
 //! worker id (target `dispatcher_pool::worker_output`).
 #![warn(missing_docs)]
 
@@ -46,10 +48,12 @@ mod link;
 mod pool;
 pub mod protocol;
 mod readers;
+mod socket_dir;
 mod spawn;
 mod supervisor;
 mod worker;
 
 pub use error::{Error, Result};
 pub use pool::{ProcessPool, ProcessPoolConfig};
+pub use socket_dir::{remove_stale_socket_dirs, SOCKET_DIR_PREFIX};
 pub use worker::{is_worker, run_if_worker};

@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::link::Link;
 use crate::protocol::{encode_run, ENV_SOCKET};
 use crate::readers::{Conn, Readers};
+use crate::socket_dir::SocketDir;
 use crate::spawn::WorkerSocket;
 use crate::supervisor::{tell, Cmd};
 
@@ -69,6 +70,10 @@ pub struct ProcessPoolConfig {
     /// How often a busy worker's memory and processes are checked against the limits.
     /// Default 100 ms.
     pub limit_check_interval: Duration,
+    /// Where the pool makes its private socket directory (`dispatcher-pool-<pid>-<random>`,
+    /// removed when the pool stops or is dropped; those of killed services are removed at the
+    /// next start). Default: the temporary directory (`TMPDIR`, else `/tmp`).
+    pub socket_parent: Option<PathBuf>,
 }
 
 impl Default for ProcessPoolConfig {
@@ -89,6 +94,7 @@ impl Default for ProcessPoolConfig {
             max_worker_rss: None,
             max_worker_processes: None,
             limit_check_interval: Duration::from_millis(100),
+            socket_parent: None,
         }
     }
 }
@@ -222,7 +228,7 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// Workers started and waiting for their connection, by worker id.
     pub(crate) hello: Mutex<HashMap<u32, oneshot::Sender<UnixStream>>>,
-    socket_dir: PathBuf,
+    socket_dir: SocketDir,
     pub(crate) socket_path: PathBuf,
     pub(crate) token: String,
     pub(crate) stopping: AtomicBool,
@@ -268,7 +274,8 @@ impl Pool for ProcessPool {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(Error::Io)?,
         };
-        let socket = WorkerSocket::bind()?;
+        let parent = c.socket_parent.clone().unwrap_or_else(std::env::temp_dir);
+        let socket = WorkerSocket::bind(&parent)?;
         let (conns_tx, conns_rx) = mpsc::unbounded_channel();
         self.readers = Readers::new(conns_rx);
         let inner = Arc::new(Inner {
@@ -510,7 +517,7 @@ impl Pool for ProcessPool {
         {
             t.abort();
         }
-        let _ = std::fs::remove_dir_all(&inner.socket_dir);
+        inner.socket_dir.remove();
     }
 }
 
@@ -534,7 +541,7 @@ impl ProcessPool {
 impl Drop for ProcessPool {
     fn drop(&mut self) {
         if let Some(inner) = &self.inner {
-            let _ = std::fs::remove_dir_all(&inner.socket_dir);
+            inner.socket_dir.remove();
         }
     }
 }

@@ -6,8 +6,7 @@
 //! token, instead of inheriting pipe file descriptors: no `unsafe` `pre_exec`, and the worker's
 //! stdin, stdout and stderr stay free for task code.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,27 +24,29 @@ use crate::link::Link;
 use crate::pool::{Inner, Slot};
 use crate::protocol::{read_frame, FrameReader, FromWorker, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID};
 use crate::readers::Conn;
+use crate::socket_dir::{remove_stale_socket_dirs, SocketDir};
 use crate::supervisor::describe_exit;
 
 /// The socket workers connect to.
 #[derive(Debug)]
 pub(crate) struct WorkerSocket {
-    /// The private directory holding it (removed at shutdown).
-    pub(crate) dir: PathBuf,
+    /// The private directory holding it (removed at shutdown, or when dropped).
+    pub(crate) dir: SocketDir,
     pub(crate) path: PathBuf,
     pub(crate) listener: UnixListener,
 }
 
 impl WorkerSocket {
-    /// Binds a socket in a new private (0700) directory under the temporary directory.
-    pub(crate) fn bind() -> Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("dispatcher-pool-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir(&dir).map_err(Error::Io)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(Error::Io)?;
-        let path = dir.join("pool.sock");
-        let listener = UnixListener::bind(&path).map_err(Error::Io)?;
+    /// Removes stale socket directories under `parent`, then binds a socket in a new private
+    /// (0700) directory there. On failure, nothing it made is left behind.
+    pub(crate) fn bind(parent: &Path) -> Result<Self> {
+        remove_stale_socket_dirs(parent);
+        let dir = SocketDir::create(parent)?;
+        let path = dir.path().join("pool.sock");
+        let listener = UnixListener::bind(&path).map_err(|source| Error::SocketDir {
+            path: path.clone(),
+            source,
+        })?;
         Ok(WorkerSocket {
             dir,
             path,

@@ -18,6 +18,7 @@ mod output;
 mod recycling;
 mod results;
 mod scaling;
+mod socket_dirs;
 mod startup;
 mod support;
 mod tasks;
@@ -34,6 +35,9 @@ fn main() -> ExitCode {
     }
     if let Some(code) = dispatcher_pool::run_if_worker(&registry) {
         return code;
+    }
+    if std::env::var_os("POOL_TEST_SOCKET_SERVE").is_some() {
+        return socket_dirs::serve_until_signal(registry);
     }
     if std::env::var_os("POOL_TEST_SERVE").is_some() {
         return death::serve_for_orphan_test(registry);
@@ -72,6 +76,10 @@ fn all() -> Vec<Trial> {
         limits::memory_limit_ends_a_greedy_worker,
         limits::process_limit_bounds_a_fork_happy_task,
         limits::processes_a_task_started_die_with_its_worker,
+        socket_dirs::sigkill_leaves_a_directory_the_next_start_removes,
+        socket_dirs::a_live_services_directory_is_kept_and_sigterm_removes_it,
+        socket_dirs::sigint_stops_through_the_normal_shutdown,
+        socket_dirs::a_failed_start_and_a_dropped_pool_leave_nothing,
     ];
     all.extend(conformance::trials());
     all
