@@ -4,7 +4,43 @@
 
 pub mod cookbook;
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+
 use dispatcher::Call;
+
+/// True when ANSI colour may be written to `stream`: it is a terminal and `NO_COLOR` is unset or
+/// empty (<https://no-color.org>). Output to a file or a pipe stays plain text.
+///
+/// ```
+/// // A test's output is not a terminal here, so no colour.
+/// let _plain = !dispatcher_examples::use_colour(&std::io::stdout());
+/// assert!(!dispatcher_examples::colour_allowed(false, None));
+/// assert!(dispatcher_examples::colour_allowed(true, None));
+/// assert!(!dispatcher_examples::colour_allowed(true, Some("1".as_ref())));
+/// ```
+pub fn use_colour(stream: &impl IsTerminal) -> bool {
+    colour_allowed(
+        stream.is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// The rule of [`use_colour`]: colour on a terminal unless `NO_COLOR` is set to something.
+pub fn colour_allowed(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+/// Logs to stdout with the filter from `RUST_LOG` (default `info`), coloured only when stdout
+/// is a terminal ([`use_colour`]). The cookbook binaries call it once at start.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(use_colour(&std::io::stdout()))
+        .try_init();
+}
 
 /// Renders Calls as a plain-text table: uuid, task, outcome, attempt (for a job of a durable
 /// queue; `-` otherwise), wait, run, error or result.

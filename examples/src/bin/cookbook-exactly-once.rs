@@ -72,11 +72,7 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    dispatcher_examples::init_logging();
     let Ok(rt) = tokio::runtime::Runtime::new() else {
         eprintln!("cannot start the async runtime");
         return ExitCode::FAILURE;

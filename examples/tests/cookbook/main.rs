@@ -9,6 +9,7 @@
 //!   winner stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod colour;
 mod exactly_once;
 mod periodic;
 mod support;
