@@ -29,6 +29,15 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// Connection settings that are not PostgreSQL's (another URL scheme), or a `PG*`
+    /// environment variable with a value libpq would not take.
+    #[error("invalid PostgreSQL connection settings {url:?}: {reason}")]
+    Settings {
+        /// The connection string, passwords hidden ([`crate::redact_connection_string`]).
+        url: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// Connecting failed.
     #[error(
         "could not connect to PostgreSQL ({what}): {}",

@@ -36,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod conninfo;
 mod error;
 mod listener;
 pub mod queue;
@@ -157,15 +158,13 @@ pub(crate) async fn open(
 }
 
 impl PgBrokerConfig {
-    /// Settings from a connection URL or key=value string, with keepalives (idle 5 s, interval
-    /// 2 s, 3 retries), a 10 s TCP user timeout and a 5 s connect timeout unless the string sets
+    /// Settings from a connection URL or key=value string, completed from the `PG*`
+    /// environment variables and the password file as libpq does (an empty string: everything
+    /// from the environment; see [`conninfo`]), with keepalives (idle 5 s, interval 2 s,
+    /// 3 retries), a 10 s TCP user timeout and a 5 s connect timeout unless the settings have
     /// them.
     pub fn from_url(url: &str) -> Result<Self> {
-        let pg: tokio_postgres::Config = url.parse().map_err(|source| Error::Config {
-            url: redact_connection_string(url),
-            source,
-        })?;
-        Ok(PgBrokerConfig::new(pg))
+        Ok(PgBrokerConfig::new(conninfo::config_from_env(url)?))
     }
 
     /// Settings from a tokio-postgres config (keepalives and timeouts added as in

@@ -93,8 +93,16 @@ objects; queue commands: one object); diagnostics go to stderr.";
 )]
 pub struct Cli {
     /// PostgreSQL connection string: a URL (postgres://user:pass@host:5432/db) or key=value
-    /// settings (host=127.0.0.1 user=postgres dbname=app)
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    /// settings (host=127.0.0.1 user=postgres dbname=app); what it leaves unset comes from
+    /// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGAPPNAME, PGCONNECT_TIMEOUT and the
+    /// password file (PGPASSFILE, ~/.pgpass), as with psql; absent: all from those
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        default_value = ""
+    )]
     pub database_url: String,
 
     /// Channel the services listen on (control commands)

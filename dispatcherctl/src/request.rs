@@ -110,6 +110,7 @@ pub(crate) fn connection(cli: &Cli) -> Result<(PgBrokerConfig, String), Report> 
             // The broker's own message repeats the string: show the parser's reason alone.
             let reason = match &e {
                 dispatcher_broker_pg::Error::Config { source, .. } => error_chain(source),
+                dispatcher_broker_pg::Error::Settings { reason, .. } => reason.clone(),
                 other => error_chain(other),
             };
             Err(Report::failure(

@@ -158,7 +158,8 @@ enum Command {
     },
     /// Enqueue one job on the durable queue (the queue's schema is migrated first when missing).
     Enqueue {
-        /// PostgreSQL URL (default: `DATABASE_URL`).
+        /// PostgreSQL URL (default: `DATABASE_URL`; what it leaves unset, or all when neither is
+        /// given, from the PG* variables and ~/.pgpass as for psql).
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// The queue (a service consumes the queues named like its channels).
@@ -321,8 +322,19 @@ async fn connect_queue(url: &str, node: &str) -> Result<PgQueue, BoxError> {
 }
 
 async fn enqueue(a: EnqueueArgs) -> Result<(), BoxError> {
-    let Some(url) = a.database_url.filter(|u| !u.is_empty()) else {
-        return Err("no database: pass --database-url or set DATABASE_URL".into());
+    // Without a URL, the PG* variables (PGHOST, PGDATABASE, ...) say where, as for psql.
+    let from_env = ["PGHOST", "PGDATABASE", "PGUSER", "PGPORT"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    let url = match a.database_url.filter(|u| !u.is_empty()) {
+        Some(url) => url,
+        None if from_env => String::new(),
+        None => {
+            return Err(
+                "no database: pass --database-url, set DATABASE_URL, or set PGHOST/PGDATABASE                  (and the other PG* variables as for psql)"
+                    .into(),
+            )
+        }
     };
     let mut message = TaskMessage::new(a.task);
     if let Some(args) = &a.args {

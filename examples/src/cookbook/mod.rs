@@ -118,11 +118,14 @@ pub async fn setup(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-/// Connects to `url` (a URL or a `key=value` string) without TLS; the connection is driven by a
-/// spawned task that ends when the client is dropped or the connection breaks. Its
-/// `application_name` is `dispatcher-cookbook` unless `url` sets one.
+/// Connects to `url` (a URL or a `key=value` string, completed from the `PG*` environment
+/// variables and the password file as libpq does: see `dispatcher::postgres::conninfo`) without
+/// TLS; the connection is driven by a spawned task that ends when the client is dropped or the
+/// connection breaks. Its `application_name` is `dispatcher-cookbook` unless the settings have
+/// one.
 pub async fn connect(url: &str) -> Result<Client> {
-    let mut config: tokio_postgres::Config = url.parse()?;
+    let mut config = dispatcher::postgres::conninfo::config_from_env(url)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     if config.get_application_name().is_none() {
         config.application_name("dispatcher-cookbook");
     }
