@@ -55,7 +55,7 @@ impl NodeArgs {
 #[non_exhaustive]
 pub enum Error {
     /// A database statement or connection failed.
-    #[error("database: {0}")]
+    #[error("database: {}", dispatcher::core::error_chain(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The dispatcher refused something (a stopped service, a bad submission).
     #[error(transparent)]
@@ -129,7 +129,13 @@ pub async fn connect(url: &str) -> Result<Client> {
     if config.get_application_name().is_none() {
         config.application_name("dispatcher-cookbook");
     }
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        Error::Invalid(format!(
+            "cannot connect to {}: {}",
+            dispatcher::postgres::redact_connection_string(url),
+            dispatcher::core::error_chain(&e)
+        ))
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "cookbook: database connection ended");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod conninfo_env;
+mod redaction;
 
 use std::path::PathBuf;
 use std::process::Stdio;
