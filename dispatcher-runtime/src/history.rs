@@ -32,8 +32,8 @@ pub const TRUNCATED_MARKER: &str = "…[truncated by the history:";
 /// Default bound on the history's bytes (64 MiB).
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-/// Default bound on one field of a Call in the history (64 KiB).
-pub const DEFAULT_FIELD_MAX_BYTES: usize = 64 * 1024;
+/// Default bound on one field of a Call in the history (1 MiB).
+pub const DEFAULT_FIELD_MAX_BYTES: usize = 1024 * 1024;
 
 /// What a Call costs besides its variable-length fields (the struct, its boxes, the ring slot).
 const CALL_OVERHEAD: usize = std::mem::size_of::<Call>() + 2 * std::mem::size_of::<usize>();

@@ -19,7 +19,7 @@ channels = ["dispatcher"]
 # Finished Calls kept for the `history` command.
 history_size = 10000
 # Most bytes the history holds (arguments, results and errors as JSON); the oldest Calls are
-# dropped to stay under it. A field longer than 64 KiB is kept cut, ending in
+# dropped to stay under it. A field longer than 1 MiB is kept cut, ending in
 # "…[truncated by the history: N bytes]".
 history_max_bytes = 67108864
 # Most Calls waiting at once (delayed + blocked + queued); more are rejected.
@@ -551,9 +551,9 @@ impl ServerConfig {
         if self.history_size == 0 {
             return Err(Error::Config("`history_size` must be at least 1".into()));
         }
-        if self.history_max_bytes < 1024 * 1024 {
+        if self.history_max_bytes < 16 * 1024 * 1024 {
             return Err(Error::Config(format!(
-                "`history_max_bytes` is {}: it must be at least 1048576 (1 MiB)",
+                "`history_max_bytes` is {}: it must be at least 16777216 (16 MiB), room for a few Calls whose fields reach the 1 MiB cut",
                 self.history_max_bytes
             )));
         }

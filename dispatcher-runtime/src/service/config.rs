@@ -22,7 +22,7 @@ pub struct ServiceConfig {
     pub history_max_bytes: usize,
     /// Longest `args`, `kwargs`, `result` or `error` of a Call kept whole in the history, in
     /// bytes of JSON text; a longer one is cut there and ends with
-    /// [`crate::history::TRUNCATED_MARKER`] and its full size. Default 64 KiB.
+    /// [`crate::history::TRUNCATED_MARKER`] and its full size. Default 1 MiB.
     pub history_field_max_bytes: usize,
     /// Most Calls waiting at once (delayed, blocked by a duplicate, or queued for a worker); a
     /// further Call is rejected with a reason saying so. Default 100,000.

@@ -65,9 +65,23 @@ async fn bad_data_is_exit_2() {
     let run = ctl_raw(&["--database-url", url, "cancel"]).await;
     assert_eq!(run.code, 2, "cancel without a filter: {run:?}");
     assert!(run.stderr.contains("--data '{}'"), "{run:?}");
-    let run = ctl_raw(&["alive"]).await;
-    assert_eq!(run.code, 2, "no URL at all: {run:?}");
-    assert!(run.stderr.contains("--database-url"), "{run:?}");
+    // No URL at all: the settings come from the PG* variables, as for psql (here a port where
+    // nothing listens: cannot connect).
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatcherctl"))
+        .arg("alive")
+        .env_remove("DATABASE_URL")
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", "1")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "no URL, PG* variables: {stderr}"
+    );
+    assert!(stderr.contains("could not connect"), "{stderr}");
     let run = ctl_raw(&[
         "--database-url",
         "host=h port=notaport password=hunter2",

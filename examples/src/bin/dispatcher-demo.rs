@@ -24,7 +24,7 @@ use dispatcher::postgres::redact_connection_string;
 use dispatcher::server::{init_logging, Server, ServerConfig};
 use dispatcher::{
     task, Broker, CallFilter, Job, MemoryBroker, Outcome, PgQueue, PgQueueConfig, ProcessPool,
-    Publisher, Service, TaskContext, TaskMessage, TaskRegistry,
+    Publisher, Service, ServiceHandle, TaskContext, TaskMessage, TaskRegistry,
 };
 
 /// Does nothing.
@@ -419,8 +419,35 @@ async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
     if let Some(q) = &queue {
         builder = builder.broker(q.clone());
     }
+    // Ctrl-C or SIGTERM stops the showcase through the normal shutdown, so the workers and the
+    // pool's socket directory go with it. The handlers are in place before anything is printed.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let service = builder.start().await?;
     println!("dispatcher-demo quickstart: a service with 4 worker processes on {where_}\n");
+    let outcome = tokio::select! {
+        r = showcase(&service, broker, queue, channel) => r,
+        _ = interrupt.recv() => {
+            println!("dispatcher-demo: stopping (SIGINT)");
+            Ok(())
+        }
+        _ = terminate.recv() => {
+            println!("dispatcher-demo: stopping (SIGTERM)");
+            Ok(())
+        }
+    };
+    service.shutdown().await?;
+    outcome
+}
+
+/// Publishes every demo task, waits for their Calls and prints the history.
+async fn showcase(
+    service: &ServiceHandle,
+    broker: Arc<dyn Broker>,
+    queue: Option<Arc<PgQueue>>,
+    channel: &str,
+) -> Result<(), BoxError> {
     let p = Publisher::new(broker, channel)?;
     p.publish(noop::call()).await?;
     p.publish(echo::call(serde_json::json!({"hello": "world"})))
@@ -480,6 +507,5 @@ async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
         );
     }
     println!("Run `dispatcher-demo serve` for a long-running service.");
-    service.shutdown().await?;
     Ok(())
 }

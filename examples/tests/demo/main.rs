@@ -5,6 +5,7 @@
 
 mod conninfo_env;
 mod redaction;
+mod socket_dirs;
 
 use std::path::PathBuf;
 use std::process::Stdio;
