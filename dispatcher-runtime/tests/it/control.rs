@@ -6,6 +6,8 @@ use dispatcher_core::{Outcome, TaskRegistry};
 use serde_json::{json, Value};
 
 use crate::tasks::*;
+use dispatcher_testkit::TestService;
+
 use crate::{service, WAIT};
 
 #[tokio::test]
@@ -221,4 +223,55 @@ async fn duplicate_task_names_fail_at_start() {
     // the collected registry sees both too
     let e = TaskRegistry::collected().unwrap_err();
     assert!(e.to_string().contains("t.double"), "{e}");
+}
+
+/// Commands sent by `request_with` (on the channel and its control channel) are answered at once
+/// while thousands of tasks wait behind the intake pause, and answered once.
+#[tokio::test]
+async fn control_is_answered_ahead_of_a_flood_and_only_once() {
+    use dispatcher_core::control::{request_with, RequestOptions};
+    let svc = TestService::builder()
+        .registry(crate::registry())
+        .pool(dispatcher_runtime::InProcessPool::new(1))
+        .configure(|b| b.intake_pause_at(10))
+        .start()
+        .await
+        .unwrap();
+    let broker = svc.broker().clone();
+    // No flood yet: both copies arrive; the second is dropped, so one reply in a whole second.
+    let options = RequestOptions::new(Duration::from_secs(1));
+    let replies = request_with(
+        &*broker,
+        svc.channel(),
+        "alive",
+        Default::default(),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+
+    // 3,000 tasks of 50 ms each on one worker: about 150 s of work; the service reads 10 at a
+    // time. A command behind them on the channel alone would wait that long.
+    let batch: Vec<(String, String)> = (0..3000)
+        .map(|_| {
+            let m = json!({"task": "t.nap", "args": [0.05]}).to_string();
+            (svc.channel().to_owned(), m)
+        })
+        .collect();
+    broker.publish_batch(&batch).await.unwrap();
+    let options = RequestOptions::new(WAIT).expected(Some(1));
+    let replies = request_with(
+        &*broker,
+        svc.channel(),
+        "running",
+        Default::default(),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(replies.len(), 1, "no reply while the tasks wait");
+    let done = svc.history().len();
+    assert!(done < 100, "answered only after {done} tasks had run");
+    let _ = svc.handle().shutdown_with_grace(Some(Duration::ZERO)).await;
 }
