@@ -25,8 +25,12 @@ max_waiting = 100000
 intake_pause_at = 1000
 # Seconds running Calls may finish at shutdown before they are ended.
 shutdown_grace = 30.0
-# Log filter (tracing-subscriber EnvFilter syntax); the set_log_level command changes it.
+# Log level: trace, debug, info, warn, error, off (Python's DEBUG ... CRITICAL and 10-50 too),
+# for this service's own crates; dependencies stay at info unless named, as in
+# "debug,tokio_postgres=debug". The set_log_level command changes it; RUST_LOG overrides it.
 log_level = "info"
+# Log lines as "text" or "json" (one JSON object per line).
+log_format = "text"
 
 [broker]
 # PostgreSQL connection URL or key=value string. DATABASE_URL, when set, takes precedence.
@@ -119,9 +123,12 @@ pub struct ServerConfig {
     /// Shutdown grace in seconds. Default 30.
     #[serde(default = "default_grace")]
     pub shutdown_grace: f64,
-    /// Log filter. Default `info`.
+    /// Log level, read by [`crate::logging::level_filter`]. Default `info`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Log line format. Default text.
+    #[serde(default)]
+    pub log_format: crate::logging::LogFormat,
     /// The broker.
     #[serde(default)]
     pub broker: BrokerSection,
@@ -442,6 +449,53 @@ fn redact_quoted_lines(text: &str) -> String {
         .join("\n")
 }
 
+/// Rust's type names in serde's messages, in words: `expected usize` → `expected a whole
+/// number (0 or more)`.
+fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 14] = [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u16", "expected a whole number (0 to 65535)"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a sequence", "expected a list, e.g. [\"a\", \"b\"]"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a borrowed string", "expected a string"),
+        ("expected struct ", "expected a table: "),
+        ("invalid type: ", "wrong kind of value: "),
+        ("invalid value: ", "value out of range: "),
+    ];
+    let mut out = message.to_owned();
+    for (from, to) in WORDS {
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// Checks the form `host:port` (a name or an IP address, `[v6]:port` too); the name is
+/// resolved when the server starts.
+pub(crate) fn host_port(address: &str) -> std::result::Result<(), String> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("no port".into());
+    };
+    port.parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a whole number from 0 to 65535"))?;
+    let name_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !name_ok {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(())
+}
+
 /// Seconds from the file as a duration; `key` names it in the error.
 pub(crate) fn seconds(key: &str, v: f64) -> Result<Duration> {
     if !v.is_finite() || v <= 0.0 || v > 1e9 {
@@ -462,6 +516,7 @@ impl Default for ServerConfig {
             intake_pause_at: default_intake_pause(),
             shutdown_grace: default_grace(),
             log_level: default_log_level(),
+            log_format: crate::logging::LogFormat::default(),
             broker: BrokerSection::default(),
             pool: PoolSection::default(),
             metrics: None,
@@ -476,8 +531,8 @@ impl ServerConfig {
     /// Parses TOML text and checks every value.
     pub fn from_toml(text: &str) -> Result<Self> {
         // toml's message quotes the offending line, which may hold the connection string.
-        let c: ServerConfig =
-            toml::from_str(text).map_err(|e| Error::Config(redact_quoted_lines(&e.to_string())))?;
+        let c: ServerConfig = toml::from_str(text)
+            .map_err(|e| Error::Config(plain_words(&redact_quoted_lines(&e.to_string()))))?;
         c.validate()?;
         Ok(c)
     }
@@ -486,8 +541,10 @@ impl ServerConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        ServerConfig::from_toml(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        ServerConfig::from_toml(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
     }
 
     /// The signing key, when signatures are configured: `DISPATCHER_SIGNING_SECRET`, else the
@@ -561,11 +618,8 @@ impl ServerConfig {
                 )));
             }
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
-            Error::Config(format!(
-                "`log_level` {:?} is not a valid filter (e.g. \"info\" or \"info,dispatcher_core=debug\"): {e}",
-                self.log_level
-            ))
+        crate::logging::level_filter(&self.log_level).map_err(|e| {
+            Error::Config(format!("`log_level` = {:?}: {e}", self.log_level))
         })?;
         let b = &self.broker;
         if b.publish_connections == 0 {
@@ -625,9 +679,9 @@ impl ServerConfig {
             seconds("security.signature_max_age", a)?;
         }
         if let Some(m) = &self.metrics {
-            m.address.parse::<SocketAddr>().map_err(|e| {
+            host_port(&m.address).map_err(|e| {
                 Error::Config(format!(
-                    "`metrics.address` {:?} is not host:port (e.g. \"127.0.0.1:9187\"): {e}",
+                    "`metrics.address` = {:?}: {e}; give host:port, e.g. \"127.0.0.1:9187\" or \"localhost:9187\"",
                     m.address
                 ))
             })?;

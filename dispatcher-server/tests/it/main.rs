@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dispatcher_core::{task, TaskRegistry};
-use dispatcher_server::{init_logging, Server, ServerConfig};
+use dispatcher_server::{init_logging_as, Server, ServerConfig};
 use libtest_mimic::Trial;
 
 /// The environment variable that turns this binary into a service process with that config file.
@@ -80,7 +80,7 @@ fn serve(path: &str, registry: TaskRegistry) -> ExitCode {
         }
     };
     config.apply_env();
-    let log = match init_logging(&config.log_level) {
+    let log = match init_logging_as(&config.log_level, config.log_format) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
