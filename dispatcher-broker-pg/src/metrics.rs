@@ -49,7 +49,10 @@ pub fn describe() {
             let _ = metrics::counter!(name);
         } else {
             describe_gauge!(name, help);
-            if !matches!(name, "dispatcher_queue_jobs" | "dispatcher_queue_oldest_due_seconds") {
+            if !matches!(
+                name,
+                "dispatcher_queue_jobs" | "dispatcher_queue_oldest_due_seconds"
+            ) {
                 let _ = metrics::gauge!(name);
             }
         }

@@ -37,18 +37,39 @@ pub const OTHER_TASK: &str = "_other";
 
 /// Every metric this crate records: name and `# HELP` text.
 pub const DESCRIPTIONS: [(&str, &str); 12] = [
-    ("dispatcher_received_total", "Messages taken in: tasks, control commands, rejected payloads."),
+    (
+        "dispatcher_received_total",
+        "Messages taken in: tasks, control commands, rejected payloads.",
+    ),
     ("dispatcher_control_total", "Control commands answered."),
     ("dispatcher_dispatched_total", "Calls handed to a worker."),
-    ("dispatcher_finished_total", "Calls finished, by outcome and task (task _other: not a registered task name)."),
+    (
+        "dispatcher_finished_total",
+        "Calls finished, by outcome and task (task _other: not a registered task name).",
+    ),
     ("dispatcher_rejected_total", "Messages rejected, by reason."),
-    ("dispatcher_call_run_seconds", "Seconds from start to end of Calls that ran, by task."),
-    ("dispatcher_call_wait_seconds", "Seconds from receipt to start of Calls that ran."),
-    ("dispatcher_waiting", "Calls delayed, blocked by a duplicate or queued for a worker."),
+    (
+        "dispatcher_call_run_seconds",
+        "Seconds from start to end of Calls that ran, by task.",
+    ),
+    (
+        "dispatcher_call_wait_seconds",
+        "Seconds from receipt to start of Calls that ran.",
+    ),
+    (
+        "dispatcher_waiting",
+        "Calls delayed, blocked by a duplicate or queued for a worker.",
+    ),
     ("dispatcher_queue_depth", "Calls queued for a worker."),
     ("dispatcher_running", "Calls running."),
-    ("dispatcher_workers", "Workers by status (starting, idle, busy, stopping)."),
-    ("dispatcher_partial_chunked_messages", "Chunked payloads being assembled."),
+    (
+        "dispatcher_workers",
+        "Workers by status (starting, idle, busy, stopping).",
+    ),
+    (
+        "dispatcher_partial_chunked_messages",
+        "Chunked payloads being assembled.",
+    ),
 ];
 
 /// Describes every metric of [`DESCRIPTIONS`] to the installed recorder (the `# HELP` lines).
@@ -178,10 +199,7 @@ impl ServiceMetrics {
         let Some(task) = self.tasks.get(i) else {
             return;
         };
-        if let Some(counter) = call
-            .outcome
-            .and_then(|o| task.finished.get(o as usize))
-        {
+        if let Some(counter) = call.outcome.and_then(|o| task.finished.get(o as usize)) {
             counter.increment(1);
         }
         if let Some(ms) = call.run_ms {

@@ -461,7 +461,10 @@ fn plain_words(message: &str) -> String {
         ("expected i32", "expected a whole number"),
         ("expected f64", "expected a number"),
         ("expected f32", "expected a number"),
-        ("expected a sequence", "expected a list, e.g. [\"a\", \"b\"]"),
+        (
+            "expected a sequence",
+            "expected a list, e.g. [\"a\", \"b\"]",
+        ),
         ("expected a boolean", "expected true or false"),
         ("expected a borrowed string", "expected a string"),
         ("expected struct ", "expected a table: "),
@@ -618,9 +621,8 @@ impl ServerConfig {
                 )));
             }
         }
-        crate::logging::level_filter(&self.log_level).map_err(|e| {
-            Error::Config(format!("`log_level` = {:?}: {e}", self.log_level))
-        })?;
+        crate::logging::level_filter(&self.log_level)
+            .map_err(|e| Error::Config(format!("`log_level` = {:?}: {e}", self.log_level)))?;
         let b = &self.broker;
         if b.publish_connections == 0 {
             return Err(Error::Config(
@@ -779,7 +781,11 @@ mod tests {
     #[test]
     fn bad_values_name_key_and_form() {
         let cases = [
-            ("history_size = \"lots\"", "invalid type"),
+            (
+                "history_size = \"lots\"",
+                "wrong kind of value: string \"lots\", expected a whole number (0 or more)",
+            ),
+            ("history_size = -3", "expected a whole number (0 or more)"),
             (
                 "shutdown_grace = -1",
                 "`shutdown_grace` must be a number of seconds above 0",
@@ -791,7 +797,7 @@ mod tests {
             ("[pool]\nkill_grace = 0", "`pool.kill_grace`"),
             (
                 "[metrics]\naddress = \"nowhere\"",
-                "`metrics.address` \"nowhere\" is not host:port",
+                "`metrics.address` = \"nowhere\": no port; give host:port",
             ),
             ("channels = []", "`channels` must list at least one channel"),
             ("channels = [\"\"]", "invalid channel name"),
@@ -813,6 +819,22 @@ mod tests {
         for (text, want) in cases {
             let e = ServerConfig::from_toml(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
+            assert_eq!(e.matches("configuration").count(), 1, "{e}");
+        }
+        for ok in [
+            "localhost:9187",
+            "127.0.0.1:9187",
+            "[::1]:9187",
+            "metrics-host.internal:1",
+        ] {
+            let c = ServerConfig::from_toml(&format!("[metrics]\naddress = \"{ok}\""));
+            assert!(c.is_ok(), "{ok}: {c:?}");
+        }
+        for bad in ["localhost", "localhost:99999", ":9187", "a b:1"] {
+            let e = ServerConfig::from_toml(&format!("[metrics]\naddress = \"{bad}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
         }
     }
 }

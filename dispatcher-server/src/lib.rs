@@ -299,7 +299,7 @@ impl Running {
         tokio::select! {
             r = &mut graceful => r?,
             _ = now => {
-                tracing::warn!("second stop request: ending the running Calls now");
+                tracing::info!("second stop request: ending the running Calls now");
                 self.handle.shutdown_with_grace(Some(Duration::ZERO)).await?;
             }
         }

@@ -131,11 +131,7 @@ pub fn level_filter(level: &str) -> std::result::Result<String, String> {
             },
             None => match level_word(d) {
                 Some(l) => base = Some(l),
-                None => {
-                    return Err(format!(
-                        "{d:?} is not a level; use one of {LEVEL_FORMS}"
-                    ))
-                }
+                None => return Err(format!("{d:?} is not a level; use one of {LEVEL_FORMS}")),
             },
         }
     }
@@ -182,8 +178,9 @@ pub fn init_logging_as(level: &str, format: LogFormat) -> Result<Arc<LogHandle>>
             EnvFilter::try_new(&l).map_err(|e| Error::Config(format!("RUST_LOG {l:?}: {e}")))?;
             l
         }
-        None => level_filter(level)
-            .map_err(|e| Error::Config(format!("`log_level` {level:?}: {e}")))?,
+        None => {
+            level_filter(level).map_err(|e| Error::Config(format!("`log_level` {level:?}: {e}")))?
+        }
     };
     let filter = EnvFilter::try_new(&level)
         .map_err(|e| Error::Config(format!("log level {level:?}: {e}")))?;
