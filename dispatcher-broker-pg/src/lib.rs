@@ -38,6 +38,7 @@
 
 mod error;
 mod listener;
+pub mod metrics;
 pub mod queue;
 mod redact;
 
@@ -221,6 +222,7 @@ impl PgBroker {
     /// Connects with these settings: opens the listener and one publishing connection, so that
     /// bad settings fail here.
     pub async fn with_config(config: PgBrokerConfig) -> Result<Self> {
+        metrics::describe();
         let n = config.publish_connections.max(1);
         let broker = PgBroker {
             publishers: (0..n).map(|_| Mutex::new(None)).collect(),

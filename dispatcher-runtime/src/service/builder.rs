@@ -290,6 +290,7 @@ impl ServiceBuilder {
         }
         let node_id = config.node_id.clone();
         let broker_count = self.brokers.len();
+        let metrics = crate::metrics::ServiceMetrics::new(&*registry);
         let state = Loop {
             names: Names::new(&config.node_id),
             backlog_changed: false,
@@ -300,7 +301,7 @@ impl ServiceBuilder {
             brokers: self.brokers,
             shared: shared.clone(),
             finished: finished_tx,
-            metrics: crate::metrics::ServiceMetrics::new(),
+            metrics,
             log_control: self.log_control,
             signing: self.signing,
             finished_buf: Vec::new(),

@@ -295,10 +295,14 @@ impl Loop {
                         self.on_pool_event(ev);
                     }
                 }
-                1.. = commands.recv_many(&mut command_batch, BATCH), if !stopping => {
+                1.. = commands.recv_many(&mut command_batch, BATCH) => {
                     for cmd in command_batch.drain(..) {
-                        if stop_at.is_some() {
-                            // Not taken in after shutdown began (as if never received).
+                        if let Some(at) = stop_at {
+                            // After shutdown began only a shorter deadline is taken (a second
+                            // stop request); the rest is dropped, as if never received.
+                            if let Command::Shutdown { grace: Some(g) } = cmd {
+                                stop_at = Some(at.min(Instant::now() + g));
+                            }
                             continue;
                         }
                         match cmd {
