@@ -48,8 +48,9 @@ pub enum Error {
     /// ([`PgBrokerConfig::connect_timeout`](crate::PgBrokerConfig::connect_timeout), 5 s unless
     /// the settings say otherwise): nothing answers there, or too slowly.
     #[error(
-        "could not connect to PostgreSQL at {target} ({what}): no answer within {after:?} \
-         (connect_timeout); check that the server at that address is up and reachable"
+        "could not connect to PostgreSQL at {target} ({what}): timed out after {after:?} \
+         without an answer (connect_timeout); check that a PostgreSQL server listens at that \
+         address, or raise connect_timeout"
     )]
     ConnectTimeout {
         /// Which connection.
