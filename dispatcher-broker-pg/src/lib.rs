@@ -1,25 +1,41 @@
 //! The PostgreSQL broker of the dispatcher: LISTEN/NOTIFY through tokio-postgres.
 //!
-//! * One dedicated LISTEN connection, driven by its own task that polls it for notifications.
+//! * One dedicated LISTEN connection, driven by its own task that polls it for notifications;
+//!   a second one for control channels ([`Broker::subscribe_control`]), started by its first
+//!   use, so that a full subscription (whose listener then waits) never delays them.
 //! * Publishing on separate connection(s) with `SELECT pg_notify($1, $2)` and bound parameters;
 //!   concurrent publishes on one connection are pipelined; a batch is one statement
 //!   (`pg_notify` over `unnest` of two arrays), so it is one round trip and one transaction.
 //! * Payloads of 8000 bytes or more are split into chunks by the core
 //!   ([`dispatcher_core::broker::send`]) and reassembled by the service.
-//! * A self-check NOTIFYs the broker's own unique channel every few seconds and must receive it
-//!   within a bound; a dropped connection, a killed backend or a frozen server is detected that
-//!   way (or by the connection failing), and the listener reconnects with backoff, LISTENs every
-//!   channel again, and counts and logs the recycle. Notifications sent while no listener
-//!   connection exists are lost: that is LISTEN/NOTIFY's nature (see the cookbook for durable
-//!   delivery).
+//! * **Deadlines.** The whole connect of every connection (TCP, TLS, the startup and
+//!   authentication exchange, preparing the statements) must finish within
+//!   [`PgBrokerConfig::connect_timeout`]; every round trip on an open connection (publish,
+//!   batch, control replies, LISTEN/UNLISTEN, the self-check's NOTIFY, the backend pid query)
+//!   within [`PgBrokerConfig::call_timeout`] (the self-check's NOTIFY within
+//!   `self_check_timeout`). A publishing connection that misses a deadline is replaced: its
+//!   slot is emptied and its task aborted (calls pipelined behind it fail over to a fresh
+//!   connection), the call fails with [`Error::CallTimeout`], and the next publish opens a new
+//!   connection. A LISTEN connection that misses one is recycled.
+//! * A self-check NOTIFYs each listener's own channel every few seconds **through the broker's
+//!   publishing connections** (round-robin), so both paths are checked: a NOTIFY that misses its
+//!   bound replaces that publishing connection (and the check runs again at once), a
+//!   notification that does not arrive within the bound of its NOTIFY recycles the listener. A
+//!   dropped connection, a killed backend or a frozen server is detected that way (or by the
+//!   connection failing), and the listener reconnects with backoff, LISTENs every channel again,
+//!   and counts and logs the recycle. Notifications sent while no listener connection exists
+//!   are lost: that is LISTEN/NOTIFY's nature (see the cookbook for durable delivery).
 //! * TCP keepalives and a TCP user timeout are set on every connection.
 //! * The [`Broker`] methods fail with a [`dispatcher_core::BrokerError`]: `InvalidChannel` and
 //!   `TooLarge` (payloads of [`NOTIFY_LIMIT`] bytes or more) before anything is sent,
 //!   `Unavailable` when no connection works (refused, reset, closed, the server shutting down),
-//!   `Timeout` when connecting takes longer than the connect timeout, `Closed` once the
-//!   listener is gone, `Other` for the rest (see [`Error`] for the mapping).
-//! * Metrics (through the `metrics` facade): `dispatcher_broker_recycles_total`,
-//!   `dispatcher_broker_self_checks_total`, `dispatcher_broker_self_check_failures_total`,
+//!   `Timeout` when connecting or a call misses its deadline (naming it and what timed out),
+//!   `Closed` once the listener is gone, `Other` for the rest (see [`Error`] for the mapping).
+//! * Metrics (through the `metrics` facade; the counters are registered at zero when a broker
+//!   starts, so they are exported before their first event): `dispatcher_broker_recycles_total`,
+//!   `dispatcher_broker_self_checks_total`, `dispatcher_broker_self_check_failures_total` (a
+//!   NOTIFY or notification that missed its bound, or a connection that died while a check was
+//!   out), `dispatcher_broker_publisher_replacements_total`,
 //!   `dispatcher_broker_self_check_rtt_seconds` (gauge, last round trip).
 //!
 //! ```no_run
@@ -32,6 +48,12 @@
 //! let publisher = Publisher::new(broker.clone(), "dispatcher")?;
 //! let rtt = broker.self_check(std::time::Duration::from_secs(5)).await?;
 //! println!("round trip {rtt:?}");
+//!
+//! // Deadlines: the whole connect (authentication included), and each call.
+//! let mut config = dispatcher_broker_pg::PgBrokerConfig::from_url("postgres://app@db/app")?;
+//! config.connect_timeout = std::time::Duration::from_secs(3);
+//! config.call_timeout = std::time::Duration::from_secs(2);
+//! let broker = PgBroker::with_config(config).await?;
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
@@ -207,7 +229,8 @@ pub(crate) fn target(pg: &tokio_postgres::Config) -> String {
 impl PgBrokerConfig {
     /// Settings from a connection URL or key=value string, with keepalives (idle 5 s, interval
     /// 2 s, 3 retries), a 10 s TCP user timeout and a 5 s connect timeout unless the string sets
-    /// them.
+    /// them (the string's `connect_timeout` becomes [`PgBrokerConfig::connect_timeout`], the
+    /// deadline of the whole connect), and a 5 s [`PgBrokerConfig::call_timeout`].
     pub fn from_url(url: &str) -> Result<Self> {
         let pg: tokio_postgres::Config = url.parse().map_err(|source| Error::Config {
             url: redact_connection_string(url),
