@@ -7,6 +7,7 @@
 //! | `dispatcher_broker_recycles_total` | counter | | LISTEN connections replaced (failed self-check, lost connection) |
 //! | `dispatcher_broker_self_checks_total` | counter | | self-checks that came back in time |
 //! | `dispatcher_broker_self_check_failures_total` | counter | | self-checks that did not come back in time |
+//! | `dispatcher_broker_publisher_replacements_total` | counter | | publishing connections replaced after a call missed its deadline |
 //! | `dispatcher_broker_self_check_rtt_seconds` | gauge | | round trip of the last self-check |
 //! | `dispatcher_queue_jobs` | gauge | `queue`, `state` | jobs by state, sampled every 10 s |
 //! | `dispatcher_queue_oldest_due_seconds` | gauge | `queue` | how long the oldest due job has waited |
@@ -22,10 +23,11 @@
 use metrics::{describe_counter, describe_gauge, Unit};
 
 /// Every metric this crate records: name and `# HELP` text.
-pub const DESCRIPTIONS: [(&str, &str); 14] = [
+pub const DESCRIPTIONS: [(&str, &str); 15] = [
     ("dispatcher_broker_recycles_total", "LISTEN connections replaced after a failed self-check or a lost connection."),
     ("dispatcher_broker_self_checks_total", "Self-checks of the LISTEN connection that came back in time."),
-    ("dispatcher_broker_self_check_failures_total", "Self-checks of the LISTEN connection that did not come back in time."),
+    ("dispatcher_broker_self_check_failures_total", "Self-checks of the LISTEN connection that failed: the NOTIFY or the notification missed its bound, or the connection died while the check was out."),
+    ("dispatcher_broker_publisher_replacements_total", "Publishing connections replaced after a call missed its deadline."),
     ("dispatcher_broker_self_check_rtt_seconds", "Round trip of the last self-check of the LISTEN connection, in seconds."),
     ("dispatcher_queue_jobs", "Durable queue jobs by queue and state, sampled every 10 s."),
     ("dispatcher_queue_oldest_due_seconds", "Seconds the oldest due job of a queue has waited."),

@@ -3,6 +3,8 @@
 //! `dispatcherctl --json history`, then SIGTERM and exit status 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod silent_port;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
