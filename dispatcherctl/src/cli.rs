@@ -11,8 +11,34 @@ use serde_json::{Map, Value};
 
 use crate::render::truncate;
 
-/// The channel used when `--channel` is absent: the core's default listen channel.
+/// The channel used when `--channel` is absent: the core's default listen channel (and the
+/// demo's).
 pub const DEFAULT_CHANNEL: &str = "dispatcher";
+
+/// How long replies may go quiet before `dispatcherctl` stops waiting for more, when
+/// `--quiet-window` is absent.
+pub const DEFAULT_QUIET: Duration = Duration::from_millis(150);
+
+/// The commands that print something about `dispatcherctl` itself; they need no database.
+pub const LOCAL_COMMANDS: [&str; 2] = ["completions", "man"];
+
+/// The control commands `dispatcherctl` knows (others are sent as well), for `--help`, the
+/// completions and the man page.
+pub const CONTROL_COMMANDS: [&str; 13] = [
+    "alive",
+    "main",
+    "workers",
+    "running",
+    "cancel",
+    "status",
+    "history",
+    "metrics",
+    "set_log_level",
+    "run",
+    "aio_tasks",
+    "chunks",
+    "producers",
+];
 
 /// The queue schema used when `--schema` is absent (the queue's and the server's default).
 pub const DEFAULT_SCHEMA: &str = "dispatcher";
@@ -43,12 +69,20 @@ pub mod exit {
     /// `dispatcherctl migrate`), newer than this build knows, or the database refused a
     /// statement (a failed migration, missing privileges).
     pub const DATABASE: u8 = 4;
+    /// A reply carried an `error` (an unknown command, a bad filter, `run` of an unknown task,
+    /// an ambiguous uuid prefix for `cancel`); the replies are still printed.
+    pub const ERROR_REPLY: u8 = 5;
 }
 
 const AFTER_HELP: &str = "\
 Control commands (sent over NOTIFY to every service listening on --channel; prints the replies):
-  alive, main, workers, running, cancel, status, set_log_level, run, history, metrics
+  alive, main, workers, running, cancel, status, set_log_level, run, history, metrics,
+  aio_tasks, chunks, producers
   (any other name is sent too; the services reply with an error)
+  A uuid in --data may be its first characters, as the tables show them: cancel refuses a
+  prefix that matches more than one Call and names the candidates.
+  dispatcherctl stops waiting once the replies go quiet for --quiet-window (every service on
+  the channel is listed), once --expected-replies arrived, or at --timeout, whichever is first.
 
 Queue commands (act on the durable queue's tables in the database; no service needed):
   migrate [--schema S]                      apply the queue's migrations; prints the versions
@@ -62,6 +96,17 @@ Queue commands (act on the durable queue's tables in the database; no service ne
                                             delete failed or canceled jobs
   --all-failed takes every failed job (of --queue, when given); canceled jobs go by id only.
 
+About dispatcherctl itself (no database needed):
+  completions SHELL                         a completion script for bash, zsh, fish, elvish or
+                                            powershell, e.g. `dispatcherctl completions bash >
+                                            /etc/bash_completion.d/dispatcherctl`
+  man                                       the man page (roff), e.g. `dispatcherctl man >
+                                            /usr/local/share/man/man1/dispatcherctl.1`
+
+--watch SECS repeats a read-only command (alive, main, workers, running, status, history,
+metrics, aio_tasks, chunks, producers, jobs) every SECS seconds, redrawing on a terminal and
+appending otherwise, until Ctrl-C.
+
 Default channel: dispatcher (the services' default listen channel). Default schema: dispatcher.
 
 Exit codes:
@@ -74,10 +119,12 @@ Exit codes:
      unparseable connection string, cancel without --data (use --data '{}' to cancel everything),
      a bad job id or schema name, retry/discard without ids or --all-failed, a flag the command
      does not take
-  3  cannot connect to PostgreSQL (or the connection failed while sending, or while a queue
-     command worked)
+  3  cannot connect to PostgreSQL, or connecting, listening or sending did not finish within
+     --timeout (or the connection failed while sending, or while a queue command worked)
   4  queue commands: the queue schema is missing or too old (run `dispatcherctl migrate`), newer
      than this dispatcherctl knows, or the database refused a statement
+  5  a reply carried an error (unknown command, bad filter, run of an unknown task, ambiguous
+     uuid prefix); the replies are still printed
 
 With --json, stdout holds exactly one JSON value (control commands: an array of the reply
 objects; queue commands: one object); diagnostics go to stderr.";
@@ -95,7 +142,7 @@ pub struct Cli {
     /// PostgreSQL connection string: a URL (postgres://user:pass@host:5432/db) or key=value
     /// settings (host=127.0.0.1 user=postgres dbname=app)
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    pub database_url: String,
+    pub database_url: Option<String>,
 
     /// Channel the services listen on (control commands)
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CHANNEL, value_parser = parse_channel)]
@@ -106,22 +153,33 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
 
-    /// Seconds to wait for replies (control commands; fractions allowed)
+    /// Seconds the whole command may take: connecting, listening, sending and waiting for
+    /// replies (control commands; fractions allowed)
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// Stop waiting once N replies arrived; fewer within the timeout is exit code 1. Without it,
-    /// the whole timeout is waited and every reply that arrives is printed (control commands)
+    /// Stop waiting once N replies arrived; fewer within the timeout is exit code 1 (control
+    /// commands)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub expected_replies: Option<u32>,
 
+    /// Stop waiting once no reply arrived for this many seconds after the last one (control
+    /// commands; ignored with --expected-replies) [default: 0.15]
+    #[arg(long, value_name = "SECS", value_parser = parse_quiet)]
+    pub quiet_window: Option<Duration>,
+
+    /// Repeat the command every SECS seconds until Ctrl-C (read-only commands only)
+    #[arg(long, value_name = "SECS", value_parser = parse_watch)]
+    pub watch: Option<Duration>,
+
     /// Control command: alive, main, workers, running, cancel, status, set_log_level, run,
-    /// history, metrics (any other name is sent too; services reply with an error); or queue
-    /// command: migrate, jobs, retry, discard
-    #[arg(value_name = "COMMAND", value_parser = NonEmptyStringValueParser::new())]
+    /// history, metrics, aio_tasks, chunks, producers (any other name is sent too; services
+    /// reply with an error); queue command: migrate, jobs, retry, discard; or completions, man
+    #[arg(value_name = "COMMAND", value_parser = CommandParser)]
     pub command: String,
 
-    /// retry, discard: ids of failed or canceled jobs, as `jobs` lists them
+    /// retry, discard: ids of failed or canceled jobs, as `jobs` lists them; completions: the
+    /// shell (bash, zsh, fish, elvish, powershell)
     #[arg(value_name = "ID")]
     pub ids: Vec<String>,
 
@@ -155,6 +213,27 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The connection string: `--database-url` or `DATABASE_URL`; a usage error when neither is
+    /// given.
+    pub fn database_url(&self) -> Result<&str, String> {
+        self.database_url.as_deref().ok_or_else(|| {
+            format!(
+                "{} needs a database: give --database-url URL or set DATABASE_URL (e.g. \
+                 postgres://postgres@127.0.0.1/postgres)",
+                self.command
+            )
+        })
+    }
+
+    /// How long replies may go quiet: `--quiet-window`, or [`DEFAULT_QUIET`]; none with
+    /// `--expected-replies` (which says exactly when to stop).
+    pub fn quiet(&self) -> Option<Duration> {
+        match self.expected_replies {
+            Some(_) => None,
+            None => Some(self.quiet_window.unwrap_or(DEFAULT_QUIET)),
+        }
+    }
+
     /// The queue schema: `--schema`, or [`DEFAULT_SCHEMA`].
     pub fn schema(&self) -> &str {
         self.schema.as_deref().unwrap_or(DEFAULT_SCHEMA)
@@ -173,6 +252,38 @@ pub enum Action {
     Control,
     /// Act on the durable queue in the database.
     Queue(QueueCommand),
+    /// Print a completion script for this shell.
+    Completions(clap_complete::Shell),
+    /// Print the man page.
+    Man,
+}
+
+/// The value parser of COMMAND: any non-empty name (unknown ones are sent too), with the
+/// known names offered to completions, the man page and `--help`.
+#[derive(Debug, Clone, Copy)]
+struct CommandParser;
+
+impl clap::builder::TypedValueParser for CommandParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        NonEmptyStringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let all = CONTROL_COMMANDS
+            .iter()
+            .chain(QUEUE_COMMANDS.iter())
+            .chain(LOCAL_COMMANDS.iter());
+        Some(Box::new(all.map(|c| clap::builder::PossibleValue::new(*c))))
+    }
 }
 
 /// A queue command ([`QUEUE_COMMANDS`]).
@@ -249,6 +360,32 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("--timeout {text:?} is too large a number of seconds"))
 }
 
+/// Parses `--quiet-window`: seconds, fractions allowed, 0 included (stop at the first reply).
+pub fn parse_quiet(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("--quiet-window must be a number of seconds, got {text:?}"))?;
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!(
+            "--quiet-window must be zero or a positive number of seconds, got {text:?}"
+        ));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("--quiet-window {text:?} is too large a number of seconds"))
+}
+
+/// Parses `--watch`: positive seconds, fractions allowed, at least 0.1.
+pub fn parse_watch(text: &str) -> Result<Duration, String> {
+    let every = parse_timeout(text).map_err(|e| e.replace("--timeout", "--watch"))?;
+    if every < Duration::from_millis(100) {
+        return Err(format!(
+            "--watch repeats at most ten times a second; got {text:?}, give 0.1 or more"
+        ));
+    }
+    Ok(every)
+}
+
 /// Parses `--channel`: 1 to 63 bytes, no NUL (the core's rule).
 pub fn parse_channel(text: &str) -> Result<String, String> {
     dispatcher_core::broker::validate_channel(text)
@@ -290,7 +427,39 @@ pub fn check(cli: &Cli) -> Result<(), String> {
 /// and `discard` take ids or `--all-failed` (with `--queue` only then). The error says what is
 /// wrong and what to write instead.
 pub fn action(cli: &Cli) -> Result<Action, String> {
+    let action = command_action(cli)?;
+    if cli.watch.is_some() {
+        let command = cli.command.as_str();
+        let read_only = match &action {
+            Action::Control => {
+                dispatcher_core::control::Command::parse(command).is_some_and(|c| c.is_read_only())
+            }
+            Action::Queue(q) => *q == QueueCommand::Jobs,
+            Action::Completions(_) | Action::Man => false,
+        };
+        if !read_only {
+            let acts = matches!(action, Action::Queue(_))
+                || dispatcher_core::control::Command::parse(command).is_some();
+            return Err(format!(
+                "--watch repeats read-only commands only (alive, main, workers, running, \
+                 status, history, metrics, aio_tasks, chunks, producers, jobs); {command:?} {}",
+                if acts {
+                    "acts, so it runs once: leave --watch out"
+                } else {
+                    "is not one of them"
+                }
+            ));
+        }
+    }
+    Ok(action)
+}
+
+/// [`action`] before the `--watch` check.
+fn command_action(cli: &Cli) -> Result<Action, String> {
     let command = cli.command.as_str();
+    if LOCAL_COMMANDS.contains(&command) {
+        return local_action(cli);
+    }
     if !QUEUE_COMMANDS.contains(&command) {
         return control_action(cli);
     }
@@ -344,6 +513,38 @@ pub fn action(cli: &Cli) -> Result<Action, String> {
                 QueueCommand::Discard(pick)
             }))
         }
+    }
+}
+
+/// `completions SHELL` and `man`: no flags but the shell.
+fn local_action(cli: &Cli) -> Result<Action, String> {
+    let command = cli.command.as_str();
+    if cli.data.is_some() || cli.schema.is_some() || cli.queue.is_some() || cli.all_failed {
+        return Err(format!(
+            "{command} prints something about dispatcherctl itself and takes no --data, \
+             --schema, --queue or --all-failed"
+        ));
+    }
+    let shells = "bash, zsh, fish, elvish, powershell";
+    match (command, cli.ids.as_slice()) {
+        ("man", []) => Ok(Action::Man),
+        ("man", [first, ..]) => Err(format!(
+            "man takes no arguments (got {})",
+            show_input(first)
+        )),
+        ("completions", [shell]) => {
+            <clap_complete::Shell as clap::ValueEnum>::from_str(shell, true)
+                .map(Action::Completions)
+                .map_err(|_| {
+                    format!(
+                        "completions: unknown shell {}; use one of {shells}",
+                        show_input(shell)
+                    )
+                })
+        }
+        _ => Err(format!(
+            "completions takes one shell, one of {shells} (e.g. `dispatcherctl completions bash`)"
+        )),
     }
 }
 

@@ -87,9 +87,11 @@
 #![warn(missing_docs)]
 
 mod cli;
+mod local;
 mod queue;
 mod render;
 mod request;
+mod watch;
 
 pub use cli::{
     action, check, exit, parse_channel, parse_data, parse_job_id, parse_schema, parse_timeout,
@@ -98,3 +100,4 @@ pub use cli::{
 };
 pub use render::{format_human, format_json, format_reply, render_table, truncate, CELL_MAX_CHARS};
 pub use request::{error_chain, finish, run, Report};
+pub use watch::watch;

@@ -34,7 +34,7 @@ pub use client::{request, request_signed, request_with, Reply, RequestOptions};
 pub use replies::*;
 
 use crate::broker::MAX_CHANNEL_LEN;
-use crate::call::{CallFilter, Outcome};
+use crate::call::{uuid_matches, CallFilter, Outcome};
 use crate::error::{Error, Result};
 
 /// A control command a service answers.
@@ -130,7 +130,8 @@ pub struct CallSelector {
     /// The task name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
-    /// The Call's uuid.
+    /// The Call's uuid, or its beginning when shorter than a full UUID
+    /// ([`uuid_matches`](crate::call::uuid_matches)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     /// The positional arguments, exactly.
@@ -159,7 +160,7 @@ impl CallSelector {
     /// True when a Call of `task`, `uuid`, `args`, `kwargs` matches.
     pub fn matches(&self, task: &str, uuid: &str, args: &Value, kwargs: &Value) -> bool {
         self.task.as_deref().is_none_or(|t| t == task)
-            && self.uuid.as_deref().is_none_or(|u| u == uuid)
+            && self.uuid.as_deref().is_none_or(|u| uuid_matches(u, uuid))
             && self.args.as_ref().is_none_or(|a| a == args)
             && self.kwargs.as_ref().is_none_or(|k| k == kwargs)
     }
@@ -263,6 +264,22 @@ mod tests {
         let s = CallSelector::from_data(&data).unwrap();
         assert!(s.matches("t", "u", &json!([1]), &json!({})));
         assert!(!s.matches("t", "u", &json!([2]), &json!({})));
+    }
+
+    #[test]
+    fn selectors_take_uuid_prefixes() {
+        let uuid = "9760671a-6261-45aa-881a-f66929ff9725";
+        let by = |u: &str| CallSelector {
+            uuid: Some(u.to_owned()),
+            ..CallSelector::default()
+        };
+        let (args, kwargs) = (json!([]), json!({}));
+        assert!(by("9760").matches("t", uuid, &args, &kwargs));
+        assert!(by(uuid).matches("t", uuid, &args, &kwargs));
+        assert!(!by("9761").matches("t", uuid, &args, &kwargs));
+        // A full-length uuid is compared whole, never as a prefix.
+        assert!(!by(&format!("{uuid}0")).matches("t", uuid, &args, &kwargs));
+        assert!(!by("").matches("t", uuid, &args, &kwargs));
     }
 
     #[test]
