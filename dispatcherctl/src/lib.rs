@@ -98,6 +98,9 @@ pub use cli::{
     Action, Cli, Pick, QueueCommand, DEFAULT_CHANNEL, DEFAULT_LIMIT, DEFAULT_SCHEMA,
     QUEUE_COMMANDS,
 };
-pub use render::{format_human, format_json, format_reply, render_table, truncate, CELL_MAX_CHARS};
+pub use render::{
+    calls_table, format_human, format_json, format_reply, num, render_table, short_uuids, truncate,
+    CELL_MAX_CHARS, UUID_SHOWN,
+};
 pub use request::{error_chain, finish, run, Report};
 pub use watch::watch;
