@@ -137,9 +137,9 @@ pub(super) fn history(reply: &HistoryReply) -> String {
 }
 
 /// The table of finished Calls that `dispatcherctl history` prints (and the demo, so the two
-/// read alike): when each finished (UTC), its uuid as short as still picks it (the commands
-/// take a uuid's beginning), task, outcome, attempt (durable queue jobs), wait, run and total
-/// milliseconds, and the error or the result, cut at
+/// read alike): each Call's uuid as short as still picks it (the commands take a uuid's
+/// beginning), task, outcome, attempt (durable queue jobs), when it finished (UTC), wait, run
+/// and total milliseconds, and the error or the result, cut at
 /// [`CELL_MAX_CHARS`](super::text::CELL_MAX_CHARS).
 pub fn calls_table(calls: &[Call]) -> String {
     let uuids = short_uuids(&calls.iter().map(|c| c.uuid.as_str()).collect::<Vec<_>>());
@@ -153,11 +153,11 @@ pub fn calls_table(calls: &[Call]) -> String {
                 (None, None) => "-".to_owned(),
             };
             vec![
-                c.finished_at.map_or_else(|| "-".to_owned(), utc),
                 uuid,
                 text_or_dash(&c.task),
                 or_dash(c.outcome.map(Outcome::as_str)),
                 or_dash(c.attempt),
+                c.finished_at.map_or_else(|| "-".to_owned(), utc),
                 ms(c.wait_ms),
                 ms(c.run_ms),
                 ms(c.total_ms),
@@ -167,11 +167,11 @@ pub fn calls_table(calls: &[Call]) -> String {
         .collect();
     render_table(
         &[
-            "finished (UTC)",
             "uuid",
             "task",
             "outcome",
             "attempt",
+            "finished (UTC)",
             "wait ms",
             "run ms",
             "total ms",

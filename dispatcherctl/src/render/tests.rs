@@ -181,7 +181,7 @@ fn history_table_truncates() {
     assert!(out.starts_with("node n1: 2 calls\n"), "{out}");
     assert!(
         out.contains(
-            "finished (UTC)  uuid      task    outcome  attempt  wait ms  run ms  total ms  \
+            "uuid      task    outcome  attempt  finished (UTC)  wait ms  run ms  total ms  \
              result / error"
         ),
         "{out}"
@@ -203,13 +203,13 @@ fn history_rows_read_typed_calls() {
     let reply = json!({"node_id": "n1", "calls": [ok, canceled]});
     let out = format_reply("history", &reply);
     assert_eq!(
-        row(&out, "2023-11-14 22:13:20"),
+        row(&out, "abcdef01"),
         [
-            "2023-11-14 22:13:20",
             "abcdef01",
             "t.echo",
             "ok",
             "2",
+            "2023-11-14 22:13:20",
             "-",
             "2.3",
             "-",
@@ -217,8 +217,8 @@ fn history_rows_read_typed_calls() {
         ]
     );
     assert_eq!(
-        row(&out, "-"),
-        ["-", "99999999", "t.nap", "canceled", "-", "-", "-", "-", "-"]
+        row(&out, "99999999"),
+        ["99999999", "t.nap", "canceled", "-", "-", "-", "-", "-", "-"]
     );
     let out = format_reply("history", &json!({"node_id": "n1", "calls": []}));
     assert!(out.starts_with("node n1: 0 calls\n"), "{out}");

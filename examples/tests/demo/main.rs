@@ -215,11 +215,11 @@ async fn quickstart_in_memory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("on the in-memory broker"), "{stdout}");
-    // One table row per Call: the header, 15 rows.
+    // One table row per Call: the header, its rule, 15 rows.
     let rows: Vec<&str> = stdout
         .lines()
         .skip_while(|l| !l.starts_with("uuid"))
-        .skip(1)
+        .skip(2)
         .take_while(|l| !l.is_empty())
         .collect();
     assert_eq!(rows.len(), 15, "{stdout}");
