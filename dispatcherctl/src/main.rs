@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let code = match cli.watch {
         None => {
             let report = runtime.block_on(run(&cli));
-            print(&report);
+            print("", &report, "");
             report.code
         }
         Some(every) => {
@@ -44,14 +44,14 @@ fn main() -> ExitCode {
                 cli.command
             );
             runtime.block_on(watch(&cli, every, |report| {
-                if redraw {
-                    // Home and clear, then the title: the screen shows the latest run only.
-                    print!("\x1b[H\x1b[2J{title}\n\n");
-                }
-                print(report);
-                if !redraw {
-                    println!();
-                }
+                // On a terminal: home and clear, then the title, so the screen shows the latest
+                // run only; otherwise each run is appended, a blank line after it.
+                let (before, after) = if redraw {
+                    (format!("\x1b[H\x1b[2J{title}\n\n"), "")
+                } else {
+                    (String::new(), "\n")
+                };
+                print(&before, report, after);
             }))
         }
     };
@@ -60,12 +60,14 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Writes a report: its text on stdout, its messages on stderr.
-fn print(report: &Report) {
+/// Writes a report: its text on stdout (between `before` and `after`), its messages on stderr.
+fn print(before: &str, report: &Report, after: &str) {
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) is not worth a second error.
     let _ = stdout
-        .write_all(report.stdout.as_bytes())
+        .write_all(before.as_bytes())
+        .and_then(|()| stdout.write_all(report.stdout.as_bytes()))
+        .and_then(|()| stdout.write_all(after.as_bytes()))
         .and_then(|()| stdout.flush());
     for line in &report.stderr {
         eprintln!("dispatcherctl: {line}");
