@@ -456,10 +456,11 @@ async fn quickstart_on_postgres_shows_a_retried_job() {
         stdout.contains("on PostgreSQL (DATABASE_URL): NOTIFY and the durable queue"),
         "{stdout}"
     );
+    // The header, its rule, then the rows.
     let rows: Vec<Vec<&str>> = stdout
         .lines()
         .skip_while(|l| !l.starts_with("uuid"))
-        .skip(1)
+        .skip(2)
         .take_while(|l| !l.is_empty())
         .map(|l| l.split_whitespace().collect())
         .collect();
