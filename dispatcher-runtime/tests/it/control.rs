@@ -261,7 +261,10 @@ async fn uuid_prefixes_select_and_ambiguous_cancels_are_refused() {
         .await
         .unwrap();
     assert_eq!(shared.as_object().unwrap().len(), 2, "{shared}");
-    let exact = h.control("running", data(json!({"uuid": A}))).await.unwrap();
+    let exact = h
+        .control("running", data(json!({"uuid": A})))
+        .await
+        .unwrap();
     assert_eq!(exact.as_object().unwrap().len(), 1, "{exact}");
     // The running one says how long it has run; the delayed one when it is due.
     let running = h.control("running", Default::default()).await.unwrap();

@@ -74,7 +74,10 @@ async fn uuid_prefixes_in_cancel_running_and_history() {
     assert_eq!(entries.len(), 1, "{canceled}");
     assert_eq!(entries[0].1["uuid"], json!(TWIN_A), "{canceled}");
     // Once the canceled twin has ended, the beginning both share picks the one left.
-    wait_until("the canceled twin ended", async || running_count(&svc).await == 1).await;
+    wait_until("the canceled twin ended", async || {
+        running_count(&svc).await == 1
+    })
+    .await;
     let canceled = one(
         &fx,
         &[
