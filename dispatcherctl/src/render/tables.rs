@@ -129,11 +129,11 @@ pub(super) fn slots(reply: &RunningReply) -> Option<(usize, String)> {
 
 /// `history`: one row per finished Call, oldest first.
 pub(super) fn history(reply: &HistoryReply) -> String {
-    format!(
-        " {}\n{}",
-        count(reply.calls.len() as u64, "call"),
-        calls_table(&reply.calls)
-    )
+    let n = count(reply.calls.len() as u64, "call");
+    if reply.calls.is_empty() {
+        return format!(" {n}\n");
+    }
+    format!(" {n}\n{}", calls_table(&reply.calls))
 }
 
 /// The table of finished Calls that `dispatcherctl history` prints (and the demo, so the two
@@ -260,7 +260,7 @@ fn brokers(brokers: &[BrokerStatus]) -> String {
                 or_dash(b.last_recycle_reason.as_deref()),
                 check.map_or_else(
                     || "-".to_owned(),
-                    |c| format!("{}/{} failed", c.failures, c.count),
+                    |c| format!("{} ({} failed)", c.count, c.failures),
                 ),
                 rtt(|c| c.last_rtt_ms),
                 rtt(|c| c.mean_rtt_ms),
