@@ -11,7 +11,7 @@
 //!   queue's schema is migrated on start).
 //! * `dispatcher-demo enqueue [--database-url URL] [--queue NAME] [--kwargs JSON] [--priority N]
 //!   [--delay SECONDS] [--unique-key KEY] TASK [ARGS]` — enqueues one job on the durable queue
-//!   (default queue `dispatcher_demo`) and prints its id and uuid.
+//!   (default queue `dispatcher`) and prints its id and uuid.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -142,7 +142,7 @@ enum Command {
         /// PostgreSQL URL (default: `DATABASE_URL`, then the config file).
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
-        /// Channel to listen on (repeatable; default `dispatcher_demo`).
+        /// Channel to listen on (repeatable; default `dispatcher`, dispatcherctl's default too).
         #[arg(long = "channel")]
         channels: Vec<String>,
         /// Run exactly N worker processes.
@@ -169,7 +169,7 @@ enum Command {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// The queue (a service consumes the queues named like its channels).
-        #[arg(long, default_value = "dispatcher_demo")]
+        #[arg(long, default_value = "dispatcher")]
         queue: String,
         /// Named arguments, a JSON object.
         #[arg(long)]
@@ -276,11 +276,8 @@ async fn serve(registry: TaskRegistry, args: ServeArgs) -> Result<(), BoxError> 
     } = args;
     let mut c = match &config {
         Some(path) => ServerConfig::from_file(path)?,
-        None => {
-            let mut c = ServerConfig::default();
-            c.channels = vec!["dispatcher_demo".to_owned()];
-            c
-        }
+        // The server's default channel, `dispatcher`: dispatcherctl's default too.
+        None => ServerConfig::default(),
     };
     c.apply_env();
     if let Some(url) = database_url {
