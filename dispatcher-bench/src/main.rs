@@ -126,6 +126,11 @@ pub struct Cli {
     /// `latency`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub history: Option<u64>,
+    /// `control`: first publish this many `bench.sleep` tasks (1 s each), so that the requests
+    /// are timed while they wait behind the service's intake pause; the report then gives the
+    /// round trips without the flood (measured first, same run) beside those with it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub flood: Option<u64>,
     /// `serve` only: the channel to listen on.
     #[arg(long, hide = true)]
     pub channel: Option<String>,

@@ -145,6 +145,10 @@ pub struct Report {
     /// The figures of every run (`queue` with several rounds), in the order they ran.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<serde_json::Value>,
+    /// Figures of one scenario's variant (`control --flood`: the round trips without the flood,
+    /// `quiet_p50_ms`, `quiet_p99_ms`, `quiet_max_ms`, and `flood`, the tasks waiting).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
     /// Logical CPUs of the machine.
     pub nproc: usize,
 }

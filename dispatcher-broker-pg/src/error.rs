@@ -11,7 +11,9 @@ use dispatcher_core::BrokerError;
 /// * a connection that could not be made, broke or closed under the call (I/O errors, the
 ///   server shutting down, starting up or out of connection slots) →
 ///   [`BrokerError::Unavailable`];
-/// * [`Error::ConnectTimeout`] → [`BrokerError::Timeout`] with the connect timeout;
+/// * [`Error::ConnectTimeout`] → [`BrokerError::Timeout`] with the connect timeout, and
+///   [`Error::CallTimeout`] and [`Error::StatementTimeout`] → [`BrokerError::Timeout`] with
+///   their deadline (the connection that missed it is replaced);
 /// * [`Error::Closed`] → [`BrokerError::Closed`];
 /// * the rest (settings, authentication, an unknown database, a statement the server
 ///   rejected) → [`BrokerError::Other`].
@@ -50,13 +52,36 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// Connecting took longer than the connect timeout (`connect_timeout`, 5 s unless the
-    /// settings say otherwise).
-    #[error("could not connect to PostgreSQL ({what}) within {after:?} (connect_timeout)")]
+    /// Connecting (TCP, TLS, the startup and authentication exchange, and what the connection
+    /// prepares) took longer than the connect timeout
+    /// ([`PgBrokerConfig::connect_timeout`](crate::PgBrokerConfig::connect_timeout), 5 s unless
+    /// the settings say otherwise): nothing answers there, or too slowly.
+    #[error(
+        "could not connect to PostgreSQL at {target} ({what}): timed out after {after:?} \
+         without an answer (connect_timeout); check that a PostgreSQL server listens at that \
+         address, or raise connect_timeout"
+    )]
     ConnectTimeout {
         /// Which connection.
         what: &'static str,
+        /// Where: the host(s) and port(s) of the settings (never the password).
+        target: String,
         /// The connect timeout.
+        after: Duration,
+    },
+    /// A round trip on one of the broker's connections (a publish, LISTEN, the self-check's
+    /// NOTIFY) got no answer within its deadline
+    /// ([`PgBrokerConfig::call_timeout`](crate::PgBrokerConfig::call_timeout)): a frozen
+    /// server or backend, a lost network. The connection was replaced; the next call opens a
+    /// fresh one. Whether a timed-out NOTIFY was sent is unknown.
+    #[error(
+        "PostgreSQL {what} got no answer within {after:?} (call_timeout); the connection was \
+         replaced"
+    )]
+    CallTimeout {
+        /// What was attempted, on which connection.
+        what: String,
+        /// The deadline.
         after: Duration,
     },
     /// A statement failed.
@@ -140,9 +165,18 @@ impl From<Error> for BrokerError {
     /// Sorts the error by what a caller can do about it (see [`Error`]); the message is kept.
     fn from(e: Error) -> Self {
         match e {
-            Error::ConnectTimeout { what, after } => {
-                BrokerError::Timeout(after, format!("a connection to PostgreSQL ({what})"))
-            }
+            Error::ConnectTimeout {
+                what,
+                target,
+                after,
+            } => BrokerError::Timeout(
+                after,
+                format!("a connection to PostgreSQL at {target} ({what}) (connect_timeout)"),
+            ),
+            Error::CallTimeout { what, after } => BrokerError::Timeout(
+                after,
+                format!("PostgreSQL {what} (call_timeout; the connection was replaced)"),
+            ),
             Error::Closed => BrokerError::Closed,
             Error::StatementTimeout { what, after } => {
                 BrokerError::Timeout(after, format!("PostgreSQL {what}"))
@@ -218,6 +252,7 @@ mod tests {
     fn a_connect_timeout_is_a_timeout_naming_its_bound() {
         let e = BrokerError::from(Error::ConnectTimeout {
             what: "publisher",
+            target: "db.example:5432".into(),
             after: Duration::from_millis(1500),
         });
         assert!(
@@ -226,7 +261,25 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "broker timed out after 1.5s waiting for a connection to PostgreSQL (publisher)"
+            "broker timed out after 1.5s waiting for a connection to PostgreSQL at \
+             db.example:5432 (publisher) (connect_timeout)"
+        );
+    }
+
+    #[test]
+    fn a_call_timeout_is_a_timeout_naming_its_bound_and_call() {
+        let e = BrokerError::from(Error::CallTimeout {
+            what: "pg_notify on publishing connection 0 (backend pid 42)".into(),
+            after: Duration::from_secs(5),
+        });
+        assert!(
+            matches!(&e, BrokerError::Timeout(d, _) if *d == Duration::from_secs(5)),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "broker timed out after 5s waiting for PostgreSQL pg_notify on publishing connection \
+             0 (backend pid 42) (call_timeout; the connection was replaced)"
         );
     }
 

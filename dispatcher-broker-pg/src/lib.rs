@@ -1,25 +1,41 @@
 //! The PostgreSQL broker of the dispatcher: LISTEN/NOTIFY through tokio-postgres.
 //!
-//! * One dedicated LISTEN connection, driven by its own task that polls it for notifications.
+//! * One dedicated LISTEN connection, driven by its own task that polls it for notifications;
+//!   a second one for control channels ([`Broker::subscribe_control`]), started by its first
+//!   use, so that a full subscription (whose listener then waits) never delays them.
 //! * Publishing on separate connection(s) with `SELECT pg_notify($1, $2)` and bound parameters;
 //!   concurrent publishes on one connection are pipelined; a batch is one statement
 //!   (`pg_notify` over `unnest` of two arrays), so it is one round trip and one transaction.
 //! * Payloads of 8000 bytes or more are split into chunks by the core
 //!   ([`dispatcher_core::broker::send`]) and reassembled by the service.
-//! * A self-check NOTIFYs the broker's own unique channel every few seconds and must receive it
-//!   within a bound; a dropped connection, a killed backend or a frozen server is detected that
-//!   way (or by the connection failing), and the listener reconnects with backoff, LISTENs every
-//!   channel again, and counts and logs the recycle. Notifications sent while no listener
-//!   connection exists are lost: that is LISTEN/NOTIFY's nature (see the cookbook for durable
-//!   delivery).
+//! * **Deadlines.** The whole connect of every connection (TCP, TLS, the startup and
+//!   authentication exchange, preparing the statements) must finish within
+//!   [`PgBrokerConfig::connect_timeout`]; every round trip on an open connection (publish,
+//!   batch, control replies, LISTEN/UNLISTEN, the self-check's NOTIFY, the backend pid query)
+//!   within [`PgBrokerConfig::call_timeout`] (the self-check's NOTIFY within
+//!   `self_check_timeout`). A publishing connection that misses a deadline is replaced: its
+//!   slot is emptied and its task aborted (calls pipelined behind it fail over to a fresh
+//!   connection), the call fails with [`Error::CallTimeout`], and the next publish opens a new
+//!   connection. A LISTEN connection that misses one is recycled.
+//! * A self-check NOTIFYs each listener's own channel every few seconds **through the broker's
+//!   publishing connections** (round-robin), so both paths are checked: a NOTIFY that misses its
+//!   bound replaces that publishing connection (and the check runs again at once), a
+//!   notification that does not arrive within the bound of its NOTIFY recycles the listener. A
+//!   dropped connection, a killed backend or a frozen server is detected that way (or by the
+//!   connection failing), and the listener reconnects with backoff, LISTENs every channel again,
+//!   and counts and logs the recycle. Notifications sent while no listener connection exists
+//!   are lost: that is LISTEN/NOTIFY's nature (see the cookbook for durable delivery).
 //! * TCP keepalives and a TCP user timeout are set on every connection.
 //! * The [`Broker`] methods fail with a [`dispatcher_core::BrokerError`]: `InvalidChannel` and
 //!   `TooLarge` (payloads of [`NOTIFY_LIMIT`] bytes or more) before anything is sent,
 //!   `Unavailable` when no connection works (refused, reset, closed, the server shutting down),
-//!   `Timeout` when connecting takes longer than the connect timeout, `Closed` once the
-//!   listener is gone, `Other` for the rest (see [`Error`] for the mapping).
-//! * Metrics (through the `metrics` facade): `dispatcher_broker_recycles_total`,
-//!   `dispatcher_broker_self_checks_total`, `dispatcher_broker_self_check_failures_total`,
+//!   `Timeout` when connecting or a call misses its deadline (naming it and what timed out),
+//!   `Closed` once the listener is gone, `Other` for the rest (see [`Error`] for the mapping).
+//! * Metrics (through the `metrics` facade; the counters are registered at zero when a broker
+//!   starts, so they are exported before their first event): `dispatcher_broker_recycles_total`,
+//!   `dispatcher_broker_self_checks_total`, `dispatcher_broker_self_check_failures_total` (a
+//!   NOTIFY or notification that missed its bound, or a connection that died while a check was
+//!   out), `dispatcher_broker_publisher_replacements_total`,
 //!   `dispatcher_broker_self_check_rtt_seconds` (gauge, last round trip).
 //!
 //! ```no_run
@@ -32,6 +48,12 @@
 //! let publisher = Publisher::new(broker.clone(), "dispatcher")?;
 //! let rtt = broker.self_check(std::time::Duration::from_secs(5)).await?;
 //! println!("round trip {rtt:?}");
+//!
+//! // Deadlines: the whole connect (authentication included), and each call.
+//! let mut config = dispatcher_broker_pg::PgBrokerConfig::from_url("postgres://app@db/app")?;
+//! config.connect_timeout = std::time::Duration::from_secs(3);
+//! config.call_timeout = std::time::Duration::from_secs(2);
+//! let broker = PgBroker::with_config(config).await?;
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
@@ -39,10 +61,11 @@
 pub mod conninfo;
 mod error;
 mod listener;
+pub mod metrics;
+mod publishers;
 pub mod queue;
 mod redact;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,12 +73,13 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use dispatcher_core::broker::{validate_channel, Broker, BrokerError, Subscription};
-use futures_util::stream::{poll_fn, Stream, StreamExt};
-use tokio::sync::Mutex;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use futures_util::stream::{poll_fn, Stream};
+use serde_json::json;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 pub use error::{Error, Result};
-use listener::Listener;
+use listener::{Listener, Role};
+use publishers::Publishers;
 pub use redact::redact_connection_string;
 
 /// PostgreSQL's limit on a NOTIFY payload: payloads must be shorter.
@@ -84,6 +108,16 @@ pub struct PgBrokerConfig {
     pub subscriber_capacity: usize,
     /// Transport security. Default: none.
     pub tls: Tls,
+    /// The whole connect of every connection — TCP, TLS, the startup and authentication
+    /// exchange, and what the connection prepares (the publishing statements, LISTEN) — must
+    /// finish within this, or fails with [`Error::ConnectTimeout`] naming the host and port.
+    /// Default: the connection string's `connect_timeout`, else 5 s.
+    pub connect_timeout: Duration,
+    /// Every round trip on an open connection (a publish or batch, a control reply, LISTEN and
+    /// UNLISTEN, the backend pid query) must be answered within this; a connection that misses
+    /// it is replaced (its calls fail with [`Error::CallTimeout`], the next call opens a fresh
+    /// connection). Default 5 s.
+    pub call_timeout: Duration,
 }
 
 /// Transport security of the broker's connections.
@@ -134,26 +168,63 @@ impl Tls {
 pub(crate) type Messages =
     Pin<Box<dyn Stream<Item = std::result::Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
 
-/// Opens one connection with the configured transport.
+/// Opens one connection with the configured transport, TCP to authentication within
+/// [`PgBrokerConfig::connect_timeout`].
 pub(crate) async fn open(
     config: &PgBrokerConfig,
     what: &'static str,
 ) -> Result<(Client, Messages)> {
+    let timeout = |after: Duration| Error::ConnectTimeout {
+        what,
+        target: target(&config.pg),
+        after,
+    };
     let err = |source: tokio_postgres::Error| match config.pg.get_connect_timeout() {
-        Some(&after) if error::is_connect_timeout(&source) => Error::ConnectTimeout { what, after },
+        Some(&after) if error::is_connect_timeout(&source) => timeout(after),
         _ => Error::Connect { what, source },
     };
-    match &config.tls {
-        Tls::Disabled => {
-            let (client, mut conn) = config.pg.connect(NoTls).await.map_err(err)?;
-            Ok((client, Box::pin(poll_fn(move |cx| conn.poll_message(cx)))))
+    let connecting = async {
+        match &config.tls {
+            Tls::Disabled => {
+                let (client, mut conn) = config.pg.connect(NoTls).await.map_err(err)?;
+                let messages: Messages = Box::pin(poll_fn(move |cx| conn.poll_message(cx)));
+                Ok((client, messages))
+            }
+            #[cfg(feature = "tls")]
+            Tls::Rustls(tls) => {
+                let make = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                let (client, mut conn) = config.pg.connect(make).await.map_err(err)?;
+                let messages: Messages = Box::pin(poll_fn(move |cx| conn.poll_message(cx)));
+                Ok((client, messages))
+            }
         }
-        #[cfg(feature = "tls")]
-        Tls::Rustls(tls) => {
-            let make = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
-            let (client, mut conn) = config.pg.connect(make).await.map_err(err)?;
-            Ok((client, Box::pin(poll_fn(move |cx| conn.poll_message(cx)))))
-        }
+    };
+    tokio::time::timeout(config.connect_timeout, connecting)
+        .await
+        .unwrap_or_else(|_| Err(timeout(config.connect_timeout)))
+}
+
+/// Where the settings connect to, for messages: `host:port` (several joined with `, `), a Unix
+/// socket directory as its path; never a user or password.
+pub(crate) fn target(pg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = pg.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match h {
+            Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", port(i)),
+            Host::Tcp(h) => format!("{h}:{}", port(i)),
+            #[cfg(unix)]
+            Host::Unix(p) => format!("{}:{}", p.display(), port(i)),
+        })
+        .collect();
+    if hosts.is_empty() {
+        format!("the default host:{}", port(0))
+    } else {
+        hosts.join(", ")
     }
 }
 
@@ -162,7 +233,8 @@ impl PgBrokerConfig {
     /// environment variables and the password file as libpq does (an empty string: everything
     /// from the environment; see [`conninfo`]), with keepalives (idle 5 s, interval 2 s,
     /// 3 retries), a 10 s TCP user timeout and a 5 s connect timeout unless the settings have
-    /// them.
+    /// them (their `connect_timeout` becomes [`PgBrokerConfig::connect_timeout`], the
+    /// deadline of the whole connect), and a 5 s [`PgBrokerConfig::call_timeout`].
     pub fn from_url(url: &str) -> Result<Self> {
         Ok(PgBrokerConfig::new(conninfo::config_from_env(url)?))
     }
@@ -175,9 +247,13 @@ impl PgBrokerConfig {
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(10));
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(Duration::from_secs(5));
-        }
+        let connect_timeout = match pg.get_connect_timeout() {
+            Some(t) => *t,
+            None => {
+                pg.connect_timeout(Duration::from_secs(5));
+                Duration::from_secs(5)
+            }
+        };
         if pg.get_application_name().is_none() {
             pg.application_name("dispatcher");
         }
@@ -190,25 +266,20 @@ impl PgBrokerConfig {
             reconnect_max: Duration::from_secs(1),
             subscriber_capacity: 1_000,
             tls: Tls::Disabled,
+            connect_timeout,
+            call_timeout: Duration::from_secs(5),
         }
     }
-}
-
-/// A publishing connection with its prepared statements.
-#[derive(Debug)]
-struct PubConn {
-    client: Client,
-    notify: Statement,
-    notify_many: Statement,
 }
 
 /// The PostgreSQL broker. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct PgBroker {
     config: PgBrokerConfig,
-    publishers: Vec<Mutex<Option<Arc<PubConn>>>>,
-    next: AtomicUsize,
+    publishers: Arc<Publishers>,
     listener: Arc<Listener>,
+    /// The control listener, started by the first [`Broker::subscribe_control`].
+    control: tokio::sync::OnceCell<Arc<Listener>>,
 }
 
 impl PgBroker {
@@ -220,20 +291,16 @@ impl PgBroker {
     /// Connects with these settings: opens the listener and one publishing connection, so that
     /// bad settings fail here.
     pub async fn with_config(config: PgBrokerConfig) -> Result<Self> {
-        let n = config.publish_connections.max(1);
-        let broker = PgBroker {
-            publishers: (0..n).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
-            listener: Listener::start(config.clone()).await?,
+        metrics::describe();
+        let publishers = Arc::new(Publishers::new(config.clone()));
+        let listener = Listener::start(config.clone(), publishers.clone(), Role::Main).await?;
+        publishers.open_first().await?;
+        Ok(PgBroker {
             config,
-        };
-        broker.publisher(0).await?;
-        // The listener publishes its self-check through the broker's publishing path.
-        broker.listener.set_publisher(PublishPath {
-            config: broker.config.clone(),
-            conn: Mutex::new(None),
-        });
-        Ok(broker)
+            publishers,
+            listener,
+            control: tokio::sync::OnceCell::new(),
+        })
     }
 
     /// The settings.
@@ -252,104 +319,26 @@ impl PgBroker {
         self.listener.recycles()
     }
 
-    async fn publisher(&self, i: usize) -> Result<Arc<PubConn>> {
-        let mut slot = self.publishers[i % self.publishers.len()].lock().await;
-        if let Some(c) = slot.as_ref() {
-            if !c.client.is_closed() {
-                return Ok(c.clone());
-            }
-            tracing::warn!("publishing connection closed; reconnecting");
-        }
-        let c = Arc::new(open_publisher(&self.config).await?);
-        *slot = Some(c.clone());
-        Ok(c)
+    /// The backend pid of the control listener (the LISTEN connection of
+    /// [`Broker::subscribe_control`]): `None` before the first `subscribe_control`, 0 while
+    /// disconnected.
+    pub fn control_listener_pid(&self) -> Option<i32> {
+        self.control.get().map(|l| l.backend_pid())
     }
 
-    async fn with_publisher<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
-    where
-        F: Fn(Arc<PubConn>) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
-    {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let conn = self.publisher(i).await?;
-        match f(conn.clone()).await {
-            Ok(v) => Ok(v),
-            Err(e) if conn.client.is_closed() => {
-                // The connection died under us: one retry on a fresh one.
-                tracing::warn!(error = %e, "publish failed on a closed connection; retrying once");
-                let conn = self.publisher(i).await?;
-                f(conn).await.map_err(|source| Error::Query {
-                    what: what.to_owned(),
-                    source,
-                })
-            }
-            Err(source) => Err(Error::Query {
-                what: what.to_owned(),
-                source,
-            }),
-        }
+    /// How many times the control listener's connection was replaced (`None`: not started).
+    pub fn control_recycles(&self) -> Option<u64> {
+        self.control.get().map(|l| l.recycles())
     }
-}
 
-async fn open_publisher(config: &PgBrokerConfig) -> Result<PubConn> {
-    let (client, mut messages) = open(config, "publisher").await?;
-    tokio::spawn(async move {
-        while let Some(m) = messages.next().await {
-            if let Err(e) = m {
-                tracing::warn!(error = %e, "publishing connection ended");
-                break;
-            }
-        }
-    });
-    let notify = client
-        .prepare("SELECT pg_notify($1, $2)")
-        .await
-        .map_err(|source| Error::Query {
-            what: "prepare pg_notify".into(),
-            source,
-        })?;
-    let notify_many = client
-        .prepare("SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS m(c, p)")
-        .await
-        .map_err(|source| Error::Query {
-            what: "prepare batched pg_notify".into(),
-            source,
-        })?;
-    Ok(PubConn {
-        client,
-        notify,
-        notify_many,
-    })
-}
+    /// The backend pid of each publishing connection, in order (0: not open now).
+    pub fn publisher_pids(&self) -> Vec<i32> {
+        self.publishers.pids()
+    }
 
-/// The listener's own way to publish its self-check notifications.
-#[derive(Debug)]
-pub(crate) struct PublishPath {
-    config: PgBrokerConfig,
-    conn: Mutex<Option<Arc<PubConn>>>,
-}
-
-impl PublishPath {
-    pub(crate) async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
-        let conn = {
-            let mut slot = self.conn.lock().await;
-            match slot.as_ref() {
-                Some(c) if !c.client.is_closed() => c.clone(),
-                _ => {
-                    let c = Arc::new(open_publisher(&self.config).await?);
-                    *slot = Some(c.clone());
-                    c
-                }
-            }
-        };
-        conn.client
-            .execute(&conn.notify, &[&channel, &payload])
-            .await
-            .map_err(|source| Error::Query {
-                what: "self-check pg_notify".into(),
-                source,
-            })?;
-        Ok(())
+    /// How many publishing connections were replaced after a call on them missed its deadline.
+    pub fn publisher_replacements(&self) -> u64 {
+        self.publishers.replacements().0
     }
 }
 
@@ -369,10 +358,11 @@ impl Broker for PgBroker {
     async fn publish(&self, channel: &str, payload: &str) -> std::result::Result<(), BrokerError> {
         validate_channel(channel)?;
         check_size(payload)?;
-        self.with_publisher("pg_notify", |c| async move {
-            c.client.execute(&c.notify, &[&channel, &payload]).await
-        })
-        .await?;
+        self.publishers
+            .call("pg_notify", self.config.call_timeout, |c| async move {
+                c.client.execute(&c.notify, &[&channel, &payload]).await
+            })
+            .await?;
         Ok(())
     }
 
@@ -394,12 +384,17 @@ impl Broker for PgBroker {
             payloads.push(p.as_str());
         }
         let (channels, payloads) = (&channels, &payloads);
-        self.with_publisher("batched pg_notify", |c| async move {
-            c.client
-                .execute(&c.notify_many, &[channels, payloads])
-                .await
-        })
-        .await?;
+        self.publishers
+            .call(
+                "batched pg_notify",
+                self.config.call_timeout,
+                |c| async move {
+                    c.client
+                        .execute(&c.notify_many, &[channels, payloads])
+                        .await
+                },
+            )
+            .await?;
         Ok(())
     }
 
@@ -413,12 +408,64 @@ impl Broker for PgBroker {
         Ok(self.listener.subscribe(channels).await?)
     }
 
+    /// Subscribes on the control listener: a LISTEN connection of its own, started by the first
+    /// call, with its own self-check and reconnects, so that a full subscription of
+    /// [`Broker::subscribe`] (whose listener then waits) never delays these channels.
+    async fn subscribe_control(
+        &self,
+        channels: &[String],
+    ) -> std::result::Result<Option<Subscription>, BrokerError> {
+        for c in channels {
+            validate_channel(c)?;
+        }
+        let control = self
+            .control
+            .get_or_try_init(|| {
+                Listener::start(self.config.clone(), self.publishers.clone(), Role::Control)
+            })
+            .await?;
+        Ok(Some(control.subscribe(channels).await?))
+    }
+
     fn max_payload(&self) -> Option<usize> {
         Some(NOTIFY_LIMIT)
     }
 
+    /// The main listener's connection, recycles and self-check at the top level; `connected`
+    /// only when the control listener (once started) is connected too. Details:
+    /// `listener_pid`, `channels`, `control_listener` (the same fields for the control
+    /// listener, once started), `publisher_pids`, `publisher_replacements` and
+    /// `last_publisher_replacement_reason`, `connect_timeout_s`, `call_timeout_s`.
     fn status(&self) -> dispatcher_core::BrokerStatus {
-        self.listener.status()
+        let mut status = self.listener.status();
+        if let Some(control) = self.control.get() {
+            let c = control.status();
+            status.connected = Some(status.connected == Some(true) && c.connected == Some(true));
+            let mut fields = c.details;
+            fields.insert("connected".into(), json!(c.connected));
+            fields.insert("recycles".into(), json!(c.recycles));
+            fields.insert("last_recycle_reason".into(), json!(c.last_recycle_reason));
+            fields.insert("self_check".into(), json!(c.self_check));
+            status
+                .details
+                .insert("control_listener".into(), serde_json::Value::Object(fields));
+        }
+        let (replacements, reason) = self.publishers.replacements();
+        let d = &mut status.details;
+        d.insert("publisher_pids".into(), json!(self.publishers.pids()));
+        d.insert("publisher_replacements".into(), json!(replacements));
+        if let Some(reason) = reason {
+            d.insert("last_publisher_replacement_reason".into(), json!(reason));
+        }
+        d.insert(
+            "connect_timeout_s".into(),
+            json!(self.config.connect_timeout.as_secs_f64()),
+        );
+        d.insert(
+            "call_timeout_s".into(),
+            json!(self.config.call_timeout.as_secs_f64()),
+        );
+        status
     }
 }
 

@@ -1,10 +1,17 @@
-//! The LISTEN connection: one task owns it, polls it for notifications, checks itself, and
-//! replaces it when it fails.
+//! A LISTEN connection: one task owns it, polls it for notifications, checks itself, and
+//! replaces it when it fails. A broker has one for its subscriptions and, once a service asks
+//! for one, a second for its control channels (the same code, [`Role::Control`]).
+//!
+//! The self-check NOTIFYs the listener's own channel through the broker's publishing
+//! connections (round-robin), so it checks both paths: a NOTIFY that misses its deadline
+//! replaces that publishing connection (and the check is tried again at once), and a
+//! notification that does not arrive within `self_check_timeout` of its NOTIFY replaces the
+//! LISTEN connection.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,7 +25,26 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client};
 
 use crate::error::{Error, Result};
-use crate::{open, quote_ident, Messages, PgBrokerConfig, PublishPath};
+use crate::publishers::Publishers;
+use crate::{open, quote_ident, Messages, PgBrokerConfig};
+
+/// Which of a broker's listeners this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The subscriptions of `Broker::subscribe`.
+    Main,
+    /// The subscriptions of `Broker::subscribe_control`.
+    Control,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Main => "listener",
+            Role::Control => "control listener",
+        }
+    }
+}
 
 type Ack = oneshot::Sender<Result<()>>;
 
@@ -57,7 +83,8 @@ pub(crate) struct Listener {
     pid: AtomicI32,
     connected: AtomicBool,
     stats: Mutex<Stats>,
-    publisher: OnceLock<PublishPath>,
+    publishers: Arc<Publishers>,
+    role: Role,
     self_channel: String,
 }
 
@@ -73,8 +100,12 @@ fn listen_sql(verb: &str, channels: &[String]) -> String {
 }
 
 impl Listener {
-    pub(crate) async fn start(config: PgBrokerConfig) -> Result<Arc<Listener>> {
-        let first = connect(&config).await?;
+    pub(crate) async fn start(
+        config: PgBrokerConfig,
+        publishers: Arc<Publishers>,
+        role: Role,
+    ) -> Result<Arc<Listener>> {
+        let first = open(&config, role.name()).await?;
         let (tx, rx) = mpsc::channel(1024);
         let listener = Arc::new(Listener {
             config,
@@ -84,16 +115,13 @@ impl Listener {
             pid: AtomicI32::new(0),
             connected: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
-            publisher: OnceLock::new(),
+            publishers,
+            role,
             self_channel: format!("dispatcher_selfcheck_{}", uuid::Uuid::new_v4().simple()),
         });
         let weak = Arc::downgrade(&listener);
         tokio::spawn(run(weak, first, rx));
         Ok(listener)
-    }
-
-    pub(crate) fn set_publisher(&self, p: PublishPath) {
-        let _ = self.publisher.set(p);
     }
 
     pub(crate) fn backend_pid(&self) -> i32 {
@@ -145,12 +173,28 @@ impl Listener {
             id,
             listener: Arc::downgrade(self),
         };
-        let (ack_tx, ack_rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Listen(channels.to_vec(), ack_tx))
-            .await
-            .map_err(|_| Error::Closed)?;
-        ack_rx.await.map_err(|_| Error::Closed)??;
+        // While no connection works, the LISTEN waits for the next one: bounded by a connect,
+        // the longest reconnect delay and the LISTEN itself. (On failure the stream is dropped,
+        // which takes the subscription back.)
+        let after =
+            self.config.connect_timeout + self.config.reconnect_max + self.config.call_timeout;
+        let listen = async {
+            let (ack_tx, ack_rx) = oneshot::channel();
+            self.cmds
+                .send(Cmd::Listen(channels.to_vec(), ack_tx))
+                .await
+                .map_err(|_| Error::Closed)?;
+            ack_rx.await.map_err(|_| Error::Closed)?
+        };
+        match tokio::time::timeout(after, listen).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::CallTimeout {
+                    what: format!("LISTEN of {channels:?} ({})", self.role.name()),
+                    after,
+                })
+            }
+        }
         Ok(stream.boxed())
     }
 
@@ -217,12 +261,14 @@ impl Listener {
         s.recycles += 1;
         s.last_recycle_reason = Some(reason.to_owned());
         metrics::counter!("dispatcher_broker_recycles_total").increment(1);
-        tracing::warn!(recycles = s.recycles, %reason, "LISTEN connection recycled");
+        tracing::warn!(recycles = s.recycles, %reason, listener = self.role.name(), "LISTEN connection recycled");
     }
-}
 
-async fn connect(config: &PgBrokerConfig) -> Result<(Client, Messages)> {
-    open(config, "listener").await
+    fn record_check_failure(&self, reason: &str) {
+        lock(&self.stats).check_failures += 1;
+        metrics::counter!("dispatcher_broker_self_check_failures_total").increment(1);
+        tracing::warn!(%reason, listener = self.role.name(), "self-check failed");
+    }
 }
 
 async fn run(
@@ -251,7 +297,7 @@ async fn run(
                         },
                     }
                 }
-                match connect(&l.config).await {
+                match open(&l.config, l.role.name()).await {
                     Ok(c) => c,
                     Err(e) => {
                         let b = backoff
@@ -261,7 +307,7 @@ async fn run(
                                     .min(l.config.reconnect_max)
                             })
                             .unwrap_or(l.config.reconnect_min);
-                        tracing::warn!(error = %e, retry_in = ?b, "listener reconnect failed");
+                        tracing::warn!(error = %e, retry_in = ?b, listener = l.role.name(), "reconnect failed");
                         backoff = Some(b);
                         continue;
                     }
@@ -281,13 +327,63 @@ async fn run(
     }
 }
 
+/// A self-check in flight.
+struct Check {
+    token: String,
+    /// When it was started (the round trip runs from here).
+    sent: Instant,
+    /// When its NOTIFY was committed; until then the publishing path's deadline bounds it.
+    published: Option<Instant>,
+}
+
+/// Why a connection's round trip failed, from the tasks that run them.
+type Trouble = mpsc::Sender<String>;
+
+/// Runs `sql` within the call timeout on `client`; a miss reports the connection as stuck.
+async fn bounded_batch(
+    client: &Client,
+    sql: &str,
+    after: Duration,
+    trouble: &Trouble,
+) -> std::result::Result<(), Option<tokio_postgres::Error>> {
+    match tokio::time::timeout(after, client.batch_execute(sql)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => {
+            let _ = trouble.try_send(format!(
+                "{sql} got no answer within {after:?} (call_timeout)"
+            ));
+            Err(None)
+        }
+    }
+}
+
 /// Serves one connection until it must be replaced (the reason) or the broker is gone (`None`).
 async fn serve(
     l: &Arc<Listener>,
-    (client, mut messages): (Client, Messages),
+    conn: (Client, Messages),
     cmds: &mut mpsc::Receiver<Cmd>,
 ) -> Option<String> {
+    let mut check: Option<Check> = None;
+    let reason = serve_until(l, conn, cmds, &mut check).await;
+    if let (Some(reason), Some(_)) = (&reason, &check) {
+        // The connection went while a check was out: that check failed.
+        l.record_check_failure(&format!(
+            "the connection was replaced during the check: {reason}"
+        ));
+    }
+    reason
+}
+
+async fn serve_until(
+    l: &Arc<Listener>,
+    (client, mut messages): (Client, Messages),
+    cmds: &mut mpsc::Receiver<Cmd>,
+    check: &mut Option<Check>,
+) -> Option<String> {
     let client = Arc::new(client);
+    let call_timeout = l.config.call_timeout;
+    let (trouble, mut troubles) = mpsc::channel::<String>(8);
 
     // LISTEN everything, learn the backend pid, then answer waiting subscribers.
     let (ready_tx, mut ready_rx) = oneshot::channel::<std::result::Result<i32, String>>();
@@ -308,20 +404,21 @@ async fn serve(
     let mut ready = false;
     let mut tick = tokio::time::interval(l.config.self_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut check: Option<(String, Instant)> = None;
+    // The outcome of the current check's NOTIFY (token, result).
+    let (published_tx, mut published_rx) = mpsc::channel::<(String, Result<()>)>(4);
     // When the connection last delivered something. The self-check's bound runs from the later
-    // of its publish and this: a connection busy delivering a backlog (the self-check
+    // of its NOTIFY and this: a connection busy delivering a backlog (the self-check
     // notification queued behind it), or waiting for a full subscription, is alive.
     let mut progress = Instant::now();
-    let setup_deadline = tokio::time::Instant::now() + l.config.self_check_timeout * 2;
+    let setup_deadline = tokio::time::Instant::now() + call_timeout;
 
     loop {
-        let check_deadline = check.as_ref().map(|(_, sent)| {
-            tokio::time::Instant::from_std((*sent).max(progress) + l.config.self_check_timeout)
+        let check_deadline = check.as_ref().and_then(|c| c.published).map(|published| {
+            tokio::time::Instant::from_std(published.max(progress) + l.config.self_check_timeout)
         });
         tokio::select! {
             msg = messages.next() => {
-                if let Some(reason) = on_message(l, &mut check, msg).await {
+                if let Some(reason) = on_message(l, check, msg).await {
                     return Some(reason);
                 }
                 // More may be buffered already: take them in this turn, up to a bound, so that
@@ -330,7 +427,7 @@ async fn serve(
                     let Some(msg) = messages.next().now_or_never() else {
                         break;
                     };
-                    if let Some(reason) = on_message(l, &mut check, msg).await {
+                    if let Some(reason) = on_message(l, check, msg).await {
                         return Some(reason);
                     }
                 }
@@ -341,7 +438,7 @@ async fn serve(
                     ready = true;
                     l.pid.store(pid, Ordering::Relaxed);
                     l.connected.store(true, Ordering::Relaxed);
-                    tracing::info!(backend_pid = pid, "LISTEN connection ready");
+                    tracing::info!(backend_pid = pid, listener = l.role.name(), "LISTEN connection ready");
                     // Channels asked for while the connection was being set up may have missed the
                     // LISTEN of everything: LISTEN them now, then answer.
                     let waiting: Vec<(Vec<String>, Ack)> = lock(&l.pending).drain(..).collect();
@@ -349,16 +446,18 @@ async fn serve(
                         let client = client.clone();
                         let channels: Vec<String> = waiting.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
                         let sql = listen_sql("LISTEN", &channels);
-                        let l2 = l.clone();
+                        let (l2, trouble) = (l.clone(), trouble.clone());
                         tokio::spawn(async move {
-                            match client.batch_execute(&sql).await {
+                            match bounded_batch(&client, &sql, call_timeout, &trouble).await {
                                 Ok(()) => {
                                     for (_, ack) in waiting {
                                         let _ = ack.send(Ok(()));
                                     }
                                 }
-                                Err(_) if client.is_closed() => lock(&l2.pending).extend(waiting),
-                                Err(e) => {
+                                // Stuck or closed: the next connection LISTENs for them.
+                                Err(None) => lock(&l2.pending).extend(waiting),
+                                Err(Some(_)) if client.is_closed() => lock(&l2.pending).extend(waiting),
+                                Err(Some(e)) => {
                                     let reason = e.to_string();
                                     for (_, ack) in waiting {
                                         let _ = ack.send(Err(Error::Listen { sql: sql.clone(), reason: reason.clone() }));
@@ -372,7 +471,12 @@ async fn serve(
                 Err(_) => return Some("LISTEN setup was dropped".to_owned()),
             },
             _ = tokio::time::sleep_until(setup_deadline), if !ready => {
-                return Some("LISTEN setup did not complete in time".to_owned());
+                return Some(format!("LISTEN setup got no answer within {call_timeout:?} (call_timeout)"));
+            }
+            reason = troubles.recv() => {
+                if let Some(reason) = reason {
+                    return Some(reason);
+                }
             }
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Listen(channels, ack)) => {
@@ -382,21 +486,23 @@ async fn serve(
                     }
                     let client = client.clone();
                     let sql = listen_sql("LISTEN", &channels);
-                    let l2 = l.clone();
+                    let (l2, trouble) = (l.clone(), trouble.clone());
                     tokio::spawn(async move {
-                        match client.batch_execute(&sql).await {
+                        match bounded_batch(&client, &sql, call_timeout, &trouble).await {
                             Ok(()) => { let _ = ack.send(Ok(())); }
                             // The connection is being replaced: the new one LISTENs for it.
-                            Err(_) if client.is_closed() => lock(&l2.pending).push((channels, ack)),
-                            Err(source) => { let _ = ack.send(Err(Error::Query { what: sql, source })); }
+                            Err(None) => lock(&l2.pending).push((channels, ack)),
+                            Err(Some(_)) if client.is_closed() => lock(&l2.pending).push((channels, ack)),
+                            Err(Some(source)) => { let _ = ack.send(Err(Error::Query { what: sql, source })); }
                         }
                     });
                 }
                 Some(Cmd::Unlisten(channels)) => {
                     let client = client.clone();
                     let sql = listen_sql("UNLISTEN", &channels);
+                    let trouble = trouble.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = client.batch_execute(&sql).await {
+                        if let Err(Some(e)) = bounded_batch(&client, &sql, call_timeout, &trouble).await {
                             tracing::debug!(error = %e, "UNLISTEN failed");
                         }
                     });
@@ -404,28 +510,45 @@ async fn serve(
                 None => return None,
             },
             _ = tick.tick(), if ready && check.is_none() => {
-                // No check before the broker gave its publishing path (right after connecting).
-                if l.publisher.get().is_none() {
-                    continue;
-                }
                 let token = uuid::Uuid::new_v4().simple().to_string();
-                check = Some((token.clone(), Instant::now()));
-                let l2 = l.clone();
+                *check = Some(Check { token: token.clone(), sent: Instant::now(), published: None });
+                let (l2, done) = (l.clone(), published_tx.clone());
                 tokio::spawn(async move {
-                    if let Some(p) = l2.publisher.get() {
-                        if let Err(e) = p.notify(&l2.self_channel, &token).await {
-                            tracing::warn!(error = %e, "self-check publish failed");
-                        }
-                    }
+                    let r = l2
+                        .publishers
+                        .notify(&l2.self_channel, &token, l2.config.self_check_timeout)
+                        .await;
+                    let _ = done.send((token, r)).await;
                 });
             }
+            Some((token, r)) = published_rx.recv() => {
+                let Some(c) = check.as_mut().filter(|c| c.token == token) else {
+                    // The notification came back first, or the check is over.
+                    continue;
+                };
+                match r {
+                    Ok(()) => c.published = Some(Instant::now()),
+                    Err(e) => {
+                        // The publishing path failed; the LISTEN connection is not to blame. A
+                        // NOTIFY that missed its deadline had its connection replaced: check
+                        // again at once, on the next one (other failures wait for the tick).
+                        *check = None;
+                        let stuck = matches!(e, Error::CallTimeout { .. });
+                        l.record_check_failure(&format!("the self-check NOTIFY failed: {e}"));
+                        if stuck {
+                            tick.reset_immediately();
+                        }
+                    }
+                }
+            }
             _ = sleep_until(check_deadline), if check_deadline.is_some() => {
-                lock(&l.stats).check_failures += 1;
-                metrics::counter!("dispatcher_broker_self_check_failures_total").increment(1);
-                return Some(format!(
+                *check = None;
+                let reason = format!(
                     "self-check notification not received within {:?}",
                     l.config.self_check_timeout
-                ));
+                );
+                l.record_check_failure(&reason);
+                return Some(reason);
             }
         }
     }
@@ -437,14 +560,14 @@ const DRAIN: usize = 64;
 /// Handles one message from the connection; `Some(reason)` when the connection must be replaced.
 async fn on_message(
     l: &Listener,
-    check: &mut Option<(String, Instant)>,
+    check: &mut Option<Check>,
     msg: Option<std::result::Result<AsyncMessage, tokio_postgres::Error>>,
 ) -> Option<String> {
     match msg {
         Some(Ok(AsyncMessage::Notification(n))) => {
             if n.channel() == l.self_channel {
-                if check.as_ref().is_some_and(|(t, _)| t == n.payload()) {
-                    if let Some((_, sent)) = check.take() {
+                if check.as_ref().is_some_and(|c| c.token == n.payload()) {
+                    if let Some(Check { sent, .. }) = check.take() {
                         let rtt = sent.elapsed();
                         let mut s = lock(&l.stats);
                         s.checks += 1;

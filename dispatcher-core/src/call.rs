@@ -207,6 +207,30 @@ pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The length of a hyphenated UUID (`9760671a-6261-45aa-881a-f66929ff9725`).
+pub const UUID_LEN: usize = 36;
+
+/// True when `uuid` matches what a filter gave: the same text, or — when the filter is shorter
+/// than a full UUID ([`UUID_LEN`]) and not empty — its beginning. So an operator can type the
+/// first characters that a table shows.
+///
+/// ```
+/// use dispatcher_core::call::uuid_matches;
+///
+/// let uuid = "9760671a-6261-45aa-881a-f66929ff9725";
+/// assert!(uuid_matches("9760671a", uuid));
+/// assert!(uuid_matches(uuid, uuid));
+/// assert!(!uuid_matches("9760671b", uuid));
+/// assert!(!uuid_matches("", uuid));
+/// ```
+pub fn uuid_matches(given: &str, uuid: &str) -> bool {
+    if given.is_empty() || given.len() >= UUID_LEN {
+        given == uuid
+    } else {
+        uuid.starts_with(given)
+    }
+}
+
 /// The record of one execution, from receipt to outcome. It lives only in the service.
 ///
 /// Timestamps are seconds since the Unix epoch; a stage never reached is `None`.
@@ -323,7 +347,10 @@ impl Call {
     /// True when the Call matches every field the filter sets.
     pub fn matches(&self, filter: &CallFilter) -> bool {
         filter.task.as_ref().is_none_or(|t| *t == self.task)
-            && filter.uuid.as_ref().is_none_or(|u| *u == self.uuid)
+            && filter
+                .uuid
+                .as_ref()
+                .is_none_or(|u| uuid_matches(u, &self.uuid))
             && filter.outcome.is_none_or(|o| Some(o) == self.outcome)
     }
 }
@@ -441,7 +468,8 @@ pub struct CallFilter {
     /// Only this task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
-    /// Only this uuid.
+    /// Only this uuid, or the uuids that begin with it when it is shorter than a full UUID
+    /// ([`uuid_matches`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     /// Only this outcome.

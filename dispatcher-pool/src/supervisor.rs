@@ -88,7 +88,9 @@ impl Inner {
         };
         if let (Some(r), Some((outcome, error))) = (running, report) {
             let key = r.key;
-            tracing::warn!(worker = id, pid, key, %outcome, %error, "job ended with its worker");
+            // The service logs the Call's end (one WARN line with the reason); this is the
+            // worker's side of it.
+            tracing::info!(worker = id, pid, key, %outcome, %error, "job ended with its worker");
             let _ = self
                 .events
                 .send(PoolEvent::Finished {

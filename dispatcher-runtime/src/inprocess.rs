@@ -186,7 +186,7 @@ impl Shared {
                 if let Some(r) = old.running.and_then(|r| r.timer) {
                     r.abort();
                 }
-                tracing::warn!(worker = old.worker_id, key, %outcome, "worker thread abandoned and replaced");
+                tracing::info!(worker = old.worker_id, key, %outcome, "worker thread abandoned and replaced");
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not replace an abandoned worker thread");

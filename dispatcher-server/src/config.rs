@@ -29,8 +29,12 @@ max_waiting = 100000
 intake_pause_at = 1000
 # Seconds running Calls may finish at shutdown before they are ended.
 shutdown_grace = 30.0
-# Log filter (tracing-subscriber EnvFilter syntax); the set_log_level command changes it.
+# Log level: trace, debug, info, warn, error, off (Python's DEBUG ... CRITICAL and 10-50 too),
+# for this service's own crates; dependencies stay at info unless named, as in
+# "debug,tokio_postgres=debug". The set_log_level command changes it; RUST_LOG overrides it.
 log_level = "info"
+# Log lines as "text" or "json" (one JSON object per line).
+log_format = "text"
 
 [broker]
 # PostgreSQL connection URL or key=value string. DATABASE_URL, when set, takes precedence.
@@ -126,9 +130,12 @@ pub struct ServerConfig {
     /// Shutdown grace in seconds. Default 30.
     #[serde(default = "default_grace")]
     pub shutdown_grace: f64,
-    /// Log filter. Default `info`.
+    /// Log level, read by [`crate::logging::level_filter`]. Default `info`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Log line format. Default text.
+    #[serde(default)]
+    pub log_format: crate::logging::LogFormat,
     /// The broker.
     #[serde(default)]
     pub broker: BrokerSection,
@@ -452,6 +459,56 @@ fn redact_quoted_lines(text: &str) -> String {
         .join("\n")
 }
 
+/// Rust's type names in serde's messages, in words: `expected usize` → `expected a whole
+/// number (0 or more)`.
+fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 14] = [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u16", "expected a whole number (0 to 65535)"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        (
+            "expected a sequence",
+            "expected a list, e.g. [\"a\", \"b\"]",
+        ),
+        ("expected a boolean", "expected true or false"),
+        ("expected a borrowed string", "expected a string"),
+        ("expected struct ", "expected a table: "),
+        ("invalid type: ", "wrong kind of value: "),
+        ("invalid value: ", "value out of range: "),
+    ];
+    let mut out = message.to_owned();
+    for (from, to) in WORDS {
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// Checks the form `host:port` (a name or an IP address, `[v6]:port` too); the name is
+/// resolved when the server starts.
+pub(crate) fn host_port(address: &str) -> std::result::Result<(), String> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("no port".into());
+    };
+    port.parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a whole number from 0 to 65535"))?;
+    let name_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !name_ok {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(())
+}
+
 /// Seconds from the file as a duration; `key` names it in the error.
 pub(crate) fn seconds(key: &str, v: f64) -> Result<Duration> {
     if !v.is_finite() || v <= 0.0 || v > 1e9 {
@@ -473,6 +530,7 @@ impl Default for ServerConfig {
             intake_pause_at: default_intake_pause(),
             shutdown_grace: default_grace(),
             log_level: default_log_level(),
+            log_format: crate::logging::LogFormat::default(),
             broker: BrokerSection::default(),
             pool: PoolSection::default(),
             metrics: None,
@@ -487,8 +545,8 @@ impl ServerConfig {
     /// Parses TOML text and checks every value.
     pub fn from_toml(text: &str) -> Result<Self> {
         // toml's message quotes the offending line, which may hold the connection string.
-        let c: ServerConfig =
-            toml::from_str(text).map_err(|e| Error::Config(redact_quoted_lines(&e.to_string())))?;
+        let c: ServerConfig = toml::from_str(text)
+            .map_err(|e| Error::Config(plain_words(&redact_quoted_lines(&e.to_string()))))?;
         c.validate()?;
         Ok(c)
     }
@@ -497,8 +555,10 @@ impl ServerConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        ServerConfig::from_toml(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        ServerConfig::from_toml(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
     }
 
     /// The signing key, when signatures are configured: `DISPATCHER_SIGNING_SECRET`, else the
@@ -578,12 +638,8 @@ impl ServerConfig {
                 )));
             }
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
-            Error::Config(format!(
-                "`log_level` {:?} is not a valid filter (e.g. \"info\" or \"info,dispatcher_core=debug\"): {e}",
-                self.log_level
-            ))
-        })?;
+        crate::logging::level_filter(&self.log_level)
+            .map_err(|e| Error::Config(format!("`log_level` = {:?}: {e}", self.log_level)))?;
         let b = &self.broker;
         if b.publish_connections == 0 {
             return Err(Error::Config(
@@ -642,9 +698,9 @@ impl ServerConfig {
             seconds("security.signature_max_age", a)?;
         }
         if let Some(m) = &self.metrics {
-            m.address.parse::<SocketAddr>().map_err(|e| {
+            host_port(&m.address).map_err(|e| {
                 Error::Config(format!(
-                    "`metrics.address` {:?} is not host:port (e.g. \"127.0.0.1:9187\"): {e}",
+                    "`metrics.address` = {:?}: {e}; give host:port, e.g. \"127.0.0.1:9187\" or \"localhost:9187\"",
                     m.address
                 ))
             })?;
@@ -654,129 +710,4 @@ impl ServerConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_example_parses() {
-        let c = ServerConfig::from_toml(EXAMPLE).unwrap();
-        assert_eq!(c.node_id.as_deref(), Some("worker-1"));
-        assert_eq!(c.pool.max_tasks_per_worker, Some(10000));
-        assert_eq!(c.metrics.unwrap().address, "127.0.0.1:9187");
-        assert_eq!(c.pool.max_worker_memory_mb, Some(512));
-        assert_eq!(c.limits.max_partial_messages, 1024);
-    }
-
-    #[test]
-    fn the_readme_shows_this_example() {
-        let readme = include_str!("../../README.md");
-        let start = readme
-            .find("### Configuration file")
-            .expect("README has the section");
-        let block = &readme[start..];
-        let a = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
-        let b = block[a..].find("```").expect("the block ends") + a;
-        assert_eq!(
-            &block[a..b],
-            EXAMPLE,
-            "README.md's configuration example differs from config::EXAMPLE"
-        );
-    }
-
-    #[test]
-    fn empty_file_is_all_defaults() {
-        let c = ServerConfig::from_toml("").unwrap();
-        assert_eq!(c.channels, ["dispatcher"]);
-        assert_eq!(c.history_size, 10_000);
-        assert_eq!(c.history_max_bytes, 64 * 1024 * 1024);
-        assert_eq!(c.pool.min_workers, 4);
-    }
-
-    #[test]
-    fn unknown_keys_are_named() {
-        let e = ServerConfig::from_toml("colour = 3")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unknown field `colour`"), "{e}");
-        let e = ServerConfig::from_toml("[pool]\nworkers = 3")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("unknown field `workers`") && e.contains("min_workers"),
-            "{e}"
-        );
-        let e = ServerConfig::from_toml("[metric]\naddress = \"x\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unknown field `metric`"), "{e}");
-    }
-
-    #[test]
-    fn connection_strings_are_not_shown_by_debug_nor_by_errors() {
-        let c = ServerConfig::from_toml(
-            "[broker]\nurl = \"postgres://app:TOPSECRET@db/app?sslpassword=TOPSECRET\"",
-        )
-        .unwrap();
-        let shown = format!("{c:?}");
-        assert!(
-            shown.contains("postgres://app:***@db/app?sslpassword=***"),
-            "{shown}"
-        );
-        assert!(!shown.contains("TOPSECRET"), "{shown}");
-        for text in [
-            "[broker]\nurl = \"postgres://app:TOPSECRET@db/app\" junk",
-            "[broker]\nurll = \"postgres://app@db/app?password=TOPSECRET\"",
-            "[broker]\nurl = postgres://app:TOPSECRET@db/app",
-            "[broker]\nurll = \"host=db password='TOP SECRET' user=app\"",
-        ] {
-            let e = ServerConfig::from_toml(text).unwrap_err().to_string();
-            assert!(e.contains("line 2"), "{text:?}: {e}");
-            assert!(!e.contains("SECRET"), "{text:?}: {e}");
-        }
-        let e = ServerConfig::from_toml("[broker]\nurll = \"postgres://app:TOPSECRET@db/app\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("postgres://app:***@db/app"), "{e}");
-        assert!(e.contains("unknown field `urll`"), "{e}");
-    }
-
-    #[test]
-    fn bad_values_name_key_and_form() {
-        let cases = [
-            ("history_size = \"lots\"", "invalid type"),
-            (
-                "shutdown_grace = -1",
-                "`shutdown_grace` must be a number of seconds above 0",
-            ),
-            (
-                "[pool]\nmin_workers = 5\nmax_workers = 2",
-                "`pool.min_workers` (5) must not exceed `pool.max_workers` (2)",
-            ),
-            ("[pool]\nkill_grace = 0", "`pool.kill_grace`"),
-            (
-                "[metrics]\naddress = \"nowhere\"",
-                "`metrics.address` \"nowhere\" is not host:port",
-            ),
-            ("channels = []", "`channels` must list at least one channel"),
-            ("channels = [\"\"]", "invalid channel name"),
-            ("log_level = \"info,[\"", "`log_level`"),
-            (
-                "[broker]\nself_check_interval = 0",
-                "`broker.self_check_interval`",
-            ),
-            (
-                "[limits]\nmax_payload_bytes = 0",
-                "`limits.max_payload_bytes` must be at least 1",
-            ),
-            ("[limits]\npartial_expiry = -2", "`limits.partial_expiry`"),
-            (
-                "[security]\nsigning_secret = \"x\"",
-                "unknown field `signing_secret`",
-            ),
-        ];
-        for (text, want) in cases {
-            let e = ServerConfig::from_toml(text).unwrap_err().to_string();
-            assert!(e.contains(want), "{text:?}: {e}");
-        }
-    }
-}
+mod tests;

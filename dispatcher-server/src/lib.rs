@@ -36,6 +36,7 @@ mod logging;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dispatcher_broker_pg::queue::{PgQueue, PgQueueConfig};
 use dispatcher_broker_pg::{PgBroker, PgBrokerConfig};
@@ -45,7 +46,7 @@ use dispatcher_runtime::{Service, ServiceBuilder, ServiceConfig, ServiceHandle};
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};
-pub use logging::{init_logging, LogHandle};
+pub use logging::{init_logging, init_logging_as, level_filter, LogFormat, LogHandle};
 
 type Configure = Box<dyn FnOnce(ServiceBuilder) -> ServiceBuilder + Send>;
 
@@ -125,7 +126,7 @@ impl Server {
         let c = &self.config;
         c.validate()?;
         let metrics = match &c.metrics {
-            Some(m) => Some(start_metrics(&m.address)?),
+            Some(m) => Some(start_metrics(&m.address).await?),
             None => None,
         };
         let url = c.broker.url.clone().ok_or_else(|| {
@@ -160,6 +161,7 @@ impl Server {
         sc.max_waiting = c.max_waiting;
         sc.intake_pause_at = c.intake_pause_at;
         sc.shutdown_grace = config::seconds("shutdown_grace", c.shutdown_grace)?;
+        let grace = sc.shutdown_grace;
         sc.max_delay = config::seconds("limits.max_delay", c.limits.max_delay)?;
         sc.chunks.max_payload_bytes = c.limits.max_payload_bytes;
         sc.chunks.max_partials = c.limits.max_partial_messages;
@@ -207,13 +209,19 @@ impl Server {
         }
         let handle = builder.start().await?;
         tracing::info!(node = %handle.node_id(), channels = ?c.channels, metrics = ?metrics, "dispatcher service running");
-        Ok(Running { handle, metrics })
+        Ok(Running {
+            handle,
+            metrics,
+            grace,
+        })
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops gracefully (see [`Running::until`]).
+    /// Runs until SIGTERM or SIGINT, then stops gracefully; a second SIGTERM or SIGINT stops at
+    /// once (see [`Running::until_signals`]).
     pub async fn run(self) -> Result<()> {
+        let mut signals = ShutdownSignals::new()?;
         let running = self.start().await?;
-        running.until(shutdown_signal()?).await
+        running.until_signals(&mut signals).await
     }
 }
 
@@ -222,6 +230,7 @@ impl Server {
 pub struct Running {
     handle: ServiceHandle,
     metrics: Option<SocketAddr>,
+    grace: Duration,
 }
 
 impl Running {
@@ -237,58 +246,139 @@ impl Running {
 
     /// Waits for `stop` (or for the service to end), then stops gracefully: no new work, running
     /// Calls get the configured grace, the rest are ended; Calls that had not started are recorded
-    /// as canceled and their uuids logged.
+    /// as canceled and logged with their task and arguments.
     pub async fn until(self, stop: impl Future<Output = ()>) -> Result<()> {
+        self.until_or_now(stop, std::future::pending()).await
+    }
+
+    /// [`Running::until`], and when `now` resolves during the graceful stop, the running Calls
+    /// are ended at once (recorded `canceled`, logged with their task and arguments) instead of
+    /// at the end of the grace.
+    pub async fn until_or_now(
+        self,
+        stop: impl Future<Output = ()>,
+        now: impl Future<Output = ()>,
+    ) -> Result<()> {
         tokio::select! {
-            _ = stop => {
-                tracing::info!("stop requested; shutting down gracefully");
-                self.handle.shutdown().await?;
+            _ = stop => {}
+            r = self.handle.join() => {
+                r?;
+                tracing::info!("dispatcher service stopped");
+                return Ok(());
             }
-            r = self.handle.join() => r?,
+        }
+        self.stop(now).await
+    }
+
+    /// Runs until the first SIGTERM or SIGINT of `signals`, then stops gracefully; a second one
+    /// ends the running Calls at once (as [`Running::until_or_now`]).
+    pub async fn until_signals(self, signals: &mut ShutdownSignals) -> Result<()> {
+        tokio::select! {
+            name = signals.recv() => tracing::info!("{name} received"),
+            r = self.handle.join() => {
+                r?;
+                tracing::info!("dispatcher service stopped");
+                return Ok(());
+            }
+        }
+        self.stop(async {
+            let name = signals.recv().await;
+            tracing::info!("{name} received again");
+        })
+        .await
+    }
+
+    /// The graceful stop, cut short when `now` resolves.
+    async fn stop(self, now: impl Future<Output = ()>) -> Result<()> {
+        tracing::info!(
+            grace_s = self.grace.as_secs_f64(),
+            "stop requested: taking no new work; running Calls have {:.1} s to finish; a second SIGTERM or SIGINT stops at once",
+            self.grace.as_secs_f64()
+        );
+        let graceful = self.handle.shutdown();
+        tokio::pin!(graceful);
+        tokio::select! {
+            r = &mut graceful => r?,
+            _ = now => {
+                tracing::info!("second stop request: ending the running Calls now");
+                self.handle.shutdown_with_grace(Some(Duration::ZERO)).await?;
+            }
         }
         tracing::info!("dispatcher service stopped");
         Ok(())
     }
 }
 
+/// SIGTERM and SIGINT, listened for from creation on (create it early, so that a signal during
+/// start-up is not lost).
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Starts listening for SIGTERM and SIGINT.
+    pub fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).map_err(Error::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
+        })
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT, and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
 /// Resolves at the first SIGTERM or SIGINT.
 pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut signals = ShutdownSignals::new()?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
+        let name = signals.recv().await;
+        tracing::info!("{name} received");
     })
 }
 
-fn start_metrics(address: &str) -> Result<SocketAddr> {
-    let addr: SocketAddr = address.parse().map_err(|e| Error::Metrics {
+/// Resolves `address` (`host:port`; a name is looked up now), binds the first address that
+/// works, serves Prometheus metrics there and describes every metric.
+async fn start_metrics(address: &str) -> Result<SocketAddr> {
+    let err = |reason: String| Error::Metrics {
         address: address.to_owned(),
-        reason: format!("not host:port: {e}"),
-    })?;
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| err(format!("the name does not resolve: {e}")))?
+        .collect();
     // Bind first, so that a busy port is an error here rather than a log line later.
-    std::net::TcpListener::bind(addr).map_err(|e| Error::Metrics {
-        address: address.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let mut bound = Err(err("the name resolves to no address".into()));
+    for a in addrs {
+        match std::net::TcpListener::bind(a) {
+            Ok(_) => {
+                bound = Ok(a);
+                break;
+            }
+            Err(e) => bound = Err(err(format!("{a}: {e}"))),
+        }
+    }
+    let addr = bound?;
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0, 60.0, 300.0,
         ])
-        .map_err(|e| Error::Metrics {
-            address: address.to_owned(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| err(e.to_string()))?
         .install()
-        .map_err(|e| Error::Metrics {
-            address: address.to_owned(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| err(e.to_string()))?;
+    dispatcher_runtime::metrics::describe();
+    dispatcher_broker_pg::metrics::describe();
     Ok(addr)
 }
 

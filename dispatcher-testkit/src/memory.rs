@@ -431,6 +431,15 @@ impl Broker for MemoryBroker {
         Ok(stream.boxed())
     }
 
+    /// A subscription of its own: a full subscription of the service's channels (its intake
+    /// paused behind a flood) does not hold it up.
+    async fn subscribe_control(
+        &self,
+        channels: &[String],
+    ) -> Result<Option<Subscription>, BrokerError> {
+        self.subscribe(channels).await.map(Some)
+    }
+
     fn max_payload(&self) -> Option<usize> {
         self.max_payload
     }

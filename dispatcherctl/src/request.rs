@@ -1,8 +1,12 @@
 //! The exchange with the services: connect, send the command through
-//! [`dispatcher_core::control::request_signed`], collect the replies and decide the exit code.
-//! Queue commands go to [`crate::queue`] instead.
+//! [`dispatcher_core::control::request_with`], collect the replies and decide the exit code,
+//! all within `--timeout`. Queue commands go to [`crate::queue`] instead; `completions` and
+//! `man` to [`crate::local`].
 
 use std::time::Duration;
+
+use dispatcher_core::control::{Reply, RequestOptions};
+use tokio::time::Instant;
 
 use dispatcher_broker_pg::{redact_connection_string, PgBroker, PgBrokerConfig};
 use serde_json::Value;
@@ -10,7 +14,8 @@ use serde_json::Value;
 use crate::cli::{action, exit, signing_key, Action, Cli};
 use crate::render::{format_human, format_json};
 
-/// How long connecting may take at most, whatever the connection string says.
+/// How long connecting may take at most for the queue commands, whatever the connection string
+/// says.
 pub(crate) const CONNECT_GUARD: Duration = Duration::from_secs(30);
 
 /// What a run produced: text for stdout, lines for stderr and the exit code.
@@ -41,9 +46,14 @@ pub async fn run(cli: &Cli) -> Report {
         Ok(a) => a,
         Err(e) => return Report::failure(exit::USAGE, e),
     };
-    if let Action::Queue(command) = action {
-        return crate::queue::run(cli, &command).await;
+    match action {
+        Action::Queue(command) => return crate::queue::run(cli, &command).await,
+        Action::Completions(shell) => return crate::local::completions(shell),
+        Action::Man => return crate::local::man(),
+        Action::Control => {}
     }
+    // Everything below, connecting included, happens within --timeout.
+    let deadline = Instant::now() + cli.timeout;
     let signing = match signing_key(cli) {
         Ok(k) => k,
         Err(e) => return Report::failure(exit::USAGE, e),
@@ -52,7 +62,7 @@ pub async fn run(cli: &Cli) -> Report {
         Ok(c) => c,
         Err(report) => return report,
     };
-    let broker = match tokio::time::timeout(CONNECT_GUARD, PgBroker::with_config(config)).await {
+    let broker = match tokio::time::timeout_at(deadline, PgBroker::with_config(config)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             return Report::failure(
@@ -64,27 +74,25 @@ pub async fn run(cli: &Cli) -> Report {
             return Report::failure(
                 exit::CONNECT,
                 format!(
-                    "cannot connect to {shown}: no connection within {}",
-                    secs(CONNECT_GUARD)
+                    "timed out connecting to {shown}: no connection within --timeout {} \
+                     (is the server up and answering on that port?)",
+                    secs(cli.timeout)
                 ),
             )
         }
     };
     let data = cli.data.clone().unwrap_or_default();
-    let expected = cli.expected_replies.map(|n| n as usize);
-    let replies = match dispatcher_core::control::request_signed(
-        &broker,
-        &cli.channel,
-        &cli.command,
-        data,
-        expected,
-        cli.timeout,
-        signing.as_ref(),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
+    let options = RequestOptions::new(deadline.saturating_duration_since(Instant::now()))
+        .expected(cli.expected_replies.map(|n| n as usize))
+        .quiet(cli.quiet())
+        .signing(signing);
+    // request_with counts its wait from the send; LISTEN and the send itself are bounded here
+    // (with a little room for the replies collected up to the deadline to come back).
+    let exchange =
+        dispatcher_core::control::request_with(&broker, &cli.channel, &cli.command, data, &options);
+    let replies = match tokio::time::timeout_at(deadline + EXCHANGE_GRACE, exchange).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             return Report::failure(
                 exit::CONNECT,
                 format!(
@@ -95,16 +103,36 @@ pub async fn run(cli: &Cli) -> Report {
                 ),
             )
         }
+        Err(_) => {
+            return Report::failure(
+                exit::CONNECT,
+                format!(
+                    "timed out listening for replies and sending {:?} on channel {:?} via \
+                     {shown}: not done within --timeout {}",
+                    cli.command,
+                    cli.channel,
+                    secs(cli.timeout)
+                ),
+            )
+        }
     };
     drop(broker);
     finish(cli, replies)
 }
 
+/// Room past the deadline for the replies collected up to it to come back from
+/// [`request_with`](dispatcher_core::control::request_with), which counts its wait from the
+/// send.
+const EXCHANGE_GRACE: Duration = Duration::from_millis(500);
+
 /// The connection settings of `--database-url` and the string as it may be shown (password
 /// redacted); an unparseable string is a usage error.
 pub(crate) fn connection(cli: &Cli) -> Result<(PgBrokerConfig, String), Report> {
-    let shown = redact_connection_string(&cli.database_url);
-    match PgBrokerConfig::from_url(&cli.database_url) {
+    let url = cli
+        .database_url()
+        .map_err(|e| Report::failure(exit::USAGE, e))?;
+    let shown = redact_connection_string(url);
+    match PgBrokerConfig::from_url(url) {
         Ok(c) => Ok((c, shown)),
         Err(e) => {
             // The broker's own message repeats the string: show the parser's reason alone.
@@ -157,6 +185,29 @@ pub fn finish(cli: &Cli, replies: Vec<Value>) -> Report {
         }
         _ => {}
     }
+    let errors: Vec<String> = replies
+        .iter()
+        .filter_map(|r| {
+            let reply = Reply::from_value(r.clone());
+            let error = reply.body.get("error")?;
+            let text = error
+                .as_str()
+                .map_or_else(|| error.to_string(), str::to_owned);
+            let node = if reply.node_id.is_empty() {
+                "(no node_id)".to_owned()
+            } else {
+                reply.node_id
+            };
+            Some(format!(
+                "node {node} answered {:?} with an error: {text}",
+                cli.command
+            ))
+        })
+        .collect();
+    if !errors.is_empty() {
+        report.code = exit::ERROR_REPLY;
+        report.stderr.extend(errors);
+    }
     report
 }
 
@@ -189,6 +240,33 @@ mod tests {
         let r = finish(&c, vec![json!({"node_id": "a"})]);
         assert_eq!(r.code, exit::OK);
         assert!(r.stderr.is_empty());
+    }
+
+    #[test]
+    fn error_replies_have_their_own_exit_code() {
+        let c = cli(&["nope"]).unwrap();
+        let r = finish(
+            &c,
+            vec![
+                json!({"node_id": "a"}),
+                json!({"node_id": "b", "error": "No control method nope"}),
+            ],
+        );
+        assert_eq!(r.code, exit::ERROR_REPLY);
+        assert_eq!(
+            r.stderr,
+            vec!["node b answered \"nope\" with an error: No control method nope"]
+        );
+        assert!(
+            r.stdout.contains("node b: error: No control method nope"),
+            "{}",
+            r.stdout
+        );
+        // Also with --json: the replies are printed as sent.
+        let c = cli(&["--json", "nope"]).unwrap();
+        let r = finish(&c, vec![json!({"node_id": "b", "error": {"code": 1}})]);
+        assert_eq!(r.code, exit::ERROR_REPLY);
+        assert!(r.stdout.contains("\"code\": 1"), "{}", r.stdout);
     }
 
     #[test]

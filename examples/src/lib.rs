@@ -42,8 +42,10 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Renders Calls as a plain-text table: uuid, task, outcome, attempt (for a job of a durable
-/// queue; `-` otherwise), wait, run, error or result.
+/// Renders Calls as a plain-text table, the one `dispatcherctl history` prints (so the two cut
+/// and name alike): uuid (as short as still picks the Call; `dispatcherctl` takes a uuid's
+/// beginning), task, outcome, attempt (for a job of a durable queue; `-` otherwise), when it
+/// finished (UTC), wait, run and total milliseconds, error or result.
 ///
 /// ```
 /// use dispatcher::{Call, Outcome};
@@ -52,38 +54,10 @@ pub fn init_logging() {
 /// call.attempt = Some(2);
 /// call.finish(Outcome::Error, Some("attempt 2 fails".into()), 0.0);
 /// let table = dispatcher_examples::call_table(&[call]);
-/// let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+/// let row: Vec<&str> = table.lines().nth(2).unwrap().split_whitespace().collect();
 /// assert_eq!(row[..4], ["d3adb33f", "demo.flaky", "error", "2"]);
 /// assert!(table.contains("attempt 2 fails"));
 /// ```
 pub fn call_table(calls: &[Call]) -> String {
-    let mut out = format!(
-        "{:<8}  {:<16}  {:<11}  {:>7}  {:>9}  {:>9}  {}\n",
-        "uuid", "task", "outcome", "attempt", "wait ms", "run ms", "result / error"
-    );
-    for c in calls {
-        let outcome = c.outcome.map(|o| o.as_str()).unwrap_or("-");
-        let ms = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-        let detail = match (&c.error, &c.result) {
-            (Some(e), _) => e.clone(),
-            (None, Some(r)) => r.to_string(),
-            (None, None) => String::new(),
-        };
-        let detail: String = detail.chars().take(60).collect();
-        let attempt = c
-            .attempt
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into());
-        out.push_str(&format!(
-            "{:<8}  {:<16}  {:<11}  {:>7}  {:>9}  {:>9}  {}\n",
-            c.uuid.chars().take(8).collect::<String>(),
-            c.task,
-            outcome,
-            attempt,
-            ms(c.wait_ms),
-            ms(c.run_ms),
-            detail
-        ));
-    }
-    out
+    dispatcherctl::calls_table(calls)
 }

@@ -5,6 +5,12 @@
 //! `PgBroker`, and times each from the call until the reply is in: LISTEN on a fresh reply
 //! channel, NOTIFY of the command, the service's reply NOTIFY, its delivery. 20 warm-up requests
 //! go first and are not counted.
+//!
+//! `--flood N` measures the same round trips while `N` one-second `bench.sleep` tasks wait behind
+//! the service's intake pause (published in batches of 1,000 before the timed requests): the
+//! commands travel on the channel's control channel, which the service reads ahead of tasks.
+//! The round trips without the flood are measured first in the same run, and the report gives
+//! both (`p50_ms`/`p99_ms` with the flood; the quiet ones in `extra`).
 
 use std::time::{Duration, Instant};
 
@@ -48,11 +54,8 @@ async fn alive(remote: &Remote) -> Result<()> {
     Ok(())
 }
 
-async fn measure(remote: &Remote, options: &Options) -> Result<Report> {
-    let n = options.tasks;
-    for _ in 0..WARMUP {
-        alive(remote).await?;
-    }
+/// `n` timed `alive` round trips, milliseconds, and the seconds they took.
+async fn round_trips(remote: &Remote, n: u64) -> Result<(Vec<f64>, f64)> {
     let mut ms = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let start = Instant::now();
     for _ in 0..n {
@@ -60,7 +63,43 @@ async fn measure(remote: &Remote, options: &Options) -> Result<Report> {
         alive(remote).await?;
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let seconds = start.elapsed().as_secs_f64();
+    Ok((ms, start.elapsed().as_secs_f64()))
+}
+
+/// Publishes `n` one-second sleeps in batches of 1,000.
+async fn flood(remote: &Remote, n: u64) -> Result<()> {
+    let payload = serde_json::json!({"task": "bench.sleep", "args": [1000]}).to_string();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1000);
+        let batch: Vec<(String, String)> = (0..k)
+            .map(|_| (remote.channel.clone(), payload.clone()))
+            .collect();
+        dispatcher_core::Broker::publish_batch(&*remote.broker, &batch)
+            .await
+            .map_err(dispatcher_core::Error::from)?;
+        left -= k;
+    }
+    Ok(())
+}
+
+async fn measure(remote: &Remote, options: &Options) -> Result<Report> {
+    let n = options.tasks;
+    for _ in 0..WARMUP {
+        alive(remote).await?;
+    }
+    let mut extra = serde_json::Map::new();
+    if let Some(f) = options.flood {
+        let (mut quiet, _) = round_trips(remote, n).await?;
+        let (p50, p99, max) = summary(&mut quiet);
+        eprintln!("control: without the flood p50 {p50:?} ms, p99 {p99:?} ms, max {max:?} ms");
+        extra.insert("quiet_p50_ms".into(), serde_json::json!(p50));
+        extra.insert("quiet_p99_ms".into(), serde_json::json!(p99));
+        extra.insert("quiet_max_ms".into(), serde_json::json!(max));
+        extra.insert("flood".into(), serde_json::json!(f));
+        flood(remote, f).await?;
+    }
+    let (mut ms, seconds) = round_trips(remote, n).await?;
     let rss_main_kb = remote.status_kb("VmRSS");
     let rss_main_anon_kb = remote.status_kb("RssAnon");
     let (p50, p99, max) = summary(&mut ms);
@@ -79,6 +118,7 @@ async fn measure(remote: &Remote, options: &Options) -> Result<Report> {
         rss_main_anon_kb,
         rss_main_peak_kb: remote.status_kb("VmHWM"),
         nproc: nproc(),
+        extra,
         ..Report::default()
     })
 }

@@ -53,6 +53,8 @@ pub struct Options {
     pub rounds: Option<u64>,
     /// The service's history size, when given.
     pub history: Option<u64>,
+    /// Tasks waiting behind the intake pause while `control` measures, when given.
+    pub flood: Option<u64>,
     /// The channel (`serve`).
     pub channel: Option<String>,
     /// Consume the durable queue too (`serve`).
@@ -145,6 +147,7 @@ pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
         peer_concurrency: cli.peer_concurrency,
         rounds: cli.rounds,
         history: cli.history,
+        flood: cli.flood,
         channel: cli.channel.clone(),
         queue: cli.queue,
     };

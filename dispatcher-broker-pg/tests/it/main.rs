@@ -4,6 +4,7 @@
 
 mod conformance;
 mod conninfo;
+mod deadlines;
 mod harness;
 mod queue;
 mod recovery;

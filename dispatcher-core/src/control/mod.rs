@@ -34,7 +34,7 @@ pub use client::{request, request_signed, request_with, Reply, RequestOptions};
 pub use replies::*;
 
 use crate::broker::MAX_CHANNEL_LEN;
-use crate::call::{CallFilter, Outcome};
+use crate::call::{uuid_matches, CallFilter, Outcome};
 use crate::error::{Error, Result};
 
 /// A control command a service answers.
@@ -130,7 +130,8 @@ pub struct CallSelector {
     /// The task name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
-    /// The Call's uuid.
+    /// The Call's uuid, or its beginning when shorter than a full UUID
+    /// ([`uuid_matches`](crate::call::uuid_matches)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     /// The positional arguments, exactly.
@@ -159,7 +160,7 @@ impl CallSelector {
     /// True when a Call of `task`, `uuid`, `args`, `kwargs` matches.
     pub fn matches(&self, task: &str, uuid: &str, args: &Value, kwargs: &Value) -> bool {
         self.task.as_deref().is_none_or(|t| t == task)
-            && self.uuid.as_deref().is_none_or(|u| u == uuid)
+            && self.uuid.as_deref().is_none_or(|u| uuid_matches(u, uuid))
             && self.args.as_ref().is_none_or(|a| a == args)
             && self.kwargs.as_ref().is_none_or(|k| k == kwargs)
     }
@@ -235,6 +236,28 @@ pub fn to_data<T: Serialize>(value: &T) -> Result<Map<String, Value>> {
     }
 }
 
+/// The suffix of a channel's control channel.
+pub const CONTROL_CHANNEL_SUFFIX: &str = "_control";
+
+/// The control channel of `channel`: `<channel>_control`, or `None` when that name would be
+/// longer than a channel name may be.
+///
+/// Services read their channels' control channels ahead of tasks (when their broker offers a
+/// separate path, [`Broker::subscribe_control`](crate::Broker::subscribe_control)), so a command
+/// sent there is answered even while thousands of tasks wait. Clients of this crate send every
+/// command on both channels ([`request_with`]); a service answers whichever copy it reads first
+/// and drops the other (by its `reply_to`). Clients that know only the channel (dispatcherd's)
+/// are answered from the channel itself, after the tasks published before them.
+///
+/// ```
+/// assert_eq!(dispatcher_core::control::control_channel("dispatcher").as_deref(), Some("dispatcher_control"));
+/// assert_eq!(dispatcher_core::control::control_channel(&"x".repeat(60)), None);
+/// ```
+pub fn control_channel(channel: &str) -> Option<String> {
+    let name = format!("{channel}{CONTROL_CHANNEL_SUFFIX}");
+    (name.len() <= MAX_CHANNEL_LEN && !channel.is_empty()).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +289,22 @@ mod tests {
     }
 
     #[test]
+    fn selectors_take_uuid_prefixes() {
+        let uuid = "9760671a-6261-45aa-881a-f66929ff9725";
+        let by = |u: &str| CallSelector {
+            uuid: Some(u.to_owned()),
+            ..CallSelector::default()
+        };
+        let (args, kwargs) = (json!([]), json!({}));
+        assert!(by("9760").matches("t", uuid, &args, &kwargs));
+        assert!(by(uuid).matches("t", uuid, &args, &kwargs));
+        assert!(!by("9761").matches("t", uuid, &args, &kwargs));
+        // A full-length uuid is compared whole, never as a prefix.
+        assert!(!by(&format!("{uuid}0")).matches("t", uuid, &args, &kwargs));
+        assert!(!by("").matches("t", uuid, &args, &kwargs));
+    }
+
+    #[test]
     fn history_queries_name_bad_values() {
         let data = json!({"outcome": "fine"})
             .as_object()
@@ -283,26 +322,4 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(LogLevelRequest::from_data(&data).unwrap().level, "30");
     }
-}
-
-/// The suffix of a channel's control channel.
-pub const CONTROL_CHANNEL_SUFFIX: &str = "_control";
-
-/// The control channel of `channel`: `<channel>_control`, or `None` when that name would be
-/// longer than a channel name may be.
-///
-/// Services read their channels' control channels ahead of tasks (when their broker offers a
-/// separate path, [`Broker::subscribe_control`](crate::Broker::subscribe_control)), so a command
-/// sent there is answered even while thousands of tasks wait. Clients of this crate send every
-/// command on both channels ([`request_with`]); a service answers whichever copy it reads first
-/// and drops the other (by its `reply_to`). Clients that know only the channel (dispatcherd's)
-/// are answered from the channel itself, after the tasks published before them.
-///
-/// ```
-/// assert_eq!(dispatcher_core::control::control_channel("dispatcher").as_deref(), Some("dispatcher_control"));
-/// assert_eq!(dispatcher_core::control::control_channel(&"x".repeat(60)), None);
-/// ```
-pub fn control_channel(channel: &str) -> Option<String> {
-    let name = format!("{channel}{CONTROL_CHANNEL_SUFFIX}");
-    (name.len() <= MAX_CHANNEL_LEN && !channel.is_empty()).then_some(name)
 }

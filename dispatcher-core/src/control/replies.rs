@@ -116,6 +116,12 @@ pub struct RunningEntry {
     /// When a delayed Call is due, epoch seconds (ours; delayed Calls only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub due_at: Option<f64>,
+    /// Seconds it has run so far, by the service's clock (ours; running Calls only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_s: Option<f64>,
+    /// Seconds until a delayed Call is due, by the service's clock (ours; delayed Calls only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_in_s: Option<f64>,
     /// The Call that submitted it (ours).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_uuid: Option<String>,

@@ -255,6 +255,16 @@ impl ServiceBuilder {
             let sub = b.subscribe(&config.channels).await?;
             incoming.push(tag_subscription(i, sub));
         }
+        // Control channels, read ahead of tasks where a broker has a separate path for them.
+        let control_channels = super::answered::control_channels(&config.channels);
+        let mut control_incoming = SelectAll::new();
+        if !control_channels.is_empty() {
+            for (i, b) in self.brokers.iter().enumerate() {
+                if let Some(sub) = b.subscribe_control(&control_channels).await? {
+                    control_incoming.push(tag_subscription(i, sub));
+                }
+            }
+        }
         let (cmd_tx, cmd_rx) = mpsc::channel(capacity);
         let (finished_tx, finished_rx) = watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -297,6 +307,7 @@ impl ServiceBuilder {
         }
         let node_id = config.node_id.clone();
         let broker_count = self.brokers.len();
+        let metrics = crate::metrics::ServiceMetrics::new(&*registry);
         let state = Loop {
             names: Names::new(&config.node_id),
             backlog_changed: false,
@@ -307,7 +318,7 @@ impl ServiceBuilder {
             brokers: self.brokers,
             shared: shared.clone(),
             finished: finished_tx,
-            metrics: crate::metrics::ServiceMetrics::new(),
+            metrics,
             log_control: self.log_control,
             signing: self.signing,
             finished_buf: Vec::new(),
@@ -326,8 +337,10 @@ impl ServiceBuilder {
             stopping: false,
             delivery: None,
             jitter: super::record::Jitter::new(),
+            answered: super::Answered::default(),
+            via_control: false,
         };
-        let join = tokio::spawn(state.run(events_rx, cmd_rx, incoming));
+        let join = tokio::spawn(state.run(events_rx, cmd_rx, incoming, control_incoming));
         tracing::info!(node = %node_id, "service started");
         Ok(ServiceHandle {
             node_id,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use dispatcher_core::broker;
-use dispatcher_core::call::new_uuid;
+use dispatcher_core::call::{new_uuid, now_epoch};
 use dispatcher_core::control::{
     history_query, worker_key, AioTask, AioTasksReply, AliveReply, BrokerSelfCheck, CallSelector,
     ChunksReply, Command, ErrorReply, HistoryReply, LogLevelReply, LogLevelRequest, MainReply,
@@ -17,6 +17,9 @@ use dispatcher_core::{Call, CallFilter, ControlMessage, Outcome, TaskMessage};
 use serde_json::{Map, Value};
 
 use super::{to_value, Loop, Stage, LOCAL_CHANNEL};
+
+/// How many candidates the error of an ambiguous uuid prefix names.
+const AMBIGUOUS_SHOWN: usize = 10;
 
 /// How many of the newest Calls the `status` command includes.
 const STATUS_HISTORY: usize = 20;
@@ -48,7 +51,10 @@ impl Loop {
                 Err(e) => error(e),
             },
             Command::Cancel => match CallSelector::from_data(&data) {
-                Ok(s) => to_value(&self.cancel(&s)),
+                Ok(s) => match self.cancel(&s) {
+                    Ok(reply) => to_value(&reply),
+                    Err(e) => error(e),
+                },
                 Err(e) => error(e),
             },
             Command::History => match history_query(&data) {
@@ -324,16 +330,30 @@ impl Loop {
                 (Stage::Queued, _) => next("queued"),
             };
             let mut entry = running_entry(&p.call);
-            if p.stage == Stage::Delayed {
-                entry.due_at = p.due_at;
+            let now = now_epoch();
+            match p.stage {
+                Stage::Running => {
+                    entry.run_s = p.call.started_at.map(|t| round_ms(now - t).max(0.0));
+                }
+                Stage::Delayed => {
+                    entry.due_at = p.due_at;
+                    entry.due_in_s = p.due_at.map(|t| round_ms(t - now).max(0.0));
+                }
+                Stage::Blocked | Stage::Queued => {}
             }
             out.insert(name, entry);
         }
         out
     }
 
-    fn cancel(&mut self, selector: &CallSelector) -> RunningReply {
-        let keys = self.matching(selector);
+    /// Cancels what `selector` matches. A uuid prefix that matches the Calls of more than one
+    /// uuid is refused (nothing is canceled) with the candidates named, unless one of them is
+    /// exactly the uuid given.
+    fn cancel(&mut self, selector: &CallSelector) -> Result<RunningReply, String> {
+        let mut keys = self.matching(selector);
+        if let Some(given) = selector.uuid.as_deref() {
+            keys = self.unambiguous(given, keys)?;
+        }
         let reply = self.running_reply(&keys);
         for key in keys {
             let running = self
@@ -348,7 +368,42 @@ impl Loop {
                 self.remove_waiting(key, Outcome::Canceled, "canceled before it started");
             }
         }
-        reply
+        Ok(reply)
+    }
+
+    /// `keys` (matched by the uuid or uuid prefix `given`) when they are the Calls of one uuid;
+    /// only those of exactly `given` when some are; otherwise an error naming the candidates.
+    fn unambiguous(&self, given: &str, keys: Vec<CallKey>) -> Result<Vec<CallKey>, String> {
+        let uuid_of = |k: &CallKey| self.pending.get(k).map(|p| p.call.uuid.as_str());
+        if keys.iter().any(|k| uuid_of(k) == Some(given)) {
+            return Ok(keys
+                .into_iter()
+                .filter(|k| uuid_of(k) == Some(given))
+                .collect());
+        }
+        let mut uuids: Vec<&str> = keys.iter().filter_map(uuid_of).collect();
+        uuids.sort_unstable();
+        uuids.dedup();
+        if uuids.len() <= 1 {
+            return Ok(keys);
+        }
+        let shown = uuids
+            .iter()
+            .take(AMBIGUOUS_SHOWN)
+            .copied()
+            .collect::<Vec<_>>();
+        let more = uuids.len().saturating_sub(AMBIGUOUS_SHOWN);
+        Err(format!(
+            "uuid prefix {given:?} is ambiguous: it matches {} Calls ({}{}); nothing canceled; \
+             give more characters of the uuid",
+            uuids.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ))
     }
 
     /// Publishes a control reply (with this node's id) on `reply_to` through `broker`.
@@ -392,7 +447,14 @@ fn running_entry(call: &Call) -> RunningEntry {
         received_at: call.received_at,
         started_at: call.started_at,
         due_at: None,
+        run_s: None,
+        due_in_s: None,
         parent_uuid: call.parent_uuid.clone(),
         extra: Map::new(),
     }
+}
+
+/// Seconds rounded to the millisecond.
+fn round_ms(secs: f64) -> f64 {
+    (secs * 1000.0).round() / 1000.0
 }

@@ -166,7 +166,10 @@ impl ServiceHandle {
 
     /// Stops taking work, lets running Calls finish within `grace` (the configured one when
     /// `None`), ends the rest, and waits for the loop to exit. Calls still delayed, blocked or
-    /// queued are recorded as `canceled` and their uuids logged.
+    /// queued are recorded as `canceled` and logged with their task and arguments.
+    ///
+    /// Called again while a shutdown is under way (e.g. on a second SIGTERM), a shorter `grace`
+    /// brings the deadline forward: `Some(Duration::ZERO)` ends the running Calls at once.
     pub async fn shutdown_with_grace(&self, grace: Option<Duration>) -> Result<()> {
         let _ = self.commands.send(Command::Shutdown { grace }).await;
         self.join().await

@@ -121,6 +121,13 @@ impl Loop {
                 let _ = self.accept_task(t, channel, None);
             }
             Decoded::Control(c) => {
+                if let Some(r) = &c.reply_to {
+                    let data = serde_json::to_string(&c.control_data).unwrap_or_default();
+                    if !self.answered.first(self.via_control, r, &c.control, &data) {
+                        tracing::debug!(reply_to = %r, channel, "copy of a control command answered already; dropped");
+                        return;
+                    }
+                }
                 let reply_to = c.reply_to.clone();
                 let reply = self.control(c);
                 if let Some(reply_to) = reply_to {

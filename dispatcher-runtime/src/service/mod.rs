@@ -11,6 +11,7 @@
 //! the history, which handles read under a mutex.
 
 mod admission;
+mod answered;
 mod builder;
 mod config;
 mod control;
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use admission::{Delays, Duplicates};
+use answered::{control_channels, Answered};
 pub use builder::{Service, ServiceBuilder};
 pub use config::{LogLevelControl, ServiceConfig, LOCAL_CHANNEL};
 pub use handle::ServiceHandle;
@@ -159,6 +161,10 @@ pub(super) struct Loop {
     /// The durable delivery of the payload being taken in, until a Call takes it.
     delivery: Option<dispatcher_core::Delivery>,
     jitter: record::Jitter,
+    /// Control commands answered lately, by `reply_to` (the second copy is dropped).
+    answered: Answered,
+    /// The payload being taken in came on a control channel's subscription.
+    via_control: bool,
 }
 
 /// Most pool events or commands handled in one turn of the service loop.
@@ -212,6 +218,7 @@ fn resubscribe(
     b: Arc<dyn Broker>,
     channels: Vec<String>,
     tx: mpsc::Sender<(usize, Subscription)>,
+    control: bool,
 ) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(100);
@@ -220,8 +227,14 @@ fn resubscribe(
             if tx.is_closed() {
                 return;
             }
-            match b.subscribe(&channels).await {
-                Ok(sub) => {
+            let sub = if control {
+                b.subscribe_control(&channels).await
+            } else {
+                b.subscribe(&channels).await.map(Some)
+            };
+            match sub {
+                Ok(None) => return,
+                Ok(Some(sub)) => {
                     tracing::info!(broker, "subscribed again after the subscription ended");
                     let _ = tx.send((broker, sub)).await;
                     return;
@@ -248,11 +261,14 @@ impl Loop {
         mut events: mpsc::Receiver<PoolEvent>,
         mut commands: mpsc::Receiver<Command>,
         mut incoming: IncomingStream,
+        mut control_incoming: IncomingStream,
     ) {
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop_at: Option<Instant> = None;
         let (resub_tx, mut resubs) = mpsc::channel(self.brokers.len().max(1));
+        let (control_resub_tx, mut control_resubs) = mpsc::channel(self.brokers.len().max(1));
+        let mut control_batch = Vec::with_capacity(INCOMING_BATCH);
         let mut event_batch = Vec::with_capacity(BATCH);
         let mut polled = Vec::with_capacity(BATCH);
         let mut command_batch = Vec::with_capacity(BATCH);
@@ -279,10 +295,14 @@ impl Loop {
                         self.on_pool_event(ev);
                     }
                 }
-                1.. = commands.recv_many(&mut command_batch, BATCH), if !stopping => {
+                1.. = commands.recv_many(&mut command_batch, BATCH) => {
                     for cmd in command_batch.drain(..) {
-                        if stop_at.is_some() {
-                            // Not taken in after shutdown began (as if never received).
+                        if let Some(at) = stop_at {
+                            // After shutdown began only a shorter deadline is taken (a second
+                            // stop request); the rest is dropped, as if never received.
+                            if let Command::Shutdown { grace: Some(g) } = cmd {
+                                stop_at = Some(at.min(Instant::now() + g));
+                            }
                             continue;
                         }
                         match cmd {
@@ -298,10 +318,32 @@ impl Loop {
                                 let grace = grace.unwrap_or(self.config.shutdown_grace);
                                 stop_at = Some(Instant::now() + grace);
                                 self.begin_shutdown(&mut incoming);
+                                control_incoming = SelectAll::new();
                             }
                         }
                     }
                 },
+                // Control channels ahead of tasks, and read even while the intake is paused:
+                // commands are answered at once however many tasks wait behind them.
+                1.. = next_incoming(&mut control_incoming, &mut control_batch, INCOMING_BATCH),
+                    if !stopping =>
+                {
+                    for (b, msg) in control_batch.drain(..) {
+                        match msg {
+                            Some(msg) => {
+                                self.via_control = true;
+                                self.on_incoming(b, msg);
+                                self.via_control = false;
+                            }
+                            None => {
+                                tracing::error!(broker = b, "a broker's control subscription ended; control commands arrive on the channels only until it is subscribed again");
+                                if let Some(broker) = self.brokers.get(b).cloned() {
+                                    resubscribe(b, broker, control_channels(&self.config.channels), control_resub_tx.clone(), true);
+                                }
+                            }
+                        }
+                    }
+                }
                 // Up to INCOMING_BATCH payloads per turn, and no more than the queue has room
                 // for below `intake_pause_at` (a payload queues one Call at most).
                 1.. = next_incoming(&mut incoming, &mut incoming_batch, intake_room),
@@ -313,13 +355,14 @@ impl Loop {
                             None => {
                                 tracing::error!(broker = b, "a broker's subscription ended; nothing arrives from it until it is subscribed again");
                                 if let Some(broker) = self.brokers.get(b).cloned() {
-                                    resubscribe(b, broker, self.config.channels.clone(), resub_tx.clone());
+                                    resubscribe(b, broker, self.config.channels.clone(), resub_tx.clone(), false);
                                 }
                             }
                         }
                     }
                 }
                 Some((b, sub)) = resubs.recv(), if !stopping => incoming.push(tag_subscription(b, sub)),
+                Some((b, sub)) = control_resubs.recv(), if !stopping => control_incoming.push(tag_subscription(b, sub)),
                 _ = sleep_until(next_delay), if next_delay.is_some() && !stopping => self.release_delayed(),
                 _ = expiry.tick() => self.on_tick(),
                 _ = sleep_until(stop_at), if stopping => break,
@@ -469,7 +512,7 @@ mod tests {
             tries: tries.clone(),
         });
         let (tx, mut rx) = mpsc::channel(1);
-        resubscribe(0, broker, vec!["c".into()], tx);
+        resubscribe(0, broker, vec!["c".into()], tx, false);
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(rx.try_recv().is_err(), "no subscription was handed over");
         tries.load(std::sync::atomic::Ordering::SeqCst)

@@ -1,5 +1,8 @@
 //! Recording: a finished Call goes into the history (in batches, one lock per turn of the loop),
-//! the counters and the metrics, with one log line.
+//! the counters and the metrics, with one log line: DEBUG for `ok` and `discarded`, one WARN line
+//! for any other outcome (`call failed`, with the error and the rejection reason), and for a Call
+//! abandoned at shutdown a WARN line `call abandoned at shutdown` with its task, `args` and
+//! `kwargs` as JSON, each cut at [`REPLAY_ARGS_MAX`] bytes, so that it can be sent again.
 
 use std::sync::atomic::Ordering;
 
@@ -96,6 +99,9 @@ impl Loop {
         self.counters.by_outcome[outcome as usize] += 1;
         let _in_span = span.enter();
         match outcome {
+            Outcome::Canceled if self.stopping => {
+                tracing::warn!(uuid = %call.uuid, task = %call.task, channel = %call.channel, %outcome, error = %call.error.as_deref().unwrap_or_default(), args = %replay_json(&call.args), kwargs = %replay_json(&call.kwargs), "call abandoned at shutdown")
+            }
             Outcome::Ok | Outcome::Discarded => {
                 tracing::debug!(uuid = %call.uuid, task = %call.task, %outcome, run_ms = call.run_ms, "call finished")
             }
@@ -135,7 +141,6 @@ impl Loop {
             received: c.received,
             control: c.control,
             dispatched: c.dispatched,
-            finished: &c.by_outcome,
             rejected: &c.rejected_by,
         });
     }
@@ -202,6 +207,40 @@ impl Jitter {
     }
 }
 
+/// Most bytes of a Call's `args` (and of its `kwargs`) in the `call abandoned at shutdown` log
+/// line; longer JSON is cut at a character boundary and ends with `…(N bytes)`.
+pub(super) const REPLAY_ARGS_MAX: usize = 4096;
+
+/// `value` as JSON for a log line, at most [`REPLAY_ARGS_MAX`] bytes of it.
+fn replay_json(value: &Value) -> String {
+    let mut text = value.to_string();
+    if text.len() > REPLAY_ARGS_MAX {
+        let total = text.len();
+        let mut cut = REPLAY_ARGS_MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(&format!("…({total} bytes)"));
+    }
+    text
+}
+
 pub(super) fn call_span(uuid: &str, task: &str) -> tracing::Span {
     tracing::debug_span!("call", uuid = %uuid, task = %task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{replay_json, REPLAY_ARGS_MAX};
+    use serde_json::json;
+
+    #[test]
+    fn replay_json_is_cut_at_the_bound() {
+        assert_eq!(replay_json(&json!([1, "a"])), r#"[1,"a"]"#);
+        let long = json!(["é".repeat(REPLAY_ARGS_MAX)]);
+        let shown = replay_json(&long);
+        assert!(shown.len() < REPLAY_ARGS_MAX + 32, "{}", shown.len());
+        assert!(shown.ends_with(&format!("…({} bytes)", long.to_string().len())));
+    }
 }

@@ -1,5 +1,7 @@
 //! Shutdown: stop taking work, record the Calls that had not started as `canceled`, give the
-//! running ones the grace period, then end the rest.
+//! running ones the grace period (cut short by a second shutdown request with a shorter grace),
+//! then end the rest. Every Call abandoned this way is logged with its task and arguments (see
+//! [`super::record`]), so it can be sent again.
 
 use std::time::Duration;
 
@@ -25,14 +27,9 @@ impl Loop {
             .map(|(k, _)| *k)
             .collect();
         if !waiting.is_empty() {
-            let uuids: Vec<&str> = waiting
-                .iter()
-                .filter_map(|k| self.pending.get(k).map(|p| p.call.uuid.as_str()))
-                .collect();
-            tracing::warn!(
-                count = uuids.len(),
-                ?uuids,
-                "shutdown: abandoning Calls that had not started"
+            tracing::info!(
+                count = waiting.len(),
+                "shutdown: abandoning Calls that had not started (each logged with its task and arguments)"
             );
         }
         for k in waiting {
@@ -64,13 +61,9 @@ impl Loop {
         }
         let left: Vec<CallKey> = self.pending.keys().copied().collect();
         if !left.is_empty() {
-            let uuids: Vec<String> = left
-                .iter()
-                .filter_map(|k| self.pending.get(k).map(|p| p.call.uuid.clone()))
-                .collect();
             tracing::warn!(
-                ?uuids,
-                "shutdown: Calls ended without a report from the pool"
+                count = left.len(),
+                "shutdown: Calls ended without a report from the pool (each logged with its task and arguments)"
             );
         }
         for k in left {

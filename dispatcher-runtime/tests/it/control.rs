@@ -6,6 +6,8 @@ use dispatcher_core::{Outcome, TaskRegistry};
 use serde_json::{json, Value};
 
 use crate::tasks::*;
+use dispatcher_testkit::TestService;
+
 use crate::{service, WAIT};
 
 #[tokio::test]
@@ -221,4 +223,142 @@ async fn duplicate_task_names_fail_at_start() {
     // the collected registry sees both too
     let e = TaskRegistry::collected().unwrap_err();
     assert!(e.to_string().contains("t.double"), "{e}");
+}
+
+/// Commands sent by `request_with` (on the channel and its control channel) are answered at once
+/// while thousands of tasks wait behind the intake pause, and answered once.
+#[tokio::test]
+async fn control_is_answered_ahead_of_a_flood_and_only_once() {
+    use dispatcher_core::control::{request_with, RequestOptions};
+    let svc = TestService::builder()
+        .registry(crate::registry())
+        .pool(dispatcher_runtime::InProcessPool::new(1))
+        .configure(|b| b.intake_pause_at(10))
+        .start()
+        .await
+        .unwrap();
+    let broker = svc.broker().clone();
+    // No flood yet: both copies arrive; the second is dropped, so one reply in a whole second.
+    let options = RequestOptions::new(Duration::from_secs(1));
+    let replies = request_with(
+        &*broker,
+        svc.channel(),
+        "alive",
+        Default::default(),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+
+    // 3,000 tasks of 50 ms each on one worker: about 150 s of work; the service reads 10 at a
+    // time. A command behind them on the channel alone would wait that long.
+    let batch: Vec<(String, String)> = (0..3000)
+        .map(|_| {
+            let m = json!({"task": "t.nap", "args": [0.05]}).to_string();
+            (svc.channel().to_owned(), m)
+        })
+        .collect();
+    broker.publish_batch(&batch).await.unwrap();
+    let options = RequestOptions::new(WAIT).expected(Some(1));
+    let replies = request_with(
+        &*broker,
+        svc.channel(),
+        "running",
+        Default::default(),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(replies.len(), 1, "no reply while the tasks wait");
+    let done = svc.history().len();
+    assert!(done < 100, "answered only after {done} tasks had run");
+    let _ = svc.handle().shutdown_with_grace(Some(Duration::ZERO)).await;
+}
+
+/// The data of a control command from a JSON object literal.
+fn data(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn uuid_prefixes_select_and_ambiguous_cancels_are_refused() {
+    const A: &str = "feed0001-0000-4000-8000-00000000000a";
+    const B: &str = "feed0001-0000-4000-8000-00000000000b";
+    const C: &str = "c0ffee00-0000-4000-8000-000000000001";
+    let svc = service(1).await;
+    let p = svc.publisher();
+    p.publish(nap::call(30.0).uuid(A)).await.unwrap();
+    p.publish(nap::call(30.0).uuid(B)).await.unwrap();
+    p.publish(double::call(1).uuid(C).delay(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let h = svc.handle();
+    let mut tries = 0;
+    while h
+        .control("running", Default::default())
+        .await
+        .unwrap()
+        .as_object()
+        .map_or(0, |m| m.len())
+        < 3
+    {
+        tries += 1;
+        assert!(tries < 100, "three Calls in flight");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // running: a prefix lists every Call it begins; a full-length uuid only its own.
+    let shared = h
+        .control("running", data(json!({"uuid": "feed0001"})))
+        .await
+        .unwrap();
+    assert_eq!(shared.as_object().unwrap().len(), 2, "{shared}");
+    let exact = h
+        .control("running", data(json!({"uuid": A})))
+        .await
+        .unwrap();
+    assert_eq!(exact.as_object().unwrap().len(), 1, "{exact}");
+    // The running one says how long it has run; the delayed one when it is due.
+    let running = h.control("running", Default::default()).await.unwrap();
+    let worker = &running["worker-0"];
+    assert!(worker["run_s"].as_f64().unwrap() >= 0.0, "{running}");
+    let due = running["delayed-0"]["due_in_s"].as_f64().unwrap();
+    assert!(due > 20.0 && due <= 30.0, "{running}");
+
+    // cancel: an ambiguous prefix cancels nothing and names the candidates.
+    let refused = h
+        .control("cancel", data(json!({"uuid": "feed0001"})))
+        .await
+        .unwrap();
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("ambiguous") && error.contains(A) && error.contains(B),
+        "{refused}"
+    );
+    let still = h.control("running", Default::default()).await.unwrap();
+    assert_eq!(still.as_object().unwrap().len(), 3, "{still}");
+
+    // A prefix of one Call cancels it.
+    let canceled = h
+        .control("cancel", data(json!({"uuid": "c0ffee00"})))
+        .await
+        .unwrap();
+    assert_eq!(canceled["delayed-0"]["uuid"], json!(C), "{canceled}");
+    svc.wait_for_calls(1, WAIT).await.unwrap();
+
+    // history: the prefix again.
+    let history = h
+        .control("history", data(json!({"uuid": "c0ff"})))
+        .await
+        .unwrap();
+    let calls = history["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{history}");
+    assert_eq!(calls[0]["outcome"], "canceled");
+    let none = h
+        .control("history", data(json!({"uuid": "c0ffee01"})))
+        .await
+        .unwrap();
+    assert!(none["calls"].as_array().unwrap().is_empty(), "{none}");
+    svc.shutdown().await;
 }

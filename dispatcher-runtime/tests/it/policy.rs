@@ -223,3 +223,27 @@ async fn shutdown_grace_ends_long_calls() {
         .unwrap();
     assert_history(&svc.history()).has_exactly(1, call().task("t.nap").outcome(Outcome::Canceled));
 }
+
+#[tokio::test]
+async fn a_second_shutdown_with_a_shorter_grace_ends_at_once() {
+    let svc = service(1).await;
+    svc.publisher().publish(nap::call(30.0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h = svc.handle();
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::join!(
+        h.shutdown_with_grace(Some(Duration::from_secs(60))),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            h.shutdown_with_grace(Some(Duration::ZERO)).await
+        }
+    );
+    first.unwrap();
+    second.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited {:?}: the second request did not shorten the grace",
+        started.elapsed()
+    );
+    assert_history(&svc.history()).has_exactly(1, call().task("t.nap").outcome(Outcome::Canceled));
+}

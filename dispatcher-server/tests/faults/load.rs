@@ -19,7 +19,11 @@ const SLOW_CONSUMER_RSS_MB: u64 = 64;
 const BURST_RSS_MB: u64 = 128;
 
 pub fn all() -> Trials {
-    trials![slow_consumer_10k_all_ok, burst_100k_bounded_memory]
+    trials![
+        slow_consumer_10k_all_ok,
+        burst_100k_bounded_memory,
+        control_ahead_of_a_100k_flood
+    ]
 }
 
 async fn slow_consumer_10k_all_ok() {
@@ -170,6 +174,51 @@ async fn burst_100k_bounded_memory() {
             .iter()
             .all(|c| known.contains(&c.uuid) && c.outcome == Some(dispatcher_core::Outcome::Ok)),
         "the history holds a Call that is not ok or not published here"
+    );
+    svc.stop().await;
+}
+
+/// 100,000 two-second tasks wait behind the intake pause (two workers: days of work); control
+/// commands are answered at once all the same, through the control channel the service reads
+/// ahead of tasks, while the tasks still wait. On the channel alone, behind the flood, not one
+/// would be answered before the tasks ran.
+async fn control_ahead_of_a_100k_flood() {
+    const N: usize = 100_000;
+    const BATCH: usize = 5_000;
+    const ASKS: usize = 50;
+    let svc = start(Opts {
+        workers: 2,
+        max_waiting: 200_000,
+        ..Opts::default()
+    })
+    .await;
+    for _ in 0..N / BATCH {
+        svc.publish_batch("f.sleep", BATCH, |_| vec![json!(2.0)])
+            .await;
+    }
+    let mut ms = Vec::with_capacity(ASKS);
+    for i in 0..ASKS {
+        let asked = Instant::now();
+        let alive = svc.control("alive", json!({}), 5_000).await;
+        assert!(
+            alive.is_some(),
+            "`alive` {i} not answered within 5 s with {N} tasks waiting; log:\n{}",
+            svc.log_tail()
+        );
+        ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+    }
+    let counts = svc.counts().await;
+    assert!(
+        counts.finished_total() < 100,
+        "the flood did not wait: {counts}"
+    );
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "faults: {ASKS} `alive` with {N} tasks waiting behind the intake pause: p50 {:.1} ms, \
+         p99 {:.1} ms, max {:.1} ms; {counts}",
+        ms[ASKS / 2],
+        ms[(ASKS * 99).div_ceil(100) - 1],
+        ms[ASKS - 1]
     );
     svc.stop().await;
 }

@@ -26,6 +26,7 @@ macro_rules! trials {
 }
 
 mod broker_faults;
+mod freeze;
 mod harness;
 mod load;
 mod queue_faults;
@@ -146,6 +147,7 @@ fn main() -> ExitCode {
         args.test_threads = Some(1);
     }
     let mut trials = broker_faults::all();
+    trials.extend(freeze::all());
     trials.extend(worker_faults::all());
     trials.extend(load::all());
     trials.extend(queue_faults::all());

@@ -3,7 +3,7 @@
 
 use tokio::process::Command;
 
-use crate::support::temp_dir;
+use crate::support::{run_config, temp_dir};
 use crate::SERVICE_CONFIG_ENV;
 
 pub async fn bad_config_file_names_the_key() {
@@ -22,4 +22,45 @@ pub async fn bad_config_file_names_the_key() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `log_level = "loud"` stops the service at start with a message naming the key, the value
+/// and the levels it takes (it used to be taken as a target name and silence every line).
+pub async fn bad_log_level_fails_at_start() {
+    let out = run_config("log_level = \"loud\"\n").await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`log_level` = \"loud\""), "{err}");
+    assert!(
+        err.contains("trace, debug, info, warn, error, off"),
+        "{err}"
+    );
+    assert_eq!(err.matches("configuration").count(), 1, "{err}");
+}
+
+/// A value of the wrong kind is told in words (no Rust type names), and "configuration" once.
+pub async fn wrong_kind_of_value_in_words() {
+    let out = run_config("history_size = \"lots\"\n").await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("expected a whole number"), "{err}");
+    assert!(err.contains("history_size = \"lots\""), "{err}");
+    assert!(!err.contains("usize"), "{err}");
+    assert_eq!(err.matches("configuration").count(), 1, "{err}");
+    let out = run_config("log_format = \"xml\"\n").await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("log_format") && err.contains("`text`") && err.contains("`json`"),
+        "{err}"
+    );
+}
+
+/// A metrics host name that does not resolve stops the service at start, naming it.
+pub async fn unresolvable_metrics_host_is_named() {
+    let out = run_config("[metrics]\naddress = \"no-such-host.invalid:9187\"\n").await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no-such-host.invalid:9187"), "{err}");
+    assert!(err.contains("does not resolve"), "{err}");
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dispatcher_core::{task, TaskRegistry};
-use dispatcher_server::{init_logging, Server, ServerConfig};
+use dispatcher_server::{init_logging_as, Server, ServerConfig};
 use libtest_mimic::Trial;
 
 /// The environment variable that turns this binary into a service process with that config file.
@@ -64,9 +64,16 @@ macro_rules! trials {
 fn all() -> Vec<Trial> {
     trials![
         shutdown::sigterm_lets_the_running_call_finish_and_exits_0,
+        shutdown::second_sigterm_stops_at_once,
+        shutdown::one_warn_line_per_failed_call,
         metrics::metrics_endpoint_counts_calls,
         log_level::set_log_level_changes_the_filter,
+        log_level::debug_is_scoped_and_dependencies_only_by_name,
+        log_level::json_lines_parse,
         config::bad_config_file_names_the_key,
+        config::bad_log_level_fails_at_start,
+        config::wrong_kind_of_value_in_words,
+        config::unresolvable_metrics_host_is_named,
     ]
 }
 
@@ -80,7 +87,7 @@ fn serve(path: &str, registry: TaskRegistry) -> ExitCode {
         }
     };
     config.apply_env();
-    let log = match init_logging(&config.log_level) {
+    let log = match init_logging_as(&config.log_level, config.log_format) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");

@@ -32,6 +32,8 @@ pub struct Svc {
     pub dir: PathBuf,
     broker: Arc<PgBroker>,
     pub channel: String,
+    /// The database's URL.
+    pub url: String,
     _fx: PgFixture,
 }
 
@@ -59,8 +61,19 @@ pub async fn start(extra: &str) -> Svc {
     let fx = PgFixture::new().await.unwrap();
     let dir = temp_dir();
     let channel = format!("srv_{}", &uuid_hex()[..12]);
+    // `extra` may set the grace and the log level itself (a key may appear once).
+    let grace = if extra.contains("shutdown_grace") {
+        ""
+    } else {
+        "shutdown_grace = 10.0\n"
+    };
+    let level = if extra.contains("log_level") {
+        ""
+    } else {
+        "log_level = \"info,dispatcher_runtime=debug\"\n"
+    };
     let config = format!(
-        "node_id = \"srv-test\"\nchannels = [\"{channel}\"]\nshutdown_grace = 10.0\nlog_level = \"info,dispatcher_runtime=debug\"\n{extra}\n[broker]\nurl = \"{}\"\n[pool]\nmin_workers = 1\nmax_workers = 1\n",
+        "node_id = \"srv-test\"\nchannels = [\"{channel}\"]\n{grace}{level}{extra}\n[broker]\nurl = \"{}\"\n[pool]\nmin_workers = 1\nmax_workers = 1\n",
         fx.url().replace('\\', "\\\\").replace('"', "\\\"")
     );
     let path = dir.join("dispatcher.toml");
@@ -81,6 +94,7 @@ pub async fn start(extra: &str) -> Svc {
         dir,
         broker,
         channel,
+        url: fx.url(),
         _fx: fx,
     };
     // wait until it answers
@@ -161,6 +175,34 @@ impl Drop for Svc {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs the service binary on a config file holding `text` and returns what it printed and its
+/// exit status (for configurations that stop it at start).
+pub async fn run_config(text: &str) -> std::process::Output {
+    let dir = temp_dir();
+    let path = dir.join("dispatcher.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(std::env::current_exe().unwrap())
+            .env(SERVICE_CONFIG_ENV, &path)
+            .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL")
+            .output(),
+    )
+    .await
+    .expect("the service stops at start")
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// The lines of `log` at WARN (text format) that mention `needle`.
+pub fn warn_lines<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| l.contains(" WARN ") && l.contains(needle))
+        .collect()
 }
 
 /// The metrics endpoint's page at `addr`, headers included.

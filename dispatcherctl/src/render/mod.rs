@@ -3,15 +3,18 @@
 //! ([`queue`]).
 
 pub(crate) mod queue;
+mod summary;
 mod tables;
 mod text;
 
 use dispatcher_core::control::{
-    Command, HistoryReply, MainReply, Reply, RunningReply, WorkersReply,
+    AioTasksReply, ChunksReply, Command, HistoryReply, LogLevelReply, MainReply, MetricsReply,
+    ProducersReply, Reply, RunReply, RunningReply, StatusReply, WorkersReply,
 };
 use serde_json::Value;
 
-pub use text::{render_table, truncate, CELL_MAX_CHARS};
+pub use tables::calls_table;
+pub use text::{num, render_table, short_uuids, truncate, CELL_MAX_CHARS, UUID_SHOWN};
 
 /// The `--json` output: one pretty-printed JSON array of the replies as they arrived, and a
 /// newline.
@@ -80,10 +83,32 @@ fn typed_section(command: &str, reply: &Reply) -> Option<String> {
             .parse::<HistoryReply>()
             .ok()
             .map(|h| tables::history(&h)),
-        Command::Main if has("pool") => reply
-            .parse::<MainReply>()
+        Command::Main if has("pool") => reply.parse::<MainReply>().ok().map(|m| tables::main(&m)),
+        Command::Status if has("main") => reply
+            .parse::<StatusReply>()
             .ok()
-            .map(|m| tables::main(&m, &reply.body)),
+            .map(|s| summary::status(&s, &reply.body)),
+        Command::Metrics if has("finished") || has("enabled") => reply
+            .parse::<MetricsReply>()
+            .ok()
+            .map(|m| summary::metrics(&m)),
+        Command::SetLogLevel if has("level") => reply
+            .parse::<LogLevelReply>()
+            .ok()
+            .map(|l| summary::log_level(&l)),
+        Command::Run if has("ack") => reply.parse::<RunReply>().ok().map(|r| summary::run(&r)),
+        Command::Producers => reply
+            .parse::<ProducersReply>()
+            .ok()
+            .map(|p| summary::producers(&p)),
+        Command::AioTasks => reply
+            .parse::<AioTasksReply>()
+            .ok()
+            .map(|t| summary::aio_tasks(&t)),
+        Command::Chunks if has("status") => reply
+            .parse::<ChunksReply>()
+            .ok()
+            .map(|c| summary::chunks(&c)),
         _ => None,
     }
 }

@@ -285,11 +285,11 @@ mod tests {
         );
         assert_eq!(
             lines[3],
-            "default  5          4    0        0       0         1m 15s"
+            "default          5    4        0       0         0  1m 15s"
         );
         assert_eq!(
             lines[4],
-            "later    2          0    0        1       0         -"
+            "later            2    0        0       1         0  -"
         );
         assert_eq!(lines[6], "no failed or canceled jobs");
         // --limit 0: counts only.

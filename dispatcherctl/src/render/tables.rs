@@ -1,19 +1,28 @@
 //! The readable sections of the typed replies: each returns what follows `node <id>:`.
 
+use dispatcher_core::call::now_epoch;
 use dispatcher_core::control::{HistoryReply, MainReply, RunningEntry, RunningReply, WorkersReply};
-use dispatcher_core::{Call, Outcome, WorkerState, WorkerStatus};
+use dispatcher_core::{BrokerStatus, Call, Outcome, WorkerState, WorkerStatus};
 use serde_json::Value;
 
-use super::text::{count, ms, or_dash, render_table, slot_order, text_or_dash};
+use super::queue::{age, utc};
+use super::text::{count, ms, num, or_dash, render_table, short_uuids, slot_order, text_or_dash};
 
 /// `workers`: one row per worker, `worker-2` before `worker-10`. `raw` is the reply as sent, for
 /// status words this version does not know.
 pub(super) fn workers(workers: &WorkersReply, raw: &Value) -> String {
     let mut sorted: Vec<(&String, &WorkerStatus)> = workers.iter().collect();
     sorted.sort_by_key(|(key, _)| slot_order(key));
+    let uuids = short_uuids(
+        &sorted
+            .iter()
+            .map(|(_, w)| w.current_task_uuid.as_deref().unwrap_or(""))
+            .collect::<Vec<_>>(),
+    );
     let rows: Vec<Vec<String>> = sorted
         .iter()
-        .map(|(key, w)| {
+        .zip(uuids)
+        .map(|((key, w), uuid)| {
             let word = raw
                 .get(key.as_str())
                 .and_then(|v| v.get("status"))
@@ -24,21 +33,13 @@ pub(super) fn workers(workers: &WorkersReply, raw: &Value) -> String {
                 worker_state(w, word),
                 w.finished_count.to_string(),
                 or_dash(w.current_task.as_deref()),
-                or_dash(w.current_task_uuid.as_deref()),
-                format!("{:.1}s", w.age),
+                uuid,
+                age(w.age),
             ]
         })
         .collect();
     let table = render_table(
-        &[
-            "worker",
-            "pid",
-            "status",
-            "finished",
-            "current task",
-            "uuid",
-            "age",
-        ],
+        &["worker", "pid", "status", "finished", "task", "uuid", "age"],
         &rows,
     );
     format!(" {}\n{table}", count(rows.len() as u64, "worker"))
@@ -74,20 +75,32 @@ pub(super) fn canceled(reply: &RunningReply) -> String {
     }
 }
 
-/// The table of a [`RunningReply`] and its length; `None` when it lists nothing.
-fn slots(reply: &RunningReply) -> Option<(usize, String)> {
+/// The table of a [`RunningReply`] and its length; `None` when it lists nothing. A running Call
+/// shows how long it has run, a delayed one how long until it is due (the service's figures;
+/// from its timestamps and this clock when a service does not send them).
+pub(super) fn slots(reply: &RunningReply) -> Option<(usize, String)> {
     if reply.is_empty() {
         return None;
     }
     let mut sorted: Vec<(&String, &RunningEntry)> = reply.iter().collect();
     sorted.sort_by_key(|(key, _)| slot_order(key));
+    let uuids = short_uuids(
+        &sorted
+            .iter()
+            .map(|(_, e)| e.uuid.as_str())
+            .collect::<Vec<_>>(),
+    );
+    let now = now_epoch();
     let rows: Vec<Vec<String>> = sorted
         .iter()
-        .map(|(key, e)| {
+        .zip(uuids)
+        .map(|((key, e), uuid)| {
+            let ran = e.run_s.or_else(|| e.started_at.map(|t| now - t));
+            let due = e.due_in_s.or_else(|| e.due_at.map(|t| (t - now).max(0.0)));
             vec![
                 (*key).clone(),
                 text_or_dash(&e.task),
-                text_or_dash(&e.uuid),
+                uuid,
                 if e.args.is_empty() {
                     "-".to_owned()
                 } else {
@@ -98,58 +111,106 @@ fn slots(reply: &RunningReply) -> Option<(usize, String)> {
                 } else {
                     Value::Object(e.kwargs.clone()).to_string()
                 },
+                ran.map_or_else(|| "-".to_owned(), age),
+                due.map_or_else(|| "-".to_owned(), age),
             ]
         })
         .collect();
     Some((
         rows.len(),
-        render_table(&["slot", "task", "uuid", "args", "kwargs"], &rows),
+        render_table(
+            &[
+                "slot", "task", "uuid", "args", "kwargs", "ran for", "due in",
+            ],
+            &rows,
+        ),
     ))
 }
 
-/// `history`: one row per finished Call, oldest first, uuids cut to 8 characters.
+/// `history`: one row per finished Call, oldest first.
 pub(super) fn history(reply: &HistoryReply) -> String {
-    let rows: Vec<Vec<String>> = reply.calls.iter().map(history_row).collect();
-    let table = render_table(
+    let n = count(reply.calls.len() as u64, "call");
+    if reply.calls.is_empty() {
+        return format!(" {n}\n");
+    }
+    format!(" {n}\n{}", calls_table(&reply.calls))
+}
+
+/// The table of finished Calls that `dispatcherctl history` prints (and the demo, so the two
+/// read alike): each Call's uuid as short as still picks it (the commands take a uuid's
+/// beginning), task, outcome, attempt (durable queue jobs), when it finished (UTC), wait, run
+/// and total milliseconds, and the error or the result, cut at
+/// [`CELL_MAX_CHARS`](super::text::CELL_MAX_CHARS).
+pub fn calls_table(calls: &[Call]) -> String {
+    let uuids = short_uuids(&calls.iter().map(|c| c.uuid.as_str()).collect::<Vec<_>>());
+    let rows: Vec<Vec<String>> = calls
+        .iter()
+        .zip(uuids)
+        .map(|(c, uuid)| {
+            let detail = match (&c.error, &c.result) {
+                (Some(e), _) => e.clone(),
+                (None, Some(r)) => r.to_string(),
+                (None, None) => "-".to_owned(),
+            };
+            vec![
+                uuid,
+                text_or_dash(&c.task),
+                or_dash(c.outcome.map(Outcome::as_str)),
+                or_dash(c.attempt),
+                c.finished_at.map_or_else(|| "-".to_owned(), utc),
+                ms(c.wait_ms),
+                ms(c.run_ms),
+                ms(c.total_ms),
+                detail,
+            ]
+        })
+        .collect();
+    render_table(
         &[
             "uuid",
             "task",
             "outcome",
+            "attempt",
+            "finished (UTC)",
             "wait ms",
             "run ms",
             "total ms",
-            "error / result",
+            "result / error",
         ],
         &rows,
+    )
+}
+
+/// `main`: pid, uptime, counts and tasks on a few lines, then the brokers and the pool as
+/// tables.
+pub(super) fn main(reply: &MainReply) -> String {
+    let mut out = format!(
+        "\npid {}, up {}, {} received, {} control commands\n",
+        reply.pid,
+        age(reply.uptime),
+        reply.received_count,
+        reply.control_count
     );
-    format!(" {}\n{table}", count(rows.len() as u64, "call"))
-}
-
-fn history_row(c: &Call) -> Vec<String> {
-    let detail = match (&c.error, &c.result) {
-        (Some(e), _) => e.clone(),
-        (None, Some(r)) => r.to_string(),
-        (None, None) => "-".to_owned(),
-    };
-    vec![
-        text_or_dash(&c.uuid.chars().take(8).collect::<String>()),
-        text_or_dash(&c.task),
-        or_dash(c.outcome.map(Outcome::as_str)),
-        ms(c.wait_ms),
-        ms(c.run_ms),
-        ms(c.total_ms),
-        detail,
-    ]
-}
-
-/// `main`: the reply as JSON without its pool (`raw`, as sent), then the pool summary.
-pub(super) fn main(reply: &MainReply, raw: &Value) -> String {
-    let mut rest = raw.clone();
-    if let Value::Object(fields) = &mut rest {
-        fields.remove("pool");
+    out.push_str(&format!(
+        "tasks ({}): {}\n",
+        reply.registered_tasks.len(),
+        if reply.registered_tasks.is_empty() {
+            "-".to_owned()
+        } else {
+            reply.registered_tasks.join(", ")
+        }
+    ));
+    if !reply.brokers.is_empty() {
+        out.push_str(&brokers(&reply.brokers));
     }
     let p = &reply.pool;
-    let table = render_table(
+    out.push_str(&format!(
+        "pool: {}, {} running, {} active\n",
+        count(p.worker_ct, "worker"),
+        p.running_ct,
+        p.active_task_ct
+    ));
+    out.push_str(&render_table(
         &[
             "queued",
             "blocked",
@@ -175,11 +236,49 @@ pub(super) fn main(reply: &MainReply, raw: &Value) -> String {
         .iter()
         .map(u64::to_string)
         .collect()],
-    );
-    format!(
-        "\n{rest:#}\npool: {}, {} running, {} active\n{table}",
-        count(p.worker_ct, "worker"),
-        p.running_ct,
-        p.active_task_ct
+    ));
+    out
+}
+
+/// The brokers of `main`: health, replacements and the self-check's round trips.
+fn brokers(brokers: &[BrokerStatus]) -> String {
+    let rows: Vec<Vec<String>> = brokers
+        .iter()
+        .map(|b| {
+            let check = b.self_check.as_ref();
+            let rtt = |f: fn(&dispatcher_core::broker::SelfCheckStatus) -> Option<f64>| {
+                check.and_then(f).map_or_else(|| "-".to_owned(), num)
+            };
+            vec![
+                text_or_dash(&b.broker),
+                match b.connected {
+                    Some(true) => "yes".to_owned(),
+                    Some(false) => "no".to_owned(),
+                    None => "-".to_owned(),
+                },
+                b.recycles.to_string(),
+                or_dash(b.last_recycle_reason.as_deref()),
+                check.map_or_else(
+                    || "-".to_owned(),
+                    |c| format!("{} ({} failed)", c.count, c.failures),
+                ),
+                rtt(|c| c.last_rtt_ms),
+                rtt(|c| c.mean_rtt_ms),
+                rtt(|c| c.max_rtt_ms),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "broker",
+            "connected",
+            "replaced",
+            "last replaced because",
+            "self-checks",
+            "last rtt ms",
+            "mean rtt ms",
+            "max rtt ms",
+        ],
+        &rows,
     )
 }

@@ -51,7 +51,7 @@ fn workers_table_sorted_numerically() {
     let out = format_reply("workers", &reply);
     assert!(out.starts_with("node n1: 2 workers\n"), "{out}");
     assert!(
-        out.contains("worker     pid  status  finished  current task  uuid  age"),
+        out.contains("worker     pid  status  finished  task     uuid  age"),
         "{out}"
     );
     let w2 = out.find("worker-2 ").unwrap();
@@ -137,14 +137,24 @@ fn running_entries_show_their_typed_fields() {
                      "started_at": 1.0, "channel": "c"},
     });
     let out = format_reply("running", &reply);
-    assert_eq!(
-        row(&out, "worker-0"),
-        ["worker-0", "t.add", "u1", "[1]", "{\"b\":2}"]
-    );
+    let worker = row(&out, "worker-0");
+    assert_eq!(worker[..5], ["worker-0", "t.add", "u1", "[1]", "{\"b\":2}"]);
+    // No run_s from the service: the time since started_at by this clock (decades here).
+    assert!(worker[5].ends_with('h') && worker[6] == "-", "{out}");
     assert_eq!(
         row(&out, "delayed-0"),
-        ["delayed-0", "t.later", "u3", "-", "-"]
+        ["delayed-0", "t.later", "u3", "-", "-", "-", "0.0s"]
     );
+    // The service's own figures win.
+    let reply = json!({
+        "node_id": "n1",
+        "delayed-0": {"task": "t.later", "uuid": "u3", "due_at": 1.0, "due_in_s": 75.5},
+        "worker-0": {"task": "t.add", "uuid": "u1", "started_at": 1.0, "run_s": 2.25},
+    });
+    let out = format_reply("running", &reply);
+    assert!(out.contains("ran for  due in"), "{out}");
+    assert_eq!(row(&out, "worker-0")[5..], ["2.2s", "-"]);
+    assert_eq!(row(&out, "delayed-0")[5..], ["-", "1m 15s"]);
     let out = format_reply("cancel", &json!({"node_id": "n1"}));
     assert_eq!(out, "node n1: nothing matched; nothing canceled\n");
 }
@@ -170,7 +180,10 @@ fn history_table_truncates() {
     let out = format_reply("history", &reply);
     assert!(out.starts_with("node n1: 2 calls\n"), "{out}");
     assert!(
-        out.contains("uuid      task    outcome  wait ms  run ms  total ms  error / result"),
+        out.contains(
+            "uuid      task    outcome  attempt  finished (UTC)  wait ms  run ms  total ms  \
+             result / error"
+        ),
         "{out}"
     );
     assert!(out.contains("01234567  t.add"), "{out}");
@@ -184,16 +197,28 @@ fn history_rows_read_typed_calls() {
     let mut ok = finished("abcdef0123", "t.echo", Outcome::Ok);
     ok.result = Some(json!({"a": "b"}));
     ok.run_ms = Some(2.26);
+    ok.finished_at = Some(1_700_000_000.5);
+    ok.attempt = Some(2);
     let canceled = finished("99999999", "t.nap", Outcome::Canceled);
     let reply = json!({"node_id": "n1", "calls": [ok, canceled]});
     let out = format_reply("history", &reply);
     assert_eq!(
         row(&out, "abcdef01"),
-        ["abcdef01", "t.echo", "ok", "-", "2.3", "-", "{\"a\":\"b\"}"]
+        [
+            "abcdef01",
+            "t.echo",
+            "ok",
+            "2",
+            "2023-11-14 22:13:20",
+            "-",
+            "2.3",
+            "-",
+            "{\"a\":\"b\"}"
+        ]
     );
     assert_eq!(
         row(&out, "99999999"),
-        ["99999999", "t.nap", "canceled", "-", "-", "-", "-"]
+        ["99999999", "t.nap", "canceled", "-", "-", "-", "-", "-", "-"]
     );
     let out = format_reply("history", &json!({"node_id": "n1", "calls": []}));
     assert!(out.starts_with("node n1: 0 calls\n"), "{out}");
@@ -220,9 +245,12 @@ fn main_shows_its_pool_summary() {
     let mut reply = serde_json::to_value(&main).unwrap();
     reply["node_id"] = json!("n1");
     let out = format_reply("main", &reply);
-    assert!(out.starts_with("node n1:\n{\n"), "{out}");
-    assert!(out.contains("\"control_count\": 3"), "{out}");
-    assert!(!out.contains("\"pool\""), "{out}");
+    assert!(
+        out.starts_with("node n1:\npid 12, up 0.0s, 0 received, 3 control commands\n"),
+        "{out}"
+    );
+    assert!(out.contains("tasks (1): t.add\n"), "{out}");
+    assert!(!out.contains('{') && !out.contains('"'), "no JSON: {out}");
     assert!(
         out.contains("\npool: 2 workers, 1 running, 4 active\nqueued  blocked"),
         "{out}"
@@ -279,12 +307,65 @@ fn replies_of_other_shapes_print_as_json_and_never_panic() {
 }
 
 #[test]
-fn other_commands_print_their_json() {
+fn set_log_level_and_run_are_tables() {
     let reply = json!({"node_id": "n", "level": "warn", "previous_level": "debug"});
     assert_eq!(
         format_reply("set_log_level", &reply),
-        "node n:\n{\n  \"level\": \"warn\",\n  \"previous_level\": \"debug\"\n}\n"
+        "node n:\nlogger  level  previous level\n-----------------------------\n-       warn   \
+         debug\n"
     );
+    let reply = json!({"node_id": "n", "ack": {"task": "t.add", "args": [1, 2]}, "uuid": "u-9"});
+    let out = format_reply("run", &reply);
+    assert!(
+        out.starts_with("node n: started\ntask   uuid  args   kwargs  delay\n"),
+        "{out}"
+    );
+    assert!(out.contains("t.add  u-9   [1,2]  -       -"), "{out}");
+    // Unknown commands' replies stay JSON.
+    let out = format_reply("nosuch", &json!({"node_id": "n", "x": 1}));
+    assert_eq!(out, "node n:\n{\n  \"x\": 1\n}\n");
+}
+
+#[test]
+fn metrics_and_status_are_tables_with_rounded_numbers() {
+    use dispatcher_core::broker::SelfCheckStatus;
+    use dispatcher_core::control::{MetricsReply, StatusReply};
+    use dispatcher_core::BrokerStatus;
+    let mut broker = BrokerStatus::new("pg_notify");
+    broker.connected = Some(true);
+    let mut check = SelfCheckStatus::new(4, 0);
+    check.last_rtt_ms = Some(0.656_361_000_000_000_1);
+    broker.self_check = Some(check);
+    let mut status = StatusReply::default();
+    status.main.brokers = vec![broker];
+    status.metrics = MetricsReply {
+        received: 7,
+        finished: [("ok".to_owned(), 3)].into_iter().collect(),
+        ..MetricsReply::default()
+    };
+    status.history = Some(Default::default());
+    let mut reply = serde_json::to_value(&status).unwrap();
+    reply["node_id"] = json!("n");
+    let out = format_reply("status", &reply);
+    for needle in [
+        "pg_notify",
+        "0.66",
+        "\nworkers: 0 workers\n",
+        "\nrunning: nothing running or waiting\n",
+        "\nmetrics:\n",
+        "finished ok",
+        "\nproducers: 0 producers\n",
+        "\nnewest calls: 0 calls\n",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing in\n{out}");
+    }
+    assert!(!out.contains("0.656") && !out.contains('{'), "{out}");
+    let mut reply = serde_json::to_value(&status.metrics).unwrap();
+    reply["node_id"] = json!("n");
+    let out = format_reply("metrics", &reply);
+    assert!(out.starts_with("node n:\nmetric"), "{out}");
+    assert!(row(&out, "received").ends_with(&["7"]), "{out}");
+    assert!(out.ends_with("metrics endpoint: none\n"), "{out}");
 }
 
 #[test]

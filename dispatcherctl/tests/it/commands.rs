@@ -6,7 +6,7 @@ use std::time::Duration;
 use dispatcher_testkit::postgres::PgFixture;
 use serde_json::{json, Value};
 
-use crate::support::{add, ctl, nap, one, running_count, service, wait_until};
+use crate::support::{add, assert_no_json, ctl, nap, one, running_count, service, wait_until};
 
 #[tokio::test]
 async fn alive_main_metrics_status() {
@@ -26,8 +26,17 @@ async fn alive_main_metrics_status() {
     assert!(main["control_count"].as_u64().unwrap() >= 3, "{main}");
     assert!(main["pool"]["finished_count"].is_u64(), "{main}");
     let human = ctl(&fx, &["main"]).await.ok();
-    assert!(human.stdout.starts_with("node node-a:\n{\n"), "{human:?}");
-    assert!(human.stdout.contains("\"control_count\""), "{human:?}");
+    assert!(human.stdout.starts_with("node node-a:\npid "), "{human:?}");
+    assert!(human.stdout.contains("control commands\n"), "{human:?}");
+    assert!(
+        human
+            .stdout
+            .contains("tasks (3): ctl.add, ctl.fail, ctl.nap\n"),
+        "{human:?}"
+    );
+    // The broker's row: its self-check's round trips rounded, never 0.6563610000000001.
+    assert!(human.stdout.contains("\npg_notify "), "{human:?}");
+    assert_no_json(&human.stdout);
     assert!(
         human
             .stdout
@@ -43,7 +52,17 @@ async fn alive_main_metrics_status() {
     assert_eq!(metrics["finished"]["ok"], json!(1), "{metrics}");
     assert_eq!(metrics["node_id"], "node-a");
     let human = ctl(&fx, &["metrics"]).await.ok();
-    assert!(human.stdout.contains("\"finished\""), "{human:?}");
+    assert!(
+        human.stdout.starts_with("node node-a:\nmetric "),
+        "{human:?}"
+    );
+    let ok_row = human
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("finished ok "))
+        .unwrap_or_else(|| panic!("no finished ok row: {human:?}"));
+    assert!(ok_row.ends_with(" 1"), "{human:?}");
+    assert_no_json(&human.stdout);
 
     let status = one(&fx, &["status"]).await;
     for k in [
@@ -59,8 +78,20 @@ async fn alive_main_metrics_status() {
     }
     assert_eq!(status["node_id"], "node-a");
     let human = ctl(&fx, &["status"]).await.ok();
-    assert!(human.stdout.starts_with("node node-a:\n"), "{human:?}");
-    assert!(human.stdout.contains("\"workers\""), "{human:?}");
+    assert!(human.stdout.starts_with("node node-a:\npid "), "{human:?}");
+    for section in [
+        "\nworkers: 2 workers\n",
+        "\nrunning: nothing running or waiting\n",
+        "\nmetrics:\n",
+        "\nproducers: ",
+        "\nnewest calls: 1 call\n",
+    ] {
+        assert!(
+            human.stdout.contains(section),
+            "{section:?} missing: {human:?}"
+        );
+    }
+    assert_no_json(&human.stdout);
     svc.shutdown().await.unwrap();
 }
 
@@ -89,25 +120,19 @@ async fn workers_table_and_json() {
     let out = &run.stdout;
     assert!(out.starts_with("node node-a: 2 workers\n"), "{out}");
     let header = out.lines().nth(1).unwrap();
-    for col in [
-        "worker",
-        "pid",
-        "status",
-        "finished",
-        "current task",
-        "uuid",
-        "age",
-    ] {
+    for col in ["worker", "pid", "status", "finished", "task", "uuid", "age"] {
         assert!(header.contains(col), "{col:?} missing in {header:?}");
     }
-    assert!(out.contains("ctl.nap") && out.contains(&uuid), "{out}");
+    // The uuid as the tables show it: its first 8 characters, which the commands accept.
+    assert!(out.contains("ctl.nap") && out.contains(&uuid[..8]), "{out}");
+    assert!(!out.contains(&uuid), "{out}");
     // The service says `ready` for both; people read `busy` and `idle`.
     let status_of = |needle: &str| {
         out.lines()
             .find(|l| l.starts_with("worker-") && l.contains(needle))
             .map(|l| l.split_whitespace().nth(2).unwrap_or_default().to_owned())
     };
-    assert_eq!(status_of(&uuid).as_deref(), Some("busy"), "{out}");
+    assert_eq!(status_of(&uuid[..8]).as_deref(), Some("busy"), "{out}");
     assert_eq!(status_of(" - ").as_deref(), Some("idle"), "{out}");
     assert!(!out.contains("ready"), "{out}");
 

@@ -65,7 +65,10 @@ async fn bad_data_is_exit_2() {
     let run = ctl_raw(&["--database-url", url, "cancel"]).await;
     assert_eq!(run.code, 2, "cancel without a filter: {run:?}");
     assert!(run.stderr.contains("--data '{}'"), "{run:?}");
-    // No URL at all: the settings come from the PG* variables, as for psql (here a port where
+    let run = ctl_raw(&["alive"]).await;
+    assert_eq!(run.code, 2, "no URL at all: {run:?}");
+    assert!(run.stderr.contains("--database-url"), "{run:?}");
+    // No URL, but PG* variables: the settings come from them, as for psql (here a port where
     // nothing listens: cannot connect).
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatcherctl"))
         .arg("alive")

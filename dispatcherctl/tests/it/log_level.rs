@@ -29,7 +29,7 @@ async fn set_log_level_and_unknown_command() {
     // Without a log control the service answers with an error object: it is printed as one.
     let run = ctl(&fx, &["set_log_level", "--data", r#"{"level": "debug"}"#])
         .await
-        .ok();
+        .error_reply();
     assert!(run.stdout.starts_with("node node-a: error: "), "{run:?}");
     let reply = one(&fx, &["set_log_level", "--data", r#"{"level": "debug"}"#]).await;
     assert!(reply["error"].is_string(), "{reply}");
@@ -39,7 +39,12 @@ async fn set_log_level_and_unknown_command() {
         "{missing}"
     );
 
-    let run = ctl(&fx, &["frobnicate"]).await.ok();
+    let run = ctl(&fx, &["frobnicate"]).await.error_reply();
+    assert!(
+        run.stderr
+            .contains("node node-a answered \"frobnicate\" with an error: No control method"),
+        "{run:?}"
+    );
     assert_eq!(
         run.stdout, "node node-a: error: No control method frobnicate\n",
         "{run:?}"
@@ -62,14 +67,15 @@ async fn set_log_level_and_unknown_command() {
     let run = ctl(&fx, &["set_log_level", "--data", r#"{"level": "warn"}"#])
         .await
         .ok();
-    assert!(run.stdout.starts_with("node node-b:\n"), "{run:?}");
     assert!(
-        run.stdout.contains("\"previous_level\": \"debug\""),
+        run.stdout
+            .starts_with("node node-b:\nlogger      level  previous level\n"),
         "{run:?}"
     );
+    assert!(run.stdout.contains("dispatcher  warn   debug"), "{run:?}");
     let refused = ctl(&fx, &["set_log_level", "--data", r#"{"level": "bogus"}"#])
         .await
-        .ok();
+        .error_reply();
     assert!(
         refused.stdout.starts_with("node node-b: error: "),
         "{refused:?}"

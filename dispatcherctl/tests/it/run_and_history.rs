@@ -31,18 +31,24 @@ async fn run_and_history_with_filters() {
     .await
     .ok();
     assert!(
-        run.stdout.starts_with("node node-a:\n{\n  \"ack\""),
+        run.stdout.starts_with("node node-a: started\ntask "),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("ctl.fail") && run.stdout.contains("[\"boom\"]"),
         "{run:?}"
     );
     let rejected = ctl(&fx, &["run", "--data", r#"{"task": "ctl.nope"}"#])
         .await
-        .ok();
+        .error_reply();
     assert!(
         rejected.stdout.starts_with("node node-a: error: "),
         "{rejected:?}"
     );
     assert!(rejected.stdout.contains("ctl.nope"), "{rejected:?}");
-    let not_a_task = ctl(&fx, &["run", "--data", r#"{"args": [1]}"#]).await.ok();
+    let not_a_task = ctl(&fx, &["run", "--data", r#"{"args": [1]}"#])
+        .await
+        .error_reply();
     assert!(
         not_a_task
             .stdout
@@ -85,7 +91,8 @@ async fn run_and_history_with_filters() {
         "wait ms",
         "run ms",
         "total ms",
-        "error / result",
+        "finished (UTC)",
+        "result / error",
     ] {
         assert!(header.contains(col), "{col:?} missing in {header:?}");
     }
@@ -96,7 +103,7 @@ async fn run_and_history_with_filters() {
     assert!(out.contains("boom"), "{out}");
     let bad = ctl(&fx, &["history", "--data", r#"{"outcome": "meh"}"#])
         .await
-        .ok();
+        .error_reply();
     assert!(
         bad.stdout
             .starts_with("node node-a: error: unknown outcome"),

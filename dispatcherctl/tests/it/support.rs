@@ -81,6 +81,13 @@ impl Run {
         assert_eq!(self.code, 0, "{self:?}");
         self
     }
+
+    /// A reply carried an error: exit code 5, and stderr says which node answered what.
+    pub fn error_reply(self) -> Self {
+        assert_eq!(self.code, 5, "{self:?}");
+        assert!(self.stderr.contains("with an error: "), "{self:?}");
+        self
+    }
 }
 
 pub async fn ctl_raw(args: &[&str]) -> Run {
@@ -118,14 +125,25 @@ pub async fn ctl(fx: &PgFixture, args: &[&str]) -> Run {
     ctl_raw(&all).await
 }
 
-/// The single reply of a `--json` run.
+/// The single reply of a `--json` run (exit code 5 when it carries an error, 0 otherwise).
 pub async fn one(fx: &PgFixture, args: &[&str]) -> Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
-    let run = ctl(fx, &all).await.ok();
+    let run = ctl(fx, &all).await;
     let mut replies = run.json();
     assert_eq!(replies.len(), 1, "{run:?}");
-    replies.remove(0)
+    let reply = replies.remove(0);
+    let expected = if reply.get("error").is_some() { 5 } else { 0 };
+    assert_eq!(run.code, expected, "{run:?}");
+    reply
+}
+
+/// A human-readable run's output holds no JSON: no braces, no quoted field names.
+pub fn assert_no_json(out: &str) {
+    assert!(
+        !out.contains('{') && !out.contains("\":"),
+        "raw JSON in a table:\n{out}"
+    );
 }
 
 pub async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {

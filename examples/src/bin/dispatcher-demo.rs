@@ -1,17 +1,17 @@
 //! The demo application: how a real application is wired (its `main`, the worker entry, the
 //! registry, the configuration), and the first thing to run.
 //!
-//! * `dispatcher-demo` — the quickstart: runs a service with 4 worker processes, publishes a
+//! * `dispatcher-demo [--log-format text|json]` — the quickstart: runs a service with 4 worker processes, publishes a
 //!   showcase of the demo tasks (on PostgreSQL when `DATABASE_URL` is set, in memory otherwise),
 //!   waits for them and prints the Call history. On PostgreSQL it also consumes the durable
 //!   queue and enqueues `demo.flaky(2)`, which fails on attempts 1 and 2 and succeeds on 3.
 //! * `dispatcher-demo serve [--database-url URL] [--channel NAME]... [--workers N] [--node-id ID]
-//!   [--config FILE] [--queue]` — runs the demo service until SIGTERM or SIGINT; with `--queue`
+//!   [--config FILE] [--queue] [--log-format text|json]` — runs the demo service until SIGTERM or SIGINT; with `--queue`
 //!   it also consumes the durable queue of its database (each channel is also a queue; the
 //!   queue's schema is migrated on start).
 //! * `dispatcher-demo enqueue [--database-url URL] [--queue NAME] [--kwargs JSON] [--priority N]
 //!   [--delay SECONDS] [--unique-key KEY] TASK [ARGS]` — enqueues one job on the durable queue
-//!   (default queue `dispatcher_demo`) and prints its id and uuid.
+//!   (default queue `dispatcher`) and prints its id and uuid.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dispatcher::postgres::redact_connection_string;
-use dispatcher::server::{init_logging, Server, ServerConfig};
+use dispatcher::server::{init_logging_as, LogFormat, Server, ServerConfig};
 use dispatcher::{
     task, Broker, CallFilter, Job, MemoryBroker, Outcome, PgQueue, PgQueueConfig, ProcessPool,
     Publisher, Service, ServiceHandle, TaskContext, TaskMessage, TaskRegistry,
@@ -128,6 +128,9 @@ fn registry() -> TaskRegistry {
     about = "The dispatcher's demo application"
 )]
 struct Cli {
+    /// Log lines as `text` or `json` (one JSON object per line), for the quickstart.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -139,7 +142,7 @@ enum Command {
         /// PostgreSQL URL (default: `DATABASE_URL`, then the config file).
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
-        /// Channel to listen on (repeatable; default `dispatcher_demo`).
+        /// Channel to listen on (repeatable; default `dispatcher`, dispatcherctl's default too).
         #[arg(long = "channel")]
         channels: Vec<String>,
         /// Run exactly N worker processes.
@@ -155,6 +158,10 @@ enum Command {
         /// the queue's schema is migrated on start). Control commands stay on NOTIFY.
         #[arg(long)]
         queue: bool,
+        /// Log lines as `text` or `json` (one JSON object per line); default: the config file's
+        /// `log_format`, else text.
+        #[arg(long, value_name = "FORMAT")]
+        log_format: Option<LogFormat>,
     },
     /// Enqueue one job on the durable queue (the queue's schema is migrated first when missing).
     Enqueue {
@@ -163,7 +170,7 @@ enum Command {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// The queue (a service consumes the queues named like its channels).
-        #[arg(long, default_value = "dispatcher_demo")]
+        #[arg(long, default_value = "dispatcher")]
         queue: String,
         /// Named arguments, a JSON object.
         #[arg(long)]
@@ -196,7 +203,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = match cli.command {
-        None => rt.block_on(quickstart(registry)),
+        None => rt.block_on(quickstart(registry, cli.log_format.unwrap_or_default())),
         Some(Command::Serve {
             database_url,
             channels,
@@ -204,6 +211,7 @@ fn main() -> ExitCode {
             node_id,
             config,
             queue,
+            log_format,
         }) => rt.block_on(serve(
             registry,
             ServeArgs {
@@ -213,6 +221,7 @@ fn main() -> ExitCode {
                 node_id,
                 config,
                 queue,
+                log_format,
             },
         )),
         Some(Command::Enqueue {
@@ -253,6 +262,7 @@ struct ServeArgs {
     node_id: Option<String>,
     config: Option<PathBuf>,
     queue: bool,
+    log_format: Option<LogFormat>,
 }
 
 async fn serve(registry: TaskRegistry, args: ServeArgs) -> Result<(), BoxError> {
@@ -263,14 +273,12 @@ async fn serve(registry: TaskRegistry, args: ServeArgs) -> Result<(), BoxError> 
         node_id,
         config,
         queue,
+        log_format,
     } = args;
     let mut c = match &config {
         Some(path) => ServerConfig::from_file(path)?,
-        None => {
-            let mut c = ServerConfig::default();
-            c.channels = vec!["dispatcher_demo".to_owned()];
-            c
-        }
+        // The server's default channel, `dispatcher`: dispatcherctl's default too.
+        None => ServerConfig::default(),
     };
     c.apply_env();
     if let Some(url) = database_url {
@@ -293,8 +301,11 @@ async fn serve(registry: TaskRegistry, args: ServeArgs) -> Result<(), BoxError> 
         c.queue.enabled = true;
         c.queue.migrate_on_start = true;
     }
+    if let Some(f) = log_format {
+        c.log_format = f;
+    }
     c.validate()?;
-    let log = init_logging(&c.log_level)?;
+    let log = init_logging_as(&c.log_level, c.log_format)?;
     Server::new(c, registry).log_handle(log).run().await?;
     Ok(())
 }
@@ -380,13 +391,9 @@ async fn enqueue(a: EnqueueArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn quickstart(registry: TaskRegistry) -> Result<(), BoxError> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .try_init();
+async fn quickstart(registry: TaskRegistry, log_format: LogFormat) -> Result<(), BoxError> {
+    // Errors only (RUST_LOG overrides), coloured only on a terminal.
+    init_logging_as("error", log_format)?;
     let channel = "dispatcher_demo_quickstart";
     let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let (broker, queue, where_): (Arc<dyn Broker>, Option<Arc<PgQueue>>, String) = match &url {

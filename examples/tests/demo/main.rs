@@ -6,6 +6,7 @@
 mod conninfo_env;
 mod redaction;
 mod socket_dirs;
+mod silent_port;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -219,11 +220,11 @@ async fn quickstart_in_memory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("on the in-memory broker"), "{stdout}");
-    // One table row per Call: the header, 15 rows.
+    // One table row per Call: the header, its rule, 15 rows.
     let rows: Vec<&str> = stdout
         .lines()
         .skip_while(|l| !l.starts_with("uuid"))
-        .skip(1)
+        .skip(2)
         .take_while(|l| !l.is_empty())
         .collect();
     assert_eq!(rows.len(), 15, "{stdout}");
@@ -460,10 +461,11 @@ async fn quickstart_on_postgres_shows_a_retried_job() {
         stdout.contains("on PostgreSQL (DATABASE_URL): NOTIFY and the durable queue"),
         "{stdout}"
     );
+    // The header, its rule, then the rows.
     let rows: Vec<Vec<&str>> = stdout
         .lines()
         .skip_while(|l| !l.starts_with("uuid"))
-        .skip(1)
+        .skip(2)
         .take_while(|l| !l.is_empty())
         .map(|l| l.split_whitespace().collect())
         .collect();
