@@ -95,6 +95,11 @@ pub async fn ctl_raw(args: &[&str]) -> Run {
     cmd.args(args)
         .env_remove("DATABASE_URL")
         .env_remove("RUST_LOG")
+        // No URL means the PG* variables (as for psql): none here.
+        .env_remove("PGHOST")
+        .env_remove("PGDATABASE")
+        .env_remove("PGUSER")
+        .env_remove("PGPORT")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(RUN_BOUND, cmd.output())

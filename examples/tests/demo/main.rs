@@ -5,8 +5,8 @@
 
 mod conninfo_env;
 mod redaction;
-mod socket_dirs;
 mod silent_port;
+mod socket_dirs;
 
 use std::path::PathBuf;
 use std::process::Stdio;
