@@ -98,3 +98,17 @@ async fn sigint_and_sigkill_leave_no_socket_directory_behind() {
     assert_eq!(pool_dirs(&tmp), Vec::<String>::new());
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// The quickstart's printed output and its logs, sent to a pipe, carry no ANSI colour.
+#[tokio::test]
+async fn piped_quickstart_output_has_no_colour() {
+    let (code, stdout, stderr) =
+        super::demo_once(&[], &[("RUST_LOG", "info"), ("NO_COLOR", "")]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("Every message became a Call."), "{stdout}");
+    assert!(stderr.contains("INFO"), "no log lines to check: {stderr}");
+    assert!(
+        !stdout.contains("\x1b[") && !stderr.contains("\x1b["),
+        "{stdout:?}\n{stderr:?}"
+    );
+}
