@@ -44,6 +44,12 @@ publish_connections = 1
 # Seconds between self-checks of the LISTEN connection, and the bound on each.
 self_check_interval = 2.0
 self_check_timeout = 3.0
+# Seconds a whole connect may take (TCP, TLS, authentication, set-up); omit: the URL's
+# connect_timeout, else 5. A server that accepts but never answers fails start-up after this.
+# connect_timeout = 5.0
+# Seconds every call on an open connection may take (publish, control reply, LISTEN); a
+# connection that misses it is replaced.
+call_timeout = 5.0
 
 [pool]
 # Worker processes: at least min_workers, up to max_workers under queue pressure.
@@ -291,6 +297,12 @@ pub struct BrokerSection {
     /// Seconds a self-check may take. Default 3.
     #[serde(default = "three")]
     pub self_check_timeout: f64,
+    /// Seconds a whole connect may take. Default: the URL's `connect_timeout`, else 5.
+    #[serde(default)]
+    pub connect_timeout: Option<f64>,
+    /// Seconds every call on an open connection may take. Default 5.
+    #[serde(default = "five")]
+    pub call_timeout: f64,
 }
 
 impl std::fmt::Debug for BrokerSection {
@@ -306,6 +318,8 @@ impl std::fmt::Debug for BrokerSection {
             .field("publish_connections", &self.publish_connections)
             .field("self_check_interval", &self.self_check_interval)
             .field("self_check_timeout", &self.self_check_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("call_timeout", &self.call_timeout)
             .finish()
     }
 }
@@ -317,6 +331,8 @@ impl Default for BrokerSection {
             publish_connections: 1,
             self_check_interval: 2.0,
             self_check_timeout: 3.0,
+            connect_timeout: None,
+            call_timeout: 5.0,
         }
     }
 }
@@ -648,6 +664,10 @@ impl ServerConfig {
         }
         seconds("broker.self_check_interval", b.self_check_interval)?;
         seconds("broker.self_check_timeout", b.self_check_timeout)?;
+        if let Some(t) = b.connect_timeout {
+            seconds("broker.connect_timeout", t)?;
+        }
+        seconds("broker.call_timeout", b.call_timeout)?;
         let p = &self.pool;
         if p.max_workers == 0 {
             return Err(Error::Config(

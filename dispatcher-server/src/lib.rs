@@ -140,6 +140,10 @@ impl Server {
             config::seconds("broker.self_check_interval", c.broker.self_check_interval)?;
         bc.self_check_timeout =
             config::seconds("broker.self_check_timeout", c.broker.self_check_timeout)?;
+        if let Some(t) = c.broker.connect_timeout {
+            bc.connect_timeout = config::seconds("broker.connect_timeout", t)?;
+        }
+        bc.call_timeout = config::seconds("broker.call_timeout", c.broker.call_timeout)?;
         let broker = PgBroker::with_config(bc)
             .await
             .map_err(|source| Error::Connect {

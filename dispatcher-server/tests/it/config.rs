@@ -64,3 +64,27 @@ pub async fn unresolvable_metrics_host_is_named() {
     assert!(err.contains("no-such-host.invalid:9187"), "{err}");
     assert!(err.contains("does not resolve"), "{err}");
 }
+
+/// `[broker] connect_timeout` bounds the whole connect: against a port that accepts TCP but
+/// never answers, the service stops at start after it, naming the address and the timeout.
+pub async fn connect_timeout_from_the_file_bounds_start_up() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let out = run_config(&format!(
+        "[broker]\nurl = \"postgres://postgres:TOPSECRET@127.0.0.1:{port}/x\"\nconnect_timeout = 1.0\ncall_timeout = 2.0\n"
+    ))
+    .await;
+    let took = started.elapsed();
+    drop(silent);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    assert!(!err.contains("TOPSECRET"), "{err}");
+    // The default is 5 s: stopping well before it shows the key was applied.
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "start-up took {took:?}: connect_timeout = 1.0 was not applied"
+    );
+}

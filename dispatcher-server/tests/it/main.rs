@@ -74,6 +74,7 @@ fn all() -> Vec<Trial> {
         config::bad_log_level_fails_at_start,
         config::wrong_kind_of_value_in_words,
         config::unresolvable_metrics_host_is_named,
+        config::connect_timeout_from_the_file_bounds_start_up,
     ]
 }
 
