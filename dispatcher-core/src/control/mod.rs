@@ -131,7 +131,7 @@ pub struct CallSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
     /// The Call's uuid, or its beginning when shorter than a full UUID
-    /// ([`uuid_matches`](crate::call::uuid_matches)).
+    /// ([`uuid_matches`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     /// The positional arguments, exactly.
