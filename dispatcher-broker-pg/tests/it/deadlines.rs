@@ -271,6 +271,11 @@ async fn the_counters_exist_from_the_start_and_count_self_check_failures() {
     let before = rec
         .get("dispatcher_broker_self_check_failures_total")
         .unwrap();
+    // The pid is known once the LISTEN set-up finished (asynchronously, after `connect`).
+    wait_until(&b, "the listener ready", Duration::from_secs(10), |b| {
+        b.listener_pid() != 0
+    })
+    .await;
     let pid = b.listener_pid();
     let frozen = Frozen::freeze(pid);
     wait_until(
