@@ -2,7 +2,9 @@
 //!
 //! * One dedicated LISTEN connection, driven by its own task that polls it for notifications;
 //!   a second one for control channels ([`Broker::subscribe_control`]), started by its first
-//!   use, so that a full subscription (whose listener then waits) never delays them.
+//!   such subscription and closed when the last is dropped (every listening backend costs
+//!   PostgreSQL a wake-up per NOTIFY in the database), so that a full subscription (whose
+//!   listener then waits) never delays them.
 //! * Publishing on separate connection(s) with `SELECT pg_notify($1, $2)` and bound parameters;
 //!   concurrent publishes on one connection are pipelined; a batch is one statement
 //!   (`pg_notify` over `unnest` of two arrays), so it is one round trip and one transaction.
@@ -278,8 +280,11 @@ pub struct PgBroker {
     config: PgBrokerConfig,
     publishers: Arc<Publishers>,
     listener: Arc<Listener>,
-    /// The control listener, started by the first [`Broker::subscribe_control`].
-    control: tokio::sync::OnceCell<Arc<Listener>>,
+    /// The control listener, started by [`Broker::subscribe_control`] and stopped when its last
+    /// subscription is dropped.
+    control: std::sync::Mutex<Option<Arc<Listener>>>,
+    /// Held while a control listener starts, so that one starts at a time.
+    control_start: tokio::sync::Mutex<()>,
 }
 
 impl PgBroker {
@@ -299,7 +304,8 @@ impl PgBroker {
             config,
             publishers,
             listener,
-            control: tokio::sync::OnceCell::new(),
+            control: std::sync::Mutex::new(None),
+            control_start: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -320,15 +326,36 @@ impl PgBroker {
     }
 
     /// The backend pid of the control listener (the LISTEN connection of
-    /// [`Broker::subscribe_control`]): `None` before the first `subscribe_control`, 0 while
+    /// [`Broker::subscribe_control`]): `None` while no control subscription is held, 0 while
     /// disconnected.
     pub fn control_listener_pid(&self) -> Option<i32> {
-        self.control.get().map(|l| l.backend_pid())
+        self.control_listener().map(|l| l.backend_pid())
     }
 
-    /// How many times the control listener's connection was replaced (`None`: not started).
+    /// How many times the control listener's connection was replaced (`None`: not running).
     pub fn control_recycles(&self) -> Option<u64> {
-        self.control.get().map(|l| l.recycles())
+        self.control_listener().map(|l| l.recycles())
+    }
+
+    /// The running control listener, if any (not one that is stopping).
+    fn control_listener(&self) -> Option<Arc<Listener>> {
+        let slot = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().filter(|l| !l.is_closing()).cloned()
+    }
+
+    /// The running control listener, or a new one.
+    async fn control_listener_or_start(&self) -> Result<Arc<Listener>> {
+        if let Some(l) = self.control_listener() {
+            return Ok(l);
+        }
+        let _one = self.control_start.lock().await;
+        if let Some(l) = self.control_listener() {
+            return Ok(l);
+        }
+        let l =
+            Listener::start(self.config.clone(), self.publishers.clone(), Role::Control).await?;
+        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(l.clone());
+        Ok(l)
     }
 
     /// The backend pid of each publishing connection, in order (0: not open now).
@@ -409,8 +436,10 @@ impl Broker for PgBroker {
     }
 
     /// Subscribes on the control listener: a LISTEN connection of its own, started by the first
-    /// call, with its own self-check and reconnects, so that a full subscription of
-    /// [`Broker::subscribe`] (whose listener then waits) never delays these channels.
+    /// such subscription (and closed when the last one is dropped: every listening backend costs
+    /// PostgreSQL a wake-up per NOTIFY in the database), with its own self-check and
+    /// reconnects, so that a full subscription of [`Broker::subscribe`] (whose listener then
+    /// waits) never delays these channels.
     async fn subscribe_control(
         &self,
         channels: &[String],
@@ -418,13 +447,19 @@ impl Broker for PgBroker {
         for c in channels {
             validate_channel(c)?;
         }
-        let control = self
-            .control
-            .get_or_try_init(|| {
-                Listener::start(self.config.clone(), self.publishers.clone(), Role::Control)
-            })
-            .await?;
-        Ok(Some(control.subscribe(channels).await?))
+        // A listener whose last subscription went just now refuses (it is stopping): once more
+        // on a new one.
+        for _ in 0..2 {
+            let control = self.control_listener_or_start().await?;
+            match control.subscribe(channels).await {
+                Ok(sub) => return Ok(Some(sub)),
+                Err(Error::Closed) if control.is_closing() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(BrokerError::unavailable(
+            "the control listener kept stopping while subscribing",
+        ))
     }
 
     fn max_payload(&self) -> Option<usize> {
@@ -438,7 +473,7 @@ impl Broker for PgBroker {
     /// `last_publisher_replacement_reason`, `connect_timeout_s`, `call_timeout_s`.
     fn status(&self) -> dispatcher_core::BrokerStatus {
         let mut status = self.listener.status();
-        if let Some(control) = self.control.get() {
+        if let Some(control) = self.control_listener() {
             let c = control.status();
             status.connected = Some(status.connected == Some(true) && c.connected == Some(true));
             let mut fields = c.details;

@@ -86,6 +86,11 @@ pub(crate) struct Listener {
     publishers: Arc<Publishers>,
     role: Role,
     self_channel: String,
+    /// A control listener whose last subscription went: it is stopping, and takes no new ones.
+    closing: AtomicBool,
+    /// Wakes the connection task to stop (a permit is kept if it is busy; never lost, unlike a
+    /// command on a full channel).
+    stop: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,6 +123,8 @@ impl Listener {
             publishers,
             role,
             self_channel: format!("dispatcher_selfcheck_{}", uuid::Uuid::new_v4().simple()),
+            closing: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
         });
         let weak = Arc::downgrade(&listener);
         tokio::spawn(run(weak, first, rx));
@@ -158,6 +165,9 @@ impl Listener {
         let (tx, rx) = mpsc::channel(self.config.subscriber_capacity.max(1));
         let id = {
             let mut subs = lock(&self.subs);
+            if self.is_closing() {
+                return Err(Error::Closed);
+            }
             subs.next_id += 1;
             let id = subs.next_id;
             for c in channels {
@@ -198,6 +208,11 @@ impl Listener {
         Ok(stream.boxed())
     }
 
+    /// A control listener that lost its last subscription: stopping, and taking no new ones.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
     fn unsubscribe(&self, id: u64) {
         let mut emptied = Vec::new();
         {
@@ -211,6 +226,13 @@ impl Listener {
                     true
                 }
             });
+            if self.role == Role::Control && subs.by_channel.is_empty() {
+                // Nobody needs it any more: an idle listening backend still costs PostgreSQL a
+                // wake-up per NOTIFY in the database, so the control connection closes.
+                self.closing.store(true, Ordering::Relaxed);
+                self.stop.notify_one();
+                return;
+            }
         }
         if !emptied.is_empty() {
             // Full only when thousands of commands are queued; the channel then stays LISTENed
@@ -295,6 +317,7 @@ async fn run(
                             Some(Cmd::Unlisten(_)) => {}
                             None => return,
                         },
+                        () = l.stop.notified() => return,
                     }
                 }
                 match open(&l.config, l.role.name()).await {
@@ -509,6 +532,10 @@ async fn serve_until(
                 }
                 None => return None,
             },
+            () = l.stop.notified() => {
+                tracing::debug!(listener = l.role.name(), "no subscription left; connection closed");
+                return None;
+            }
             _ = tick.tick(), if ready && check.is_none() => {
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 *check = Some(Check { token: token.clone(), sent: Instant::now(), published: None });

@@ -225,7 +225,9 @@ pub trait Broker: Send + Sync + 'static {
     /// commands from its channels only, in order with the tasks. A broker that implements it
     /// must not let a full or slow [`Broker::subscribe`] subscription delay this one (e.g. a
     /// connection of its own). Payloads on it are handled like any other (a task message sent
-    /// there is run), and it may carry few: it has no intake pause.
+    /// there is run), and it may carry few: it has no intake pause. A service holds this
+    /// subscription only while its intake is paused (and a while after), so it may be costly to
+    /// open.
     async fn subscribe_control(
         &self,
         channels: &[String],

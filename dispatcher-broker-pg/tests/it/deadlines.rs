@@ -402,4 +402,49 @@ async fn the_control_subscription_delivers_while_the_main_one_is_full() {
             .unwrap();
         assert_eq!(m.payload, format!("task-{i}"));
     }
+
+    // The last control subscription dropped: its connection closes (an idle listening backend
+    // still costs PostgreSQL a wake-up per NOTIFY), and the next subscription opens a new one.
+    let last = b.control_listener_pid().unwrap();
+    drop(control);
+    wait_until(
+        &b,
+        "the control listener stopped",
+        Duration::from_secs(5),
+        |b| b.control_listener_pid().is_none(),
+    )
+    .await;
+    let client = fx.client().await.unwrap();
+    let start = Instant::now();
+    loop {
+        let alive: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&last],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if alive == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the control listener's backend {last} still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut again = b
+        .subscribe_control(&["flood_control".to_string()])
+        .await
+        .unwrap()
+        .unwrap();
+    let pid = b.control_listener_pid().unwrap();
+    assert!(pid > 0 && pid != last, "{}", status_json(&b));
+    b.publish("flood_control", "reopened").await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), again.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.payload, "reopened");
 }

@@ -1,8 +1,10 @@
 //! The control fast path's bookkeeping: which control channels a service reads ahead of tasks,
-//! and which commands it already answered (a client sends each command on a channel and on its
-//! control channel; the service answers the copy it reads first and drops the other).
+//! when it reads them (while its intake is paused, and for a while after), and which commands it
+//! already answered (a client sends each command on a channel and on its control channel; the
+//! service answers the copy it reads first and drops the other).
 
 use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use dispatcher_core::control::control_channel;
 
@@ -78,6 +80,56 @@ impl Answered {
     }
 }
 
+/// When the control subscriptions are held.
+///
+/// Only while they are needed: a command waits behind tasks only when the intake is paused, and a
+/// control subscription costs (with PostgreSQL, a LISTEN connection of its own, which the server
+/// wakes for every NOTIFY in the database). So they are opened when the intake pauses, and
+/// dropped once it has not paused for [`ControlPath::LINGER`]. Commands sent before the
+/// subscriptions are open travel on the channels only (answered in order with the tasks).
+#[derive(Debug, Default)]
+pub(super) struct ControlPath {
+    open: bool,
+    last_paused: Option<Instant>,
+}
+
+/// What the loop does with its control subscriptions after a turn.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ControlAction {
+    Nothing,
+    Open,
+    Close,
+}
+
+impl ControlPath {
+    /// How long the subscriptions stay after the intake last paused.
+    pub(super) const LINGER: Duration = Duration::from_secs(30);
+
+    /// Whether the subscriptions are (being) held; late ones are dropped when not.
+    pub(super) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// After a turn of the loop: `paused` when the queue is at the intake pause.
+    pub(super) fn after_turn(&mut self, paused: bool, now: Instant) -> ControlAction {
+        if paused {
+            self.last_paused = Some(now);
+            if !self.open {
+                self.open = true;
+                return ControlAction::Open;
+            }
+        } else if self.open
+            && self
+                .last_paused
+                .is_none_or(|t| now.saturating_duration_since(t) >= Self::LINGER)
+        {
+            self.open = false;
+            return ControlAction::Close;
+        }
+        ControlAction::Nothing
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +163,29 @@ mod tests {
         assert!(a.paths[0].order.len() <= Answered::CAP);
         // Forgotten: its copy on the channels is answered.
         assert!(a.first(false, "reply_to_old", "alive", "{}"));
+    }
+
+    #[test]
+    fn subscriptions_open_on_a_pause_and_close_after_the_linger() {
+        let mut c = ControlPath::default();
+        let t0 = Instant::now();
+        assert_eq!(c.after_turn(false, t0), ControlAction::Nothing);
+        assert_eq!(c.after_turn(true, t0), ControlAction::Open);
+        assert!(c.is_open());
+        assert_eq!(c.after_turn(true, t0), ControlAction::Nothing);
+        let later = t0 + ControlPath::LINGER / 2;
+        assert_eq!(c.after_turn(false, later), ControlAction::Nothing);
+        // Paused again: the linger runs from this pause.
+        assert_eq!(c.after_turn(true, later), ControlAction::Nothing);
+        assert_eq!(
+            c.after_turn(false, t0 + ControlPath::LINGER),
+            ControlAction::Nothing
+        );
+        let gone = later + ControlPath::LINGER;
+        assert_eq!(c.after_turn(false, gone), ControlAction::Close);
+        assert!(!c.is_open());
+        assert_eq!(c.after_turn(false, gone), ControlAction::Nothing);
+        assert_eq!(c.after_turn(true, gone), ControlAction::Open);
     }
 
     #[test]

@@ -255,16 +255,6 @@ impl ServiceBuilder {
             let sub = b.subscribe(&config.channels).await?;
             incoming.push(tag_subscription(i, sub));
         }
-        // Control channels, read ahead of tasks where a broker has a separate path for them.
-        let control_channels = super::answered::control_channels(&config.channels);
-        let mut control_incoming = SelectAll::new();
-        if !control_channels.is_empty() {
-            for (i, b) in self.brokers.iter().enumerate() {
-                if let Some(sub) = b.subscribe_control(&control_channels).await? {
-                    control_incoming.push(tag_subscription(i, sub));
-                }
-            }
-        }
         let (cmd_tx, cmd_rx) = mpsc::channel(capacity);
         let (finished_tx, finished_rx) = watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -339,8 +329,9 @@ impl ServiceBuilder {
             jitter: super::record::Jitter::new(),
             answered: super::Answered::default(),
             via_control: false,
+            control_path: super::answered::ControlPath::default(),
         };
-        let join = tokio::spawn(state.run(events_rx, cmd_rx, incoming, control_incoming));
+        let join = tokio::spawn(state.run(events_rx, cmd_rx, incoming));
         tracing::info!(node = %node_id, "service started");
         Ok(ServiceHandle {
             node_id,

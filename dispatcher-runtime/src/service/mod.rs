@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use admission::{Delays, Duplicates};
-use answered::{control_channels, Answered};
+use answered::{control_channels, Answered, ControlAction, ControlPath};
 pub use builder::{Service, ServiceBuilder};
 pub use config::{LogLevelControl, ServiceConfig, LOCAL_CHANNEL};
 pub use handle::ServiceHandle;
@@ -165,6 +165,8 @@ pub(super) struct Loop {
     answered: Answered,
     /// The payload being taken in came on a control channel's subscription.
     via_control: bool,
+    /// When the control subscriptions are held (while the intake pauses, and a while after).
+    control_path: ControlPath,
 }
 
 /// Most pool events or commands handled in one turn of the service loop.
@@ -255,14 +257,37 @@ fn resubscribe(
     });
 }
 
+/// Opens a broker's control subscription (when it has a separate path) and hands it to the loop.
+fn open_control(
+    broker: usize,
+    b: Arc<dyn Broker>,
+    channels: Vec<String>,
+    tx: mpsc::Sender<(usize, Subscription)>,
+) {
+    tokio::spawn(async move {
+        match b.subscribe_control(&channels).await {
+            Ok(Some(sub)) => {
+                let _ = tx.send((broker, sub)).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                broker,
+                error = %e,
+                "control channels not subscribed; commands arrive on the channels only, behind the tasks"
+            ),
+        }
+    });
+}
+
 impl Loop {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<PoolEvent>,
         mut commands: mpsc::Receiver<Command>,
         mut incoming: IncomingStream,
-        mut control_incoming: IncomingStream,
     ) {
+        // Control channels, read ahead of tasks while the intake pauses (see `ControlPath`).
+        let mut control_incoming: IncomingStream = SelectAll::new();
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop_at: Option<Instant> = None;
@@ -337,7 +362,7 @@ impl Loop {
                             }
                             None => {
                                 tracing::error!(broker = b, "a broker's control subscription ended; control commands arrive on the channels only until it is subscribed again");
-                                if let Some(broker) = self.brokers.get(b).cloned() {
+                                if let (Some(broker), true) = (self.brokers.get(b).cloned(), self.control_path.is_open()) {
                                     resubscribe(b, broker, control_channels(&self.config.channels), control_resub_tx.clone(), true);
                                 }
                             }
@@ -362,12 +387,45 @@ impl Loop {
                     }
                 }
                 Some((b, sub)) = resubs.recv(), if !stopping => incoming.push(tag_subscription(b, sub)),
-                Some((b, sub)) = control_resubs.recv(), if !stopping => control_incoming.push(tag_subscription(b, sub)),
+                Some((b, sub)) = control_resubs.recv(), if !stopping => {
+                    // One that arrives after the subscriptions were dropped is dropped too.
+                    if self.control_path.is_open() {
+                        control_incoming.push(tag_subscription(b, sub));
+                    }
+                }
                 _ = sleep_until(next_delay), if next_delay.is_some() && !stopping => self.release_delayed(),
                 _ = expiry.tick() => self.on_tick(),
                 _ = sleep_until(stop_at), if stopping => break,
             }
             self.flush_finished();
+            if !stopping {
+                let paused = self.queue.len() >= self.config.intake_pause_at;
+                match self.control_path.after_turn(paused, Instant::now()) {
+                    ControlAction::Nothing => {}
+                    ControlAction::Open => {
+                        let channels = control_channels(&self.config.channels);
+                        if !channels.is_empty() {
+                            tracing::debug!(
+                                "intake paused: reading the control channels ahead of tasks"
+                            );
+                            for (b, broker) in self.brokers.iter().enumerate() {
+                                open_control(
+                                    b,
+                                    broker.clone(),
+                                    channels.clone(),
+                                    control_resub_tx.clone(),
+                                );
+                            }
+                        }
+                    }
+                    ControlAction::Close => {
+                        tracing::debug!(
+                            "intake running again: control channels left to the brokers' channels"
+                        );
+                        control_incoming = SelectAll::new();
+                    }
+                }
+            }
             if self.backlog_changed {
                 self.backlog_changed = false;
                 self.pool.set_backlog(self.queue.len());

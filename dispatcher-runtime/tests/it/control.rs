@@ -228,52 +228,92 @@ async fn duplicate_task_names_fail_at_start() {
 /// Commands sent by `request_with` (on the channel and its control channel) are answered at once
 /// while thousands of tasks wait behind the intake pause, and answered once.
 #[tokio::test]
-async fn control_is_answered_ahead_of_a_flood_and_only_once() {
-    use dispatcher_core::control::{request_with, RequestOptions};
-    let svc = TestService::builder()
+async fn control_is_answered_ahead_of_a_flood() {
+    let svc = flood_service().await;
+    // No flood: the service reads the channel alone, and one reply comes in a whole second.
+    let replies = ask(&svc, "alive", Duration::from_secs(1), None).await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+
+    // 3,000 tasks of 50 ms each on one worker: about 150 s of work; the service reads 10 at a
+    // time. A command behind them on the channel alone would wait that long.
+    flood(&svc, 3000).await;
+    let replies = ask_until_answered(&svc).await;
+    assert_eq!(replies.len(), 1, "no reply while the tasks wait");
+    let done = svc.history().len();
+    assert!(done < 100, "answered only after {done} tasks had run");
+    let _ = svc.handle().shutdown_with_grace(Some(Duration::ZERO)).await;
+}
+
+#[tokio::test]
+async fn a_command_read_on_both_paths_is_answered_once() {
+    let svc = flood_service().await;
+    // 40 tasks of 50 ms: the intake pauses for about 2 s, then the channel copies of the
+    // commands sent meanwhile come out from behind the tasks, and are dropped.
+    flood(&svc, 40).await;
+    ask_until_answered(&svc).await;
+    let replies = ask(&svc, "alive", Duration::from_secs(5), None).await;
+    assert_eq!(svc.history().len(), 40, "the flood ran meanwhile");
+    assert_eq!(replies.len(), 1, "answered on each path: {replies:?}");
+    let _ = svc.handle().shutdown_with_grace(Some(Duration::ZERO)).await;
+}
+
+/// One worker, reading 10 Calls at a time.
+async fn flood_service() -> TestService {
+    TestService::builder()
         .registry(crate::registry())
         .pool(dispatcher_runtime::InProcessPool::new(1))
         .configure(|b| b.intake_pause_at(10))
         .start()
         .await
-        .unwrap();
-    let broker = svc.broker().clone();
-    // No flood yet: both copies arrive; the second is dropped, so one reply in a whole second.
-    let options = RequestOptions::new(Duration::from_secs(1));
-    let replies = request_with(
-        &*broker,
-        svc.channel(),
-        "alive",
-        Default::default(),
-        &options,
-    )
-    .await
-    .unwrap();
-    assert_eq!(replies.len(), 1, "{replies:?}");
+        .unwrap()
+}
 
-    // 3,000 tasks of 50 ms each on one worker: about 150 s of work; the service reads 10 at a
-    // time. A command behind them on the channel alone would wait that long.
-    let batch: Vec<(String, String)> = (0..3000)
+/// `n` tasks of 50 ms each, in one batch.
+async fn flood(svc: &TestService, n: usize) {
+    let batch: Vec<(String, String)> = (0..n)
         .map(|_| {
             let m = json!({"task": "t.nap", "args": [0.05]}).to_string();
             (svc.channel().to_owned(), m)
         })
         .collect();
-    broker.publish_batch(&batch).await.unwrap();
-    let options = RequestOptions::new(WAIT).expected(Some(1));
-    let replies = request_with(
-        &*broker,
+    svc.broker().publish_batch(&batch).await.unwrap();
+}
+
+/// The replies to one command sent with `dispatcher_core::control::request_with`.
+async fn ask(
+    svc: &TestService,
+    command: &str,
+    timeout: Duration,
+    expected: Option<usize>,
+) -> Vec<Value> {
+    use dispatcher_core::control::{request_with, RequestOptions};
+    let options = RequestOptions::new(timeout).expected(expected);
+    request_with(
+        &**svc.broker(),
         svc.channel(),
-        "running",
+        command,
         Default::default(),
         &options,
     )
     .await
-    .unwrap();
-    assert_eq!(replies.len(), 1, "no reply while the tasks wait");
-    let done = svc.history().len();
-    assert!(done < 100, "answered only after {done} tasks had run");
-    let _ = svc.handle().shutdown_with_grace(Some(Duration::ZERO)).await;
+    .unwrap()
+}
+
+/// Asks `running` until a reply comes within a second. The service reads its control channel
+/// once its intake has paused; a command sent before then travels on the channel alone, behind
+/// the tasks, and the next one is asked.
+async fn ask_until_answered(svc: &TestService) -> Vec<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let replies = ask(svc, "running", Duration::from_secs(1), Some(1)).await;
+        if !replies.is_empty() {
+            return replies;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no command answered within {WAIT:?}"
+        );
+    }
 }
 
 /// The data of a control command from a JSON object literal.
