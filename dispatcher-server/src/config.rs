@@ -92,6 +92,15 @@ signature_max_age = 300.0
 # Serve Prometheus metrics on http://<address>/metrics (omit the section: no endpoint).
 address = "127.0.0.1:9187"
 
+[dashboard]
+# Serve the live web dashboard on http://<address>/ (omit the section: none). It shows every
+# service answering on the channels above, and the durable queue's jobs when [queue] is enabled.
+address = "127.0.0.1:9180"
+# Enables actions (cancel a Call, retry or discard a failed job) for whoever signs in with the
+# token read from this file (or from DISPATCHER_DASHBOARD_TOKEN; 16 characters at least). Without
+# one the dashboard is read-only.
+token_file = "/etc/dispatcher/dashboard.token"
+
 [queue]
 # Also consume the durable queue (jobs kept in tables until they ran; at-least-once) of the
 # channels above, in the same database. Control commands keep travelling as NOTIFY.
@@ -150,6 +159,8 @@ pub struct ServerConfig {
     pub pool: PoolSection,
     /// The metrics endpoint.
     pub metrics: Option<MetricsSection>,
+    /// The web dashboard.
+    pub dashboard: Option<DashboardSection>,
     /// Bounds on input.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -396,6 +407,30 @@ pub struct MetricsSection {
     pub address: String,
 }
 
+/// `[dashboard]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DashboardSection {
+    /// `host:port` to serve the dashboard on.
+    pub address: String,
+    /// The file holding the access token that enables actions (none: read-only).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl DashboardSection {
+    /// A read-only dashboard at `address`.
+    pub fn new(address: impl Into<String>) -> Self {
+        DashboardSection {
+            address: address.into(),
+            token_file: None,
+        }
+    }
+}
+
+/// The environment variable that holds the dashboard's access token (before `token_file`).
+pub const DASHBOARD_TOKEN_ENV: &str = "DISPATCHER_DASHBOARD_TOKEN";
+
 fn default_channels() -> Vec<String> {
     vec!["dispatcher".to_owned()]
 }
@@ -550,6 +585,7 @@ impl Default for ServerConfig {
             broker: BrokerSection::default(),
             pool: PoolSection::default(),
             metrics: None,
+            dashboard: None,
             limits: LimitsSection::default(),
             security: SecuritySection::default(),
             queue: QueueSection::default(),
@@ -601,6 +637,23 @@ impl ServerConfig {
             key = key.with_max_age(seconds("security.signature_max_age", age)?);
         }
         Ok(Some(key))
+    }
+
+    /// The dashboard's access token: `DISPATCHER_DASHBOARD_TOKEN`, else the contents of
+    /// `dashboard.token_file`, else none (read-only).
+    pub fn dashboard_token(&self) -> Result<Option<String>> {
+        if let Ok(t) = std::env::var(DASHBOARD_TOKEN_ENV) {
+            if !t.is_empty() {
+                return Ok(Some(t));
+            }
+        }
+        let Some(path) = self.dashboard.as_ref().and_then(|d| d.token_file.as_ref()) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("`dashboard.token_file` {}: {e}", path.display()))
+        })?;
+        Ok(Some(text.trim().to_owned()))
     }
 
     /// Applies environment overrides: `DATABASE_URL` replaces `broker.url`.
@@ -716,6 +769,14 @@ impl ServerConfig {
         seconds("limits.max_delay", l.max_delay)?;
         if let Some(a) = self.security.signature_max_age {
             seconds("security.signature_max_age", a)?;
+        }
+        if let Some(d) = &self.dashboard {
+            host_port(&d.address).map_err(|e| {
+                Error::Config(format!(
+                    "`dashboard.address` = {:?}: {e}; give host:port, e.g. \"127.0.0.1:9180\"",
+                    d.address
+                ))
+            })?;
         }
         if let Some(m) = &self.metrics {
             host_port(&m.address).map_err(|e| {

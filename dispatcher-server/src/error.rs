@@ -31,6 +31,9 @@ pub enum Error {
         #[source]
         source: dispatcher_broker_pg::Error,
     },
+    /// The dashboard could not be started.
+    #[error(transparent)]
+    Dashboard(#[from] dispatcher_dashboard::Error),
     /// Signal handling could not be set up.
     #[error("signal handling: {0}")]
     Signals(#[source] std::io::Error),

@@ -212,11 +212,28 @@ impl Server {
             builder = f(builder);
         }
         let handle = builder.start().await?;
-        tracing::info!(node = %handle.node_id(), channels = ?c.channels, metrics = ?metrics, "dispatcher service running");
+        let dashboard = match &c.dashboard {
+            Some(d) => {
+                let mut dc = dispatcher_dashboard::DashboardConfig::new(
+                    d.address.clone(),
+                    broker.config().clone(),
+                );
+                dc.channels = c.channels.clone();
+                dc.token = c.dashboard_token()?;
+                dc.signing = c.signing_key()?;
+                if c.queue.enabled {
+                    dc.queue_schema = Some(c.queue.schema.clone());
+                }
+                Some(dispatcher_dashboard::Dashboard::start(dc, broker.clone()).await?)
+            }
+            None => None,
+        };
+        tracing::info!(node = %handle.node_id(), channels = ?c.channels, metrics = ?metrics, dashboard = ?dashboard.as_ref().map(|d| d.address()), "dispatcher service running");
         Ok(Running {
             handle,
             metrics,
             grace,
+            dashboard,
         })
     }
 
@@ -235,6 +252,7 @@ pub struct Running {
     handle: ServiceHandle,
     metrics: Option<SocketAddr>,
     grace: Duration,
+    dashboard: Option<dispatcher_dashboard::Dashboard>,
 }
 
 impl Running {
@@ -246,6 +264,11 @@ impl Running {
     /// The metrics endpoint's address, when there is one.
     pub fn metrics_address(&self) -> Option<SocketAddr> {
         self.metrics
+    }
+
+    /// The dashboard's address, when there is one.
+    pub fn dashboard_address(&self) -> Option<SocketAddr> {
+        self.dashboard.as_ref().map(|d| d.address())
     }
 
     /// Waits for `stop` (or for the service to end), then stops gracefully: no new work, running

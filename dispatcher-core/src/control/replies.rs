@@ -32,6 +32,9 @@ pub struct MainReply {
     pub control_count: u64,
     /// Seconds since the service started (ours).
     pub uptime: f64,
+    /// The version of the runtime serving (ours).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// The registered task names, sorted (ours).
     pub registered_tasks: Vec<String>,
     /// Each broker's health (ours).

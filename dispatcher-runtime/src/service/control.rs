@@ -144,6 +144,7 @@ impl Loop {
             received_count: c.received,
             control_count: c.control,
             uptime: self.started.elapsed().as_secs_f64(),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             registered_tasks: self
                 .registry
                 .names()

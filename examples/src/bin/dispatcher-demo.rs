@@ -6,9 +6,10 @@
 //!   waits for them and prints the Call history. On PostgreSQL it also consumes the durable
 //!   queue and enqueues `demo.flaky(2)`, which fails on attempts 1 and 2 and succeeds on 3.
 //! * `dispatcher-demo serve [--database-url URL] [--channel NAME]... [--workers N] [--node-id ID]
-//!   [--config FILE] [--queue] [--log-format text|json]` — runs the demo service until SIGTERM or SIGINT; with `--queue`
+//!   [--config FILE] [--queue] [--dashboard ADDR] [--log-format text|json]` — runs the demo service until SIGTERM or SIGINT; with `--queue`
 //!   it also consumes the durable queue of its database (each channel is also a queue; the
-//!   queue's schema is migrated on start).
+//!   queue's schema is migrated on start); with `--dashboard 127.0.0.1:9180` it serves the web
+//!   dashboard there (actions enabled by `DISPATCHER_DASHBOARD_TOKEN`).
 //! * `dispatcher-demo enqueue [--database-url URL] [--queue NAME] [--kwargs JSON] [--priority N]
 //!   [--delay SECONDS] [--unique-key KEY] TASK [ARGS]` — enqueues one job on the durable queue
 //!   (default queue `dispatcher`) and prints its id and uuid.
@@ -158,6 +159,10 @@ enum Command {
         /// the queue's schema is migrated on start). Control commands stay on NOTIFY.
         #[arg(long)]
         queue: bool,
+        /// Serve the web dashboard on this `host:port` (read-only unless
+        /// `DISPATCHER_DASHBOARD_TOKEN` holds an access token).
+        #[arg(long, value_name = "ADDR")]
+        dashboard: Option<String>,
         /// Log lines as `text` or `json` (one JSON object per line); default: the config file's
         /// `log_format`, else text.
         #[arg(long, value_name = "FORMAT")]
@@ -211,6 +216,7 @@ fn main() -> ExitCode {
             node_id,
             config,
             queue,
+            dashboard,
             log_format,
         }) => rt.block_on(serve(
             registry,
@@ -221,6 +227,7 @@ fn main() -> ExitCode {
                 node_id,
                 config,
                 queue,
+                dashboard,
                 log_format,
             },
         )),
@@ -262,6 +269,7 @@ struct ServeArgs {
     node_id: Option<String>,
     config: Option<PathBuf>,
     queue: bool,
+    dashboard: Option<String>,
     log_format: Option<LogFormat>,
 }
 
@@ -273,6 +281,7 @@ async fn serve(registry: TaskRegistry, args: ServeArgs) -> Result<(), BoxError> 
         node_id,
         config,
         queue,
+        dashboard,
         log_format,
     } = args;
     let mut c = match &config {
@@ -300,6 +309,9 @@ async fn serve(registry: TaskRegistry, args: ServeArgs) -> Result<(), BoxError> 
     if queue {
         c.queue.enabled = true;
         c.queue.migrate_on_start = true;
+    }
+    if let Some(address) = dashboard {
+        c.dashboard = Some(dispatcher::server::config::DashboardSection::new(address));
     }
     if let Some(f) = log_format {
         c.log_format = f;
