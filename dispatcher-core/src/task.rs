@@ -161,6 +161,14 @@ impl TaskConfig {
         }
     }
 
+    /// The base of the retry backoff: the declared `backoff`, else [`DEFAULT_BACKOFF`].
+    pub const fn backoff_base(&self) -> Duration {
+        match self.backoff {
+            Some(b) => b,
+            None => DEFAULT_BACKOFF,
+        }
+    }
+
     /// How long to wait before running attempt `attempt + 1` after attempt `attempt` failed:
     /// the backoff base (default [`DEFAULT_BACKOFF`]) times `2^(attempt - 1)`, at most
     /// [`MAX_BACKOFF`], then multiplied by `jitter`.
@@ -168,7 +176,7 @@ impl TaskConfig {
     /// `jitter` is a random factor the caller draws; it is clamped to `[0.75, 1.25]` (a NaN
     /// counts as 1). Attempt 0 counts as 1. Never panics: the doubling saturates at the cap.
     pub fn retry_delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let base = self.backoff.unwrap_or(DEFAULT_BACKOFF);
+        let base = self.backoff_base();
         let exponent = attempt.saturating_sub(1);
         let cap = MAX_BACKOFF.as_nanos();
         let base = base.as_nanos();
@@ -366,6 +374,8 @@ mod tests {
     fn retry_delay_uses_the_declared_base() {
         let c = TaskConfig::new().with_backoff(Duration::from_millis(500));
         assert_eq!(c.retry_delay(1, 1.0), Duration::from_millis(500));
+        assert_eq!(c.backoff_base(), Duration::from_millis(500));
+        assert_eq!(TaskConfig::new().backoff_base(), DEFAULT_BACKOFF);
         assert_eq!(c.retry_delay(4, 1.0), Duration::from_secs(4));
         let zero = TaskConfig::new().with_backoff(Duration::ZERO);
         assert_eq!(zero.retry_delay(u32::MAX, 1.25), Duration::ZERO);

@@ -86,7 +86,8 @@
 //! as `busy`, a `ready` one as `idle`), `running` and `cancel` (with how long each Call has run
 //! and when a delayed one is due), `history` ([`calls_table`], with when each Call finished),
 //! `main` (pid, uptime, tasks, then the brokers and the pool), `status` (all of them),
-//! `metrics`, `set_log_level`, `run`, `producers`, `aio_tasks` and `chunks` as tables, `alive`
+//! `metrics`, `set_log_level`, `run`, `producers`, `aio_tasks`, `chunks` and `tasks` (each
+//! registered task's timeout, duplicate policy, queue and durable-queue policy) as tables, `alive`
 //! as `node X: alive`, replies with an `error` field as `node X: error: ...`; a reply of another
 //! command, or one that does not have the expected shape (e.g. from another implementation), as
 //! pretty JSON. With `--json`, stdout holds exactly one

@@ -67,11 +67,13 @@ pub enum Command {
     Chunks,
     /// Where the service's work comes from ([`ProducersReply`]).
     Producers,
+    /// The registered tasks and their declared policies ([`TasksReply`]; ours).
+    Tasks,
 }
 
 impl Command {
     /// Every command, in the order above.
-    pub const ALL: [Command; 13] = [
+    pub const ALL: [Command; 14] = [
         Command::Alive,
         Command::Main,
         Command::Workers,
@@ -85,6 +87,7 @@ impl Command {
         Command::AioTasks,
         Command::Chunks,
         Command::Producers,
+        Command::Tasks,
     ];
 
     /// The wire name.
@@ -103,6 +106,7 @@ impl Command {
             Command::AioTasks => "aio_tasks",
             Command::Chunks => "chunks",
             Command::Producers => "producers",
+            Command::Tasks => "tasks",
         }
     }
 
@@ -269,6 +273,8 @@ mod tests {
             assert_eq!(Command::parse(c.as_str()), Some(c));
         }
         assert_eq!(Command::parse("nope"), None);
+        assert_eq!(Command::parse("tasks"), Some(Command::Tasks));
+        assert!(Command::Tasks.is_read_only());
     }
 
     #[test]

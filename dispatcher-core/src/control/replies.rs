@@ -15,6 +15,8 @@ use crate::broker::BrokerStatus;
 use crate::call::Call;
 use crate::chunk::{AssemblyStats, PartialStatus};
 use crate::pool::WorkerStatus;
+use crate::registry::Registry;
+use crate::task::TaskConfig;
 
 /// The reply of `alive`: nothing but the node id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -268,6 +270,63 @@ pub struct BrokerSelfCheck {
     pub max_time_seconds: Option<f64>,
 }
 
+/// The reply of `tasks` (ours): every registered task's declared policy, keyed by task name.
+pub type TasksReply = BTreeMap<String, TaskPolicy>;
+
+/// The reply of `tasks` for the tasks of `registry`.
+pub fn tasks_reply(registry: &dyn Registry) -> TasksReply {
+    registry
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            let descriptor = registry.lookup(name)?;
+            Some((name.to_owned(), TaskPolicy::from(descriptor.config())))
+        })
+        .collect()
+}
+
+/// A task's declared policy in [`TasksReply`] (ours), with the durable queue's defaults applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskPolicy {
+    /// Longest a Call may run, in seconds; `None`: no limit.
+    pub timeout_s: Option<f64>,
+    /// The duplicate policy's wire name: `parallel`, `discard`, `serial` or `queue_one`.
+    pub on_duplicate: String,
+    /// The channel a publisher sends the task to unless told otherwise; `None`: the
+    /// publisher's default.
+    pub queue: Option<String>,
+    /// How many times a durable-queue job of the task may run before it is failed (the
+    /// declared value, else the default; at least 1).
+    pub max_attempts: u32,
+    /// The base of the backoff between a durable-queue job's attempts, in seconds (the declared
+    /// value, else the default).
+    pub backoff_s: f64,
+    /// Whether a second enqueue with the same arguments, while a job of the task is available
+    /// or running, returns the existing job.
+    pub unique: bool,
+    /// At most this many Calls of the task run at once across a durable queue's services;
+    /// `None`: no limit.
+    pub concurrency: Option<u32>,
+    /// Whether the task takes a task context.
+    pub context: bool,
+}
+
+impl From<&TaskConfig> for TaskPolicy {
+    fn from(config: &TaskConfig) -> Self {
+        TaskPolicy {
+            timeout_s: config.timeout.map(|t| t.as_secs_f64()),
+            on_duplicate: config.on_duplicate.as_str().to_owned(),
+            queue: config.queue.map(str::to_owned),
+            max_attempts: config.attempts_allowed(),
+            backoff_s: config.backoff_base().as_secs_f64(),
+            unique: config.unique,
+            concurrency: config.concurrency,
+            context: config.context,
+        }
+    }
+}
+
 /// The reply of `status`: the other read-only replies together (dispatcherd's set, plus the
 /// newest Calls).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -297,4 +356,81 @@ pub struct StatusReply {
 pub struct ErrorReply {
     /// What was wrong.
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::Result;
+    use crate::task::{Invocation, OnDuplicate, TaskDescriptor, TaskFuture};
+    use crate::TaskRegistry;
+
+    fn check(_: &[Option<Value>]) -> Result<()> {
+        Ok(())
+    }
+
+    fn run(_: Invocation) -> TaskFuture {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
+    static PLAIN: TaskDescriptor =
+        TaskDescriptor::new("t.plain", &[], TaskConfig::new(), check, run);
+    static TUNED: TaskDescriptor = TaskDescriptor::new(
+        "t.tuned",
+        &["x"],
+        TaskConfig::new()
+            .with_timeout(Duration::from_millis(1500))
+            .with_on_duplicate(OnDuplicate::QueueOne)
+            .with_queue("other")
+            .with_context()
+            .with_max_attempts(0)
+            .with_backoff(Duration::from_millis(250))
+            .with_unique()
+            .with_concurrency(2),
+        check,
+        run,
+    );
+
+    #[test]
+    fn tasks_reply_applies_the_defaults() {
+        let mut registry = TaskRegistry::new();
+        registry.try_insert(&PLAIN).unwrap();
+        registry.try_insert(&TUNED).unwrap();
+        let reply = tasks_reply(&registry);
+        assert_eq!(reply.keys().collect::<Vec<_>>(), ["t.plain", "t.tuned"]);
+        assert_eq!(
+            reply["t.plain"],
+            TaskPolicy {
+                timeout_s: None,
+                on_duplicate: "parallel".into(),
+                queue: None,
+                max_attempts: crate::task::DEFAULT_MAX_ATTEMPTS,
+                backoff_s: crate::task::DEFAULT_BACKOFF.as_secs_f64(),
+                unique: false,
+                concurrency: None,
+                context: false,
+            }
+        );
+        assert_eq!(
+            reply["t.tuned"],
+            TaskPolicy {
+                timeout_s: Some(1.5),
+                on_duplicate: "queue_one".into(),
+                queue: Some("other".into()),
+                max_attempts: 1,
+                backoff_s: 0.25,
+                unique: true,
+                concurrency: Some(2),
+                context: true,
+            }
+        );
+        // It reads back from its JSON, and a reply missing fields still reads.
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(json["t.tuned"]["on_duplicate"], "queue_one");
+        assert_eq!(serde_json::from_value::<TasksReply>(json).unwrap(), reply);
+        let sparse: TasksReply = serde_json::from_value(serde_json::json!({"t": {}})).unwrap();
+        assert_eq!(sparse["t"], TaskPolicy::default());
+    }
 }

@@ -7,10 +7,10 @@ use std::time::Instant;
 use dispatcher_core::broker;
 use dispatcher_core::call::{new_uuid, now_epoch};
 use dispatcher_core::control::{
-    history_query, worker_key, AioTask, AioTasksReply, AliveReply, BrokerSelfCheck, CallSelector,
-    ChunksReply, Command, ErrorReply, HistoryReply, LogLevelReply, LogLevelRequest, MainReply,
-    MetricsEndpoint, MetricsReply, PoolSummary, ProducerStatus, ProducersReply, RunReply,
-    RunningEntry, RunningReply, StatusReply, WorkersReply,
+    history_query, tasks_reply, worker_key, AioTask, AioTasksReply, AliveReply, BrokerSelfCheck,
+    CallSelector, ChunksReply, Command, ErrorReply, HistoryReply, LogLevelReply, LogLevelRequest,
+    MainReply, MetricsEndpoint, MetricsReply, PoolSummary, ProducerStatus, ProducersReply,
+    RunReply, RunningEntry, RunningReply, StatusReply, WorkersReply,
 };
 use dispatcher_core::pool::CallKey;
 use dispatcher_core::{Call, CallFilter, ControlMessage, Outcome, TaskMessage};
@@ -81,6 +81,7 @@ impl Loop {
             Command::AioTasks => to_value(&self.aio_tasks_reply()),
             Command::Chunks => to_value(&self.chunks_reply()),
             Command::Producers => to_value(&self.producers_reply()),
+            Command::Tasks => to_value(&tasks_reply(&*self.registry)),
             // A command of a newer contract this loop does not serve yet.
             _ => error(format!("No control method {}", msg.control)),
         }

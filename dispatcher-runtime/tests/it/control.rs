@@ -402,3 +402,101 @@ async fn uuid_prefixes_select_and_ambiguous_cancels_are_refused() {
     assert!(none["calls"].as_array().unwrap().is_empty(), "{none}");
     svc.shutdown().await;
 }
+
+mod policies {
+    //! Tasks whose declared policies the `tasks` command reports.
+
+    #[dispatcher_core::task(name = "p.timed", timeout = 2.5)]
+    pub fn timed() {}
+
+    #[dispatcher_core::task(name = "p.discard", on_duplicate = "discard", queue = "elsewhere")]
+    pub fn discarding(x: i64) -> i64 {
+        x
+    }
+
+    #[dispatcher_core::task(name = "p.retried", max_attempts = 7, backoff = 0.5, unique)]
+    pub fn retried() {}
+
+    #[dispatcher_core::task(name = "p.limited", concurrency = 3, context)]
+    pub fn limited(_ctx: &dispatcher_core::TaskContext) {}
+}
+
+#[tokio::test]
+async fn tasks_reports_each_declared_policy() {
+    use dispatcher_core::control::{TaskPolicy, TasksReply};
+    use dispatcher_core::task::{DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS};
+    let registry = TaskRegistry::new()
+        .register::<policies::timed>()
+        .register::<policies::discarding>()
+        .register::<policies::retried>()
+        .register::<policies::limited>();
+    let svc = TestService::builder()
+        .registry(registry)
+        .pool(dispatcher_runtime::InProcessPool::new(1))
+        .start()
+        .await
+        .unwrap();
+    // Over the broker, as dispatcherctl and the dashboard ask.
+    let replies = ask(&svc, "tasks", WAIT, Some(1)).await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["node_id"], json!(svc.handle().node_id()));
+    let reply = dispatcher_core::control::Reply::from_value(replies[0].clone());
+    let tasks: TasksReply = reply.parse().unwrap();
+    let defaults = TaskPolicy {
+        timeout_s: None,
+        on_duplicate: "parallel".into(),
+        queue: None,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        backoff_s: DEFAULT_BACKOFF.as_secs_f64(),
+        unique: false,
+        concurrency: None,
+        context: false,
+    };
+    let expected: TasksReply = [
+        (
+            "p.timed",
+            TaskPolicy {
+                timeout_s: Some(2.5),
+                ..defaults.clone()
+            },
+        ),
+        (
+            "p.discard",
+            TaskPolicy {
+                on_duplicate: "discard".into(),
+                queue: Some("elsewhere".into()),
+                ..defaults.clone()
+            },
+        ),
+        (
+            "p.retried",
+            TaskPolicy {
+                max_attempts: 7,
+                backoff_s: 0.5,
+                unique: true,
+                ..defaults.clone()
+            },
+        ),
+        (
+            "p.limited",
+            TaskPolicy {
+                concurrency: Some(3),
+                context: true,
+                ..defaults.clone()
+            },
+        ),
+    ]
+    .into_iter()
+    .map(|(name, policy)| (name.to_owned(), policy))
+    .collect();
+    assert_eq!(tasks, expected, "{}", replies[0]);
+    // Locally, the same; and it is read-only: nothing was received as a task.
+    let local = svc
+        .handle()
+        .control("tasks", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(local["p.retried"]["backoff_s"], json!(0.5), "{local}");
+    assert_eq!(local.as_object().map(|m| m.len()), Some(4), "{local}");
+    svc.shutdown().await;
+}

@@ -30,7 +30,7 @@ pub fn action(cli: &Cli) -> Result<Action, String> {
                 || dispatcher_core::control::Command::parse(command).is_some();
             return Err(format!(
                 "--watch repeats read-only commands only (alive, main, workers, running, \
-                 status, history, metrics, aio_tasks, chunks, producers, jobs); {command:?} {}",
+                 status, history, metrics, aio_tasks, chunks, producers, tasks, jobs); {command:?} {}",
                 if acts {
                     "acts, so it runs once: leave --watch out"
                 } else {

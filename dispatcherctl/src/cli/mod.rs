@@ -24,7 +24,7 @@ pub const LOCAL_COMMANDS: [&str; 2] = ["completions", "man"];
 
 /// The control commands `dispatcherctl` knows (others are sent as well), for `--help`, the
 /// completions and the man page.
-pub const CONTROL_COMMANDS: [&str; 13] = [
+pub const CONTROL_COMMANDS: [&str; 14] = [
     "alive",
     "main",
     "workers",
@@ -38,6 +38,7 @@ pub const CONTROL_COMMANDS: [&str; 13] = [
     "aio_tasks",
     "chunks",
     "producers",
+    "tasks",
 ];
 
 /// The queue schema used when `--schema` is absent (the queue's and the server's default).
@@ -77,7 +78,7 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Control commands (sent over NOTIFY to every service listening on --channel; prints the replies):
   alive, main, workers, running, cancel, status, set_log_level, run, history, metrics,
-  aio_tasks, chunks, producers
+  aio_tasks, chunks, producers, tasks
   (any other name is sent too; the services reply with an error)
   A uuid in --data may be its first characters, as the tables show them: cancel refuses a
   prefix that matches more than one Call and names the candidates.
@@ -104,8 +105,8 @@ About dispatcherctl itself (no database needed):
                                             /usr/local/share/man/man1/dispatcherctl.1`
 
 --watch SECS repeats a read-only command (alive, main, workers, running, status, history,
-metrics, aio_tasks, chunks, producers, jobs) every SECS seconds, redrawing on a terminal and
-appending otherwise, until Ctrl-C.
+metrics, aio_tasks, chunks, producers, tasks, jobs) every SECS seconds, redrawing on a terminal
+and appending otherwise, until Ctrl-C.
 
 Default channel: dispatcher (the services' default listen channel). Default schema: dispatcher.
 
@@ -176,7 +177,7 @@ pub struct Cli {
     pub watch: Option<Duration>,
 
     /// Control command: alive, main, workers, running, cancel, status, set_log_level, run,
-    /// history, metrics, aio_tasks, chunks, producers (any other name is sent too; services
+    /// history, metrics, aio_tasks, chunks, producers, tasks (any other name is sent too; services
     /// reply with an error); queue command: migrate, jobs, retry, discard; or completions, man
     #[arg(value_name = "COMMAND", value_parser = CommandParser)]
     pub command: String,

@@ -9,7 +9,7 @@ mod text;
 
 use dispatcher_core::control::{
     AioTasksReply, ChunksReply, Command, HistoryReply, LogLevelReply, MainReply, MetricsReply,
-    ProducersReply, Reply, RunReply, RunningReply, StatusReply, WorkersReply,
+    ProducersReply, Reply, RunReply, RunningReply, StatusReply, TasksReply, WorkersReply,
 };
 use serde_json::Value;
 
@@ -101,6 +101,7 @@ fn typed_section(command: &str, reply: &Reply) -> Option<String> {
             .parse::<ProducersReply>()
             .ok()
             .map(|p| summary::producers(&p)),
+        Command::Tasks => reply.parse::<TasksReply>().ok().map(|t| tables::tasks(&t)),
         Command::AioTasks => reply
             .parse::<AioTasksReply>()
             .ok()

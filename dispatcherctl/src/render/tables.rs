@@ -1,7 +1,9 @@
 //! The readable sections of the typed replies: each returns what follows `node <id>:`.
 
 use dispatcher_core::call::now_epoch;
-use dispatcher_core::control::{HistoryReply, MainReply, RunningEntry, RunningReply, WorkersReply};
+use dispatcher_core::control::{
+    HistoryReply, MainReply, RunningEntry, RunningReply, TasksReply, WorkersReply,
+};
 use dispatcher_core::{BrokerStatus, Call, Outcome, WorkerState, WorkerStatus};
 use serde_json::Value;
 
@@ -43,6 +45,57 @@ pub(super) fn workers(workers: &WorkersReply, raw: &Value) -> String {
         &rows,
     );
     format!(" {}\n{table}", count(rows.len() as u64, "worker"))
+}
+
+/// `tasks`: one row per registered task, by name, with its declared policy (`-`: none or the
+/// publisher's default).
+pub(super) fn tasks(tasks: &TasksReply) -> String {
+    // Seconds without trailing zeros: `0.5s`, `30s`.
+    let secs = |v: f64| {
+        let n = num(v);
+        let n = if n.contains('.') {
+            n.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &n
+        };
+        format!("{n}s")
+    };
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|(name, p)| {
+            vec![
+                name.clone(),
+                p.timeout_s.map_or_else(|| "-".to_owned(), secs),
+                text_or_dash(&p.on_duplicate),
+                or_dash(p.queue.as_deref()),
+                p.max_attempts.to_string(),
+                secs(p.backoff_s),
+                yes_no(p.unique),
+                or_dash(p.concurrency),
+                yes_no(p.context),
+            ]
+        })
+        .collect();
+    let table = render_table(
+        &[
+            "task",
+            "timeout",
+            "on_duplicate",
+            "queue",
+            "attempts",
+            "backoff",
+            "unique",
+            "concurrency",
+            "context",
+        ],
+        &rows,
+    );
+    format!(
+        " {}
+{table}",
+        count(rows.len() as u64, "task")
+    )
 }
 
 /// A worker's state for people: `busy` while it runs a Call, `idle` when it is ready for one

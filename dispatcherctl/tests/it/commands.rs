@@ -1,5 +1,5 @@
-//! The read-only commands against one service: `alive`, `main`, `metrics`, `status` and
-//! `workers`, each as a human-readable table or text and as `--json`.
+//! The read-only commands against one service: `alive`, `main`, `metrics`, `status`,
+//! `workers` and `tasks`, each as a human-readable table or text and as `--json`.
 
 use std::time::Duration;
 
@@ -142,5 +142,60 @@ async fn workers_table_and_json() {
     )
     .await;
     assert_eq!(canceled.as_object().unwrap().len(), 2, "{canceled}");
+    svc.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn tasks_table_and_json() {
+    let fx = PgFixture::new().await.unwrap();
+    let svc = service(&fx, "node-a", None).await;
+
+    let tasks = one(&fx, &["tasks"]).await;
+    assert_eq!(
+        tasks,
+        json!({
+            "node_id": "node-a",
+            "ctl.add": {"timeout_s": 30.0, "on_duplicate": "parallel", "queue": null,
+                        "max_attempts": 3, "backoff_s": 1.0, "unique": false,
+                        "concurrency": null, "context": false},
+            "ctl.fail": {"timeout_s": null, "on_duplicate": "parallel", "queue": null,
+                         "max_attempts": 5, "backoff_s": 0.5, "unique": true,
+                         "concurrency": null, "context": false},
+            "ctl.nap": {"timeout_s": null, "on_duplicate": "parallel", "queue": null,
+                        "max_attempts": 3, "backoff_s": 1.0, "unique": false,
+                        "concurrency": null, "context": false},
+        })
+    );
+
+    let run = ctl(&fx, &["tasks"]).await.ok();
+    let out = &run.stdout;
+    assert!(out.starts_with("node node-a: 3 tasks\n"), "{out}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("---"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec![
+                "task",
+                "timeout",
+                "on_duplicate",
+                "queue",
+                "attempts",
+                "backoff",
+                "unique",
+                "concurrency",
+                "context"
+            ],
+            vec!["ctl.add", "30s", "parallel", "-", "3", "1s", "no", "-", "no"],
+            vec!["ctl.fail", "-", "parallel", "-", "5", "0.5s", "yes", "-", "no"],
+            vec!["ctl.nap", "-", "parallel", "-", "3", "1s", "no", "-", "no"],
+        ],
+        "{out}"
+    );
+    assert_no_json(out);
     svc.shutdown().await.unwrap();
 }

@@ -22,14 +22,14 @@ pub fn nap(secs: f64) -> f64 {
     secs
 }
 
-/// Adds two numbers.
-#[task(name = "ctl.add")]
+/// Adds two numbers (a timeout, for `tasks` to show).
+#[task(name = "ctl.add", timeout = 30)]
 pub fn add(a: i64, b: i64) -> i64 {
     a + b
 }
 
-/// Fails with a message.
-#[task(name = "ctl.fail")]
+/// Fails with a message (durable-queue policies, for `tasks` to show).
+#[task(name = "ctl.fail", max_attempts = 5, backoff = 0.5, unique)]
 pub fn fail(why: String) -> Result<(), String> {
     Err(why)
 }
