@@ -56,7 +56,7 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 use crate::{open, PgBroker, PgBrokerConfig};
 
-pub use ops::{FailedJob, KeptJobs, QueueCounts, QueueStats};
+pub use ops::{FailedJob, KeptJobs, QueueCounts, QueueStats, ScheduledJob};
 pub use publish::{enqueue_in, Enqueued, Job};
 pub use schema::{Migrated, SCHEMA_VERSION};
 
@@ -230,6 +230,13 @@ impl PgQueue {
         ops::failed(&client, &self.config.schema, queue, limit).await
     }
 
+    /// Available jobs whose `run_at` is ahead (delayed, or waiting for a retry's backoff),
+    /// soonest first, at most `limit`; of `queue` only, when given. Due jobs are not listed.
+    pub async fn scheduled(&self, queue: Option<&str>, limit: i64) -> Result<Vec<ScheduledJob>> {
+        let client = connect(&self.config.pg, "queue scheduled").await?;
+        ops::scheduled(&client, &self.config.schema, queue, limit).await
+    }
+
     /// Makes failed or canceled jobs available again now (their attempts start over); returns
     /// how many. Ids of jobs in another state are ignored.
     pub async fn retry(&self, ids: &[i64]) -> Result<u64> {
@@ -317,6 +324,17 @@ pub async fn failed(
 ) -> Result<Vec<FailedJob>> {
     schema::check_schema(schema)?;
     ops::failed(client, schema, queue, limit).await
+}
+
+/// [`PgQueue::scheduled`] with `client`, for the queue in `schema`.
+pub async fn scheduled(
+    client: &Client,
+    schema: &str,
+    queue: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ScheduledJob>> {
+    schema::check_schema(schema)?;
+    ops::scheduled(client, schema, queue, limit).await
 }
 
 /// Makes the kept jobs `which` selects available again now (their attempts start over, and

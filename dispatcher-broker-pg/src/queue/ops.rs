@@ -1,4 +1,4 @@
-//! Operating the queue: counts, failed jobs, retry, discard, prune.
+//! Operating the queue: counts, failed and scheduled jobs, retry, discard, prune.
 
 use std::time::Duration;
 
@@ -69,6 +69,29 @@ pub struct FailedJob {
     pub errors: serde_json::Value,
     /// When it failed, seconds since the Unix epoch.
     pub failed_at: f64,
+}
+
+/// An available job whose `run_at` is still ahead ([`super::PgQueue::scheduled`]).
+///
+/// A row of the jobs table may hold several jobs (one publish batch of one task with one
+/// `run_at`): each is listed on its own, with the row's `id` and its `index` in the row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ScheduledJob {
+    /// The id of its row in the jobs table.
+    pub id: i64,
+    /// Queue.
+    pub queue: String,
+    /// Task.
+    pub task: String,
+    /// Attempts already made (more than 0 for a job waiting for its retry backoff).
+    pub attempt: i32,
+    /// The task message.
+    pub message: String,
+    /// When it is due, seconds since the Unix epoch.
+    pub run_at: f64,
+    /// Its position among the messages of its row (0 for a row of one job).
+    pub index: i32,
 }
 
 pub(crate) async fn stats(client: &Client, schema: &str) -> Result<QueueStats> {
@@ -173,6 +196,47 @@ pub(crate) async fn failed(
             message: r.get(5),
             errors: serde_json::from_str(r.get::<_, &str>(6)).unwrap_or_default(),
             failed_at: r.get(7),
+        })
+        .collect())
+}
+
+pub(crate) async fn scheduled(
+    client: &Client,
+    schema: &str,
+    queue: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ScheduledJob>> {
+    let s = quote_ident(schema);
+    let limit = limit.max(0);
+    // Every row listed holds at least one job not handed out: `limit` rows are enough.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT j.id, j.queue, j.task, j.attempt, m.message, (j.taken + m.ord - 1)::int4,
+                        extract(epoch FROM j.run_at)::float8
+                   FROM (SELECT id, queue, task, attempt, taken, total, run_at, messages
+                           FROM {s}.jobs
+                          WHERE state = 'available' AND run_at > now()
+                            AND ($1::text IS NULL OR queue = $1)
+                          ORDER BY run_at, id LIMIT $2) j
+                  CROSS JOIN LATERAL unnest(j.messages[j.taken + 1 : j.total])
+                        WITH ORDINALITY AS m(message, ord)
+                  ORDER BY j.run_at, j.id, m.ord LIMIT $2"
+            ),
+            &[&queue, &limit],
+        )
+        .await
+        .map_err(q("list scheduled jobs"))?;
+    Ok(rows
+        .iter()
+        .map(|r| ScheduledJob {
+            id: r.get(0),
+            queue: r.get(1),
+            task: r.get(2),
+            attempt: r.get(3),
+            message: r.get(4),
+            index: r.get(5),
+            run_at: r.get(6),
         })
         .collect())
 }

@@ -618,3 +618,104 @@ async fn signed_jobs_are_verified_when_they_run() {
     .await;
     svc.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn scheduled_lists_future_jobs_soonest_first_one_per_message() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let fx = PgFixture::new().await.unwrap();
+    // No service: nothing claims the due jobs, which must not be listed all the same.
+    let q = queue(&fx).await;
+    let job = |queue: &str, n: i64| Job::new(queue, &msg("q.add", json!([n, 0]))).unwrap();
+    let epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = SystemTime::now();
+    let at = |secs: u64| now + Duration::from_secs(secs);
+    q.enqueue(job("jobs", 60).run_at(at(60))).await.unwrap();
+    q.enqueue(job("jobs", 30).run_at(at(30))).await.unwrap();
+    q.enqueue(job("other", 90).run_at(at(90))).await.unwrap();
+    // Due now, and due since a minute: not scheduled.
+    q.enqueue(job("jobs", 0)).await.unwrap();
+    q.enqueue(job("jobs", -60).run_at(now - Duration::from_secs(60)))
+        .await
+        .unwrap();
+    // Two jobs of one task and one run_at enqueued together share a row: two entries.
+    let batch = q
+        .enqueue_many(vec![
+            job("jobs", 45).run_at(at(45)),
+            job("jobs", 46).run_at(at(45)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 1, "one row: {batch:?}");
+    // A job waiting for its retry: attempts already made are shown.
+    let c = fx.client().await.unwrap();
+    let retried: i64 = c
+        .query_one(
+            "SELECT dispatcher.enqueue('jobs', '{\"task\": \"q.add\", \"args\": [75, 0]}',
+                                       now() + interval '75 seconds')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    c.execute(
+        "UPDATE dispatcher.jobs SET attempt = 2 WHERE id = $1",
+        &[&retried],
+    )
+    .await
+    .unwrap();
+
+    let first = |jobs: &[dispatcher_broker_pg::queue::ScheduledJob]| -> Vec<(String, i64, i32)> {
+        jobs.iter()
+            .map(|j| {
+                let m: serde_json::Value = serde_json::from_str(&j.message).unwrap();
+                (j.queue.clone(), m["args"][0].as_i64().unwrap(), j.attempt)
+            })
+            .collect()
+    };
+    let all = q.scheduled(None, 100).await.unwrap();
+    assert_eq!(
+        first(&all),
+        [
+            ("jobs".to_owned(), 30, 0),
+            ("jobs".to_owned(), 45, 0),
+            ("jobs".to_owned(), 46, 0),
+            ("jobs".to_owned(), 60, 0),
+            ("jobs".to_owned(), 75, 2),
+            ("other".to_owned(), 90, 0),
+        ],
+        "{all:#?}"
+    );
+    assert!(all.iter().all(|j| j.task == "q.add"), "{all:#?}");
+    assert_eq!(
+        (all[1].id, all[1].index, all[2].id, all[2].index),
+        (batch[0].id, 0, batch[0].id, 1)
+    );
+    assert_eq!((all[4].id, all[4].index), (retried, 0));
+    for (j, secs) in all.iter().zip([30, 45, 45, 60, 75, 90]) {
+        // Microsecond timestamps; the SQL one is the server's clock, the others ours.
+        let off = (j.run_at - epoch(at(secs))).abs();
+        assert!(off < 2.0, "{j:?} due {secs} s from now, {off} s off");
+    }
+    let json = serde_json::to_value(&all[0]).unwrap();
+    for field in ["id", "queue", "task", "attempt", "message", "run_at"] {
+        assert!(json.get(field).is_some(), "{field} missing: {json}");
+    }
+
+    // Of one queue; limited (a batch row cut in the middle); nothing.
+    let other = q.scheduled(Some("other"), 100).await.unwrap();
+    assert_eq!(first(&other), [("other".to_owned(), 90, 0)]);
+    let two = q.scheduled(None, 2).await.unwrap();
+    assert_eq!(first(&two), first(&all[..2]));
+    assert!(q.scheduled(None, 0).await.unwrap().is_empty());
+    assert!(q.scheduled(Some("nope"), 10).await.unwrap().is_empty());
+    // The free function, on the caller's connection, agrees.
+    let free = dispatcher_broker_pg::queue::scheduled(&c, "dispatcher", Some("jobs"), 3)
+        .await
+        .unwrap();
+    assert_eq!(free, all[..3]);
+    assert!(
+        dispatcher_broker_pg::queue::scheduled(&c, "Bad-Schema", None, 3)
+            .await
+            .is_err()
+    );
+}
