@@ -131,6 +131,13 @@ pub struct Cli {
     /// round trips without the flood (measured first, same run) beside those with it.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub flood: Option<u64>,
+    /// `pg`: the service also serves the web dashboard, and a viewer keeps its live overview
+    /// open for the whole run (what an operator watching costs; compare with a run without).
+    #[arg(long)]
+    pub dashboard: bool,
+    /// `serve` only: serve the dashboard on this address.
+    #[arg(long, hide = true)]
+    pub dashboard_address: Option<String>,
     /// `serve` only: the channel to listen on.
     #[arg(long, hide = true)]
     pub channel: Option<String>,

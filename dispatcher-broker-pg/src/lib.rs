@@ -432,6 +432,19 @@ impl Broker for PgBroker {
         for c in channels {
             validate_channel(c)?;
         }
+        // Control replies for a client in the same process as a service (the dashboard): on
+        // the control listener while one runs (the service's intake is paused), so that a flood
+        // holding up the main listener does not hold up the replies.
+        let replies = channels
+            .iter()
+            .all(|c| c.starts_with(dispatcher_core::control::REPLY_CHANNEL_PREFIX));
+        if replies && !channels.is_empty() {
+            if let Some(control) = self.control_listener() {
+                if let Ok(sub) = control.subscribe(channels).await {
+                    return Ok(sub);
+                }
+            }
+        }
         Ok(self.listener.subscribe(channels).await?)
     }
 

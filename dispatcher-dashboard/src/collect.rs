@@ -222,7 +222,9 @@ impl Shared {
     pub async fn retry_job(&self, id: i64) -> Result<Vec<i64>, String> {
         let schema = self.config.queue_schema.as_deref().ok_or("no queue")?;
         let mut slot = self.jobs_client.lock().await;
-        self.jobs_client(&mut slot).await.map_err(|e| e.to_string())?;
+        self.jobs_client(&mut slot)
+            .await
+            .map_err(|e| e.to_string())?;
         let client = slot.as_ref().ok_or("no connection")?;
         queue::retry_jobs(client, schema, queue::KeptJobs::Ids(&[id]))
             .await
@@ -233,7 +235,9 @@ impl Shared {
     pub async fn discard_job(&self, id: i64) -> Result<Vec<i64>, String> {
         let schema = self.config.queue_schema.as_deref().ok_or("no queue")?;
         let mut slot = self.jobs_client.lock().await;
-        self.jobs_client(&mut slot).await.map_err(|e| e.to_string())?;
+        self.jobs_client(&mut slot)
+            .await
+            .map_err(|e| e.to_string())?;
         let client = slot.as_ref().ok_or("no connection")?;
         queue::discard_jobs(client, schema, queue::KeptJobs::Ids(&[id]))
             .await
@@ -379,15 +383,19 @@ async fn round(shared: &Shared, memory: &mut Memory) {
             .values()
             .map(|w| (w.worker_id, w.pid))
             .collect();
-        let after: BTreeMap<u32, Option<u32>> =
-            w.values().map(|w| (w.worker_id, w.pid)).collect();
+        let after: BTreeMap<u32, Option<u32>> = w.values().map(|w| (w.worker_id, w.pid)).collect();
         let first = node.workers.is_empty() && node.metrics == MetricsReply::default();
         if !first {
             let id = r.node_id.clone();
             for (wid, pid) in &after {
                 if !before.contains_key(wid) {
                     let pid = pid.map(|p| p.to_string()).unwrap_or("-".into());
-                    memory.event(at, &id, "worker", format!("worker {wid} started (pid {pid})"));
+                    memory.event(
+                        at,
+                        &id,
+                        "worker",
+                        format!("worker {wid} started (pid {pid})"),
+                    );
                 }
             }
             for (wid, pid) in &before {
@@ -407,8 +415,7 @@ async fn round(shared: &Shared, memory: &mut Memory) {
         }
     }
     for (_, r) in &metrics {
-        if let (Ok(m), Some(node)) = (r.parse::<MetricsReply>(), memory.nodes.get_mut(&r.node_id))
-        {
+        if let (Ok(m), Some(node)) = (r.parse::<MetricsReply>(), memory.nodes.get_mut(&r.node_id)) {
             node.metrics = m;
         }
     }
@@ -426,7 +433,7 @@ async fn round(shared: &Shared, memory: &mut Memory) {
             continue;
         };
         for call in h.calls {
-            if memory.seen.contains(&call.uuid) && call.outcome.is_some() {
+            if memory.seen.contains(&seen_key(&call)) {
                 continue;
             }
             if let (Some(start), Some(sent)) = (call.started_at, call.time_pub.or(call.received_at))
@@ -436,18 +443,22 @@ async fn round(shared: &Shared, memory: &mut Memory) {
             fresh.push(call);
         }
     }
-    fresh.sort_by(|a, b| a.finished_at.unwrap_or(0.0).total_cmp(&b.finished_at.unwrap_or(0.0)));
+    fresh.sort_by(|a, b| {
+        a.finished_at
+            .unwrap_or(0.0)
+            .total_cmp(&b.finished_at.unwrap_or(0.0))
+    });
     for call in fresh {
         if call.outcome == Some(Outcome::WorkerLost) {
             let text = format!("worker lost running {} ({})", call.task, call.uuid);
-            memory.event(at, &call.node_id.to_string(), "lost", text);
+            memory.event(at, call.node_id.as_str(), "lost", text);
         }
-        memory.seen.insert(call.uuid.clone());
+        memory.seen.insert(seen_key(&call));
         memory.calls.push_front(Arc::new(call));
     }
     while memory.calls.len() > CALLS_KEPT {
         if let Some(old) = memory.calls.pop_back() {
-            memory.seen.remove(&old.uuid);
+            memory.seen.remove(&seen_key(&old));
         }
     }
 
@@ -493,7 +504,9 @@ async fn round(shared: &Shared, memory: &mut Memory) {
         }
         memory.counters.insert(id.clone(), now);
     }
-    memory.counters.retain(|id, _| memory.nodes.contains_key(id));
+    memory
+        .counters
+        .retain(|id, _| memory.nodes.contains_key(id));
     if !latencies.is_empty() {
         latencies.sort_by(f64::total_cmp);
         sample.p50_ms = Some(percentile(&latencies, 0.50));
@@ -508,10 +521,12 @@ async fn round(shared: &Shared, memory: &mut Memory) {
 
     // The registry: at start, when a node appears, and every 30 s.
     let new_node = answered.iter().any(|id| {
-        memory
-            .nodes
-            .get(id)
-            .is_some_and(|n| n.main.registered_tasks.iter().any(|t| !memory.tasks.contains_key(t)))
+        memory.nodes.get(id).is_some_and(|n| {
+            n.main
+                .registered_tasks
+                .iter()
+                .any(|t| !memory.tasks.contains_key(t))
+        })
     });
     if memory
         .tasks_at
@@ -554,6 +569,17 @@ async fn round(shared: &Shared, memory: &mut Memory) {
     };
     tracing::trace!(took = ?started.elapsed(), nodes = snapshot.nodes.len(), "dashboard round");
     shared.snapshot.send_replace(Arc::new(snapshot));
+}
+
+/// A Call's identity in the store: a durable job runs under one uuid once per attempt (and again
+/// when retried), so its uuid alone is not enough.
+fn seen_key(c: &Call) -> String {
+    format!(
+        "{}|{}|{}",
+        c.uuid,
+        c.attempt.unwrap_or(0),
+        c.finished_at.unwrap_or(0.0).to_bits()
+    )
 }
 
 /// The `q` quantile of sorted values (nearest rank).

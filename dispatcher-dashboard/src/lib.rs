@@ -40,7 +40,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dispatcher_broker_pg::PgBrokerConfig;
-use dispatcher_core::{Broker, SigningKey};
+use dispatcher_core::signing::SigningKey;
+use dispatcher_core::Broker;
 use tokio::sync::{watch, Notify};
 
 pub use error::{Error, Result};

@@ -197,7 +197,9 @@ fn outcome_badge(o: Option<Outcome>) -> Markup {
     let (name, class) = match o {
         None => ("running", "run"),
         Some(Outcome::Ok) => ("ok", "ok"),
-        Some(Outcome::Canceled) | Some(Outcome::Discarded) => (o.map_or("", |o| o.as_str()), "muted"),
+        Some(Outcome::Canceled) | Some(Outcome::Discarded) => {
+            (o.map_or("", |o| o.as_str()), "muted")
+        }
         Some(o) => (o.as_str(), "bad"),
     };
     html! { span class={"badge " (class)} { (name) } }
@@ -261,7 +263,9 @@ pub(crate) fn page(
                         (call_filters(q, snap))
                     }
                     @for (id, markup) in sections(p, snap, viewer, fetched) {
-                        div data-live=(id) { (markup) }
+                        @if id != "status" {
+                            div data-live=(id) { (markup) }
+                        }
                     }
                 }
             }
@@ -327,35 +331,47 @@ fn problems(snap: &Snapshot) -> Markup {
 fn numbers(snap: &Snapshot) -> Markup {
     let (received, finished, failed) = snap.totals();
     let last = snap.series.last().copied().unwrap_or_default();
-    let running: u64 = snap
-        .nodes
-        .iter()
-        .map(|n| n.main.pool.running_ct)
-        .sum();
+    let running: u64 = snap.nodes.iter().map(|n| n.main.pool.running_ct).sum();
     let queued: u64 = snap
         .nodes
         .iter()
         .map(|n| n.main.pool.queued_count + n.main.pool.delayed_count + n.main.pool.blocked_count)
         .sum();
+    // Publish → start over the Calls that finished in the last minute.
+    let mut recent: Vec<f64> = snap
+        .calls
+        .iter()
+        .take_while(|c| c.finished_at.is_some_and(|f| snap.at - f <= 60.0))
+        .filter_map(|c| {
+            let sent = c.time_pub.or(c.received_at)?;
+            Some(((c.started_at? - sent) * 1000.0).max(0.0))
+        })
+        .collect();
+    recent.sort_by(f64::total_cmp);
+    let (p50, p99) = if recent.is_empty() {
+        (None, None)
+    } else {
+        (
+            Some(percentile(&recent, 0.5)),
+            Some(percentile(&recent, 0.99)),
+        )
+    };
     html! {
         div.cards {
             div.card { div.label { "received" } div.value #received-total { (received) } div.sub { (rate(last.received_ps)) } }
             div.card { div.label { "finished" } div.value #finished-total { (finished) } div.sub { (rate(last.finished_ps)) } }
             div.card { div.label { "failed" } div.value #failed-total { (failed) } div.sub { (rate(last.failed_ps)) } }
             div.card { div.label { "running" } div.value #running-now { (running) } div.sub { (queued) " waiting" } }
-            div.card { div.label { "publish → start" } div.value #latency-p50 { (ms(last.p50_ms)) } div.sub { "p99 " (ms(last.p99_ms)) } }
+            div.card title="over the Calls finished in the last minute" { div.label { "publish → start" } div.value #latency-p50 { (ms(p50)) } div.sub { "p99 " (ms(p99)) " · last minute" } }
         }
     }
 }
 
+/// A chart's line: its name, its CSS class, and its value in a sample.
+type Line<'a> = (&'a str, &'a str, fn(&Sample) -> Option<f64>);
+
 /// A line chart of the last 15 minutes (inline SVG).
-fn chart(
-    title: &str,
-    series: &[Sample],
-    now: f64,
-    lines: &[(&str, &str, fn(&Sample) -> Option<f64>)],
-    unit: &str,
-) -> Markup {
+fn chart(title: &str, series: &[Sample], now: f64, lines: &[Line<'_>], unit: &str) -> Markup {
     const W: f64 = 600.0;
     const H: f64 = 120.0;
     let max = series
@@ -363,7 +379,12 @@ fn chart(
         .flat_map(|s| lines.iter().filter_map(move |(_, _, f)| f(s)))
         .fold(0.0f64, f64::max)
         .max(1.0);
-    let x = |t: f64| ((t - (now - WINDOW_S)) / WINDOW_S * W).clamp(0.0, W);
+    // The window grows with the data, from a minute to the whole 15 minutes kept.
+    let window = series
+        .first()
+        .map(|s| (now - s.t).clamp(60.0, WINDOW_S))
+        .unwrap_or(60.0);
+    let x = |t: f64| ((t - (now - window)) / window * W).clamp(0.0, W);
     let y = |v: f64| H - 4.0 - v / max * (H - 12.0);
     html! {
         figure.chart {
@@ -377,9 +398,12 @@ fn chart(
                 @for (_, class, f) in lines {
                     @let points: String = series.iter().filter_map(|s| f(s).map(|v| format!("{:.1},{:.1} ", x(s.t), y(v)))).collect();
                     polyline class={"line " (class)} points=(points) {}
+                    @if let Some(v) = series.last().and_then(f) {
+                        circle class={"pt " (class)} cx=(format!("{:.1}", x(series.last().map_or(now, |s| s.t)))) cy=(format!("{:.1}", y(v))) r="3" {}
+                    }
                 }
             }
-            div.axis { span { "−15 min" } span { "now" } }
+            div.axis { span { "−" (span(window)) } span { "now" } }
         }
     }
 }
@@ -746,7 +770,11 @@ fn tasks(snap: &Snapshot) -> Markup {
         v.2.sort_by(f64::total_cmp);
     }
     let mut names: Vec<&str> = snap.tasks.keys().map(String::as_str).collect();
-    for n in snap.nodes.iter().flat_map(|n| n.main.registered_tasks.iter()) {
+    for n in snap
+        .nodes
+        .iter()
+        .flat_map(|n| n.main.registered_tasks.iter())
+    {
         if !names.contains(&n.as_str()) {
             names.push(n);
         }
@@ -829,7 +857,7 @@ mod tests {
     #[test]
     fn times_read_as_utc() {
         assert_eq!(timestamp(0.5), "1970-01-01 00:00:00.500 UTC");
-        assert_eq!(timestamp(1_795_870_201.25), "2026-11-28 10:10:01.250 UTC");
+        assert_eq!(timestamp(1_795_870_201.25), "2026-11-28 12:50:01.250 UTC");
         assert_eq!(clock(f64::NAN), "-");
         assert_eq!(span(0.25), "250 ms");
         assert_eq!(span(90.0), "90.0 s");

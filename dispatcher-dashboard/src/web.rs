@@ -77,9 +77,7 @@ async fn security_headers(mut r: Response) -> Response {
 }
 
 fn viewer<'a>(s: &'a Shared, headers: &HeaderMap) -> Viewer<'a> {
-    let cookie = headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok());
+    let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
     let signed_in = s.auth.signed_in(cookie);
     Viewer {
         auth_enabled: s.auth.enabled(),
@@ -93,11 +91,7 @@ fn render(s: &Shared, headers: &HeaderMap, p: &Page, fetched: Option<&Call>) -> 
     s.viewed();
     let snap = s.snapshot.borrow().clone();
     let html = pages::page(p, &snap, &viewer(s, headers), fetched).into_string();
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        Html(html),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
 async fn overview(State(s): S, headers: HeaderMap) -> Response {
@@ -146,7 +140,10 @@ async fn fetch_call(s: &Shared, uuid: &str) -> Option<Call> {
 
 async fn call(State(s): S, headers: HeaderMap, Path(uuid): Path<String>) -> Response {
     if !valid_uuid(&uuid) {
-        return (StatusCode::NOT_FOUND, Html(pages::refused("not a Call uuid").into_string()))
+        return (
+            StatusCode::NOT_FOUND,
+            Html(pages::refused("not a Call uuid").into_string()),
+        )
             .into_response();
     }
     let fetched = fetch_call(&s, &uuid).await;
@@ -216,7 +213,11 @@ async fn live(
             let viewer = Viewer {
                 auth_enabled: st.s.auth.enabled(),
                 signed_in: st.signed_in,
-                form_token: if st.signed_in { st.s.auth.form_token() } else { "" },
+                form_token: if st.signed_in {
+                    st.s.auth.form_token()
+                } else {
+                    ""
+                },
                 has_jobs: st.s.config.queue_schema.is_some(),
             };
             let mut changed = Map::new();
@@ -242,10 +243,23 @@ fn refuse(status: StatusCode, why: &str) -> Response {
     (status, Html(pages::refused(why).into_string())).into_response()
 }
 
+/// A refused request: its status and why.
+struct Refused(StatusCode, &'static str);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        refuse(self.0, self.1)
+    }
+}
+
 /// Refuses a POST that is not from a signed-in page of this dashboard.
-fn check_action(s: &Shared, headers: &HeaderMap, form: &HashMap<String, String>) -> Result<(), Response> {
+fn check_action(
+    s: &Shared,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(), Refused> {
     if !s.auth.enabled() {
-        return Err(refuse(
+        return Err(Refused(
             StatusCode::FORBIDDEN,
             "This dashboard is read-only: no access token is configured.",
         ));
@@ -253,10 +267,10 @@ fn check_action(s: &Shared, headers: &HeaderMap, form: &HashMap<String, String>)
     check_origin(headers)?;
     let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
     if !s.auth.signed_in(cookie) {
-        return Err(refuse(StatusCode::FORBIDDEN, "Not signed in."));
+        return Err(Refused(StatusCode::FORBIDDEN, "Not signed in."));
     }
     if !form.get("csrf").is_some_and(|t| s.auth.form_ok(t)) {
-        return Err(refuse(
+        return Err(Refused(
             StatusCode::FORBIDDEN,
             "The form token is missing or wrong: actions are taken from the dashboard's own pages.",
         ));
@@ -265,7 +279,7 @@ fn check_action(s: &Shared, headers: &HeaderMap, form: &HashMap<String, String>)
 }
 
 /// A browser names the page a POST comes from: it must be this dashboard.
-fn check_origin(headers: &HeaderMap) -> Result<(), Response> {
+fn check_origin(headers: &HeaderMap) -> Result<(), Refused> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let ours = host.is_some_and(|h| {
@@ -275,7 +289,7 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Response> {
                 == Some(h)
         });
         if !ours {
-            return Err(refuse(
+            return Err(Refused(
                 StatusCode::FORBIDDEN,
                 "Cross-site request refused.",
             ));
@@ -286,7 +300,10 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "cross-site")
     {
-        return Err(refuse(StatusCode::FORBIDDEN, "Cross-site request refused."));
+        return Err(Refused(
+            StatusCode::FORBIDDEN,
+            "Cross-site request refused.",
+        ));
     }
     Ok(())
 }
@@ -300,10 +317,13 @@ async fn cancel(
 ) -> Response {
     if let Err(r) = check_action(&s, &headers, &form) {
         tracing::warn!(action = "cancel", %uuid, %peer, "dashboard action refused");
-        return r;
+        return r.into_response();
     }
     if !valid_uuid(&uuid) || uuid.len() < 8 {
-        return refuse(StatusCode::BAD_REQUEST, "Not a Call uuid (8 characters at least).");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Not a Call uuid (8 characters at least).",
+        );
     }
     let data = json!({ "uuid": uuid });
     let (replies, problems) = s
@@ -328,7 +348,7 @@ async fn job_action(
 ) -> Response {
     if let Err(r) = check_action(&s, &headers, &form) {
         tracing::warn!(%action, job = %id, %peer, "dashboard action refused");
-        return r;
+        return r.into_response();
     }
     let Ok(id) = id.parse::<i64>() else {
         return refuse(StatusCode::BAD_REQUEST, "A job id is a number.");
@@ -346,7 +366,10 @@ async fn job_action(
         }
         Err(e) => {
             tracing::warn!(%action, job = id, %peer, error = %e, "dashboard action failed");
-            refuse(StatusCode::BAD_GATEWAY, &format!("{action} of job {id} failed: {e}"))
+            refuse(
+                StatusCode::BAD_GATEWAY,
+                &format!("{action} of job {id} failed: {e}"),
+            )
         }
     }
 }
@@ -362,7 +385,7 @@ async fn login(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = check_origin(&headers) {
-        return r;
+        return r.into_response();
     }
     let token = form.get("token").map(String::as_str).unwrap_or("");
     match s.auth.sign_in(token) {
@@ -388,7 +411,7 @@ async fn logout(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = check_action(&s, &headers, &form) {
-        return r;
+        return r.into_response();
     }
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()

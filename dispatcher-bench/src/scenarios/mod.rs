@@ -55,6 +55,10 @@ pub struct Options {
     pub history: Option<u64>,
     /// Tasks waiting behind the intake pause while `control` measures, when given.
     pub flood: Option<u64>,
+    /// Serve the dashboard and keep a viewer on it (`pg`).
+    pub dashboard: bool,
+    /// Where `serve` serves the dashboard, when it does.
+    pub dashboard_address: Option<String>,
     /// The channel (`serve`).
     pub channel: Option<String>,
     /// Consume the durable queue too (`serve`).
@@ -148,6 +152,8 @@ pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
         rounds: cli.rounds,
         history: cli.history,
         flood: cli.flood,
+        dashboard: cli.dashboard,
+        dashboard_address: cli.dashboard_address.clone(),
         channel: cli.channel.clone(),
         queue: cli.queue,
     };

@@ -93,8 +93,25 @@ pub async fn connect(url: &str) -> Result<PubConn> {
 pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
     let url = options.database_url("pg")?.to_owned();
     let history = options.history.unwrap_or(10_000);
-    let remote = Remote::start(&url, options.workers, Some(history)).await?;
+    let remote = if options.dashboard {
+        Remote::start_with_dashboard(&url, options.workers, Some(history)).await?
+    } else {
+        Remote::start(&url, options.workers, Some(history)).await?
+    };
+    let viewer = remote.watch_dashboard();
     let outcome = measure(&remote, &url, &options, history).await;
+    let outcome = outcome.map(|mut r| {
+        if let Some(v) = &viewer {
+            use std::sync::atomic::Ordering::Relaxed;
+            r.extra.insert("dashboard".into(), true.into());
+            r.extra
+                .insert("dashboard_updates".into(), v.updates.load(Relaxed).into());
+            r.extra
+                .insert("dashboard_bytes".into(), v.bytes.load(Relaxed).into());
+        }
+        r
+    });
+    drop(viewer);
     let stopped = remote.stop().await;
     let report = outcome?;
     stopped?;

@@ -2,6 +2,7 @@
 //! requests the bench sends it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,24 @@ pub struct Remote {
     pub channel: String,
     /// The bench's own broker (control requests).
     pub broker: Arc<PgBroker>,
+    /// Where the service serves its dashboard, when it does.
+    pub dashboard: Option<SocketAddr>,
+}
+
+/// A live overview kept open ([`Remote::watch_dashboard`]); dropping it closes it.
+#[derive(Debug)]
+pub struct DashboardViewer {
+    task: tokio::task::JoinHandle<()>,
+    /// Live updates received.
+    pub updates: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes received.
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Drop for DashboardViewer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What [`Remote::wait_finished`] saw.
@@ -45,16 +64,37 @@ pub struct Waited {
 impl Remote {
     /// Starts `dispatcher-bench serve` with `workers` workers and waits until it listens.
     pub async fn start(url: &str, workers: u64, history: Option<u64>) -> Result<Remote> {
-        Remote::spawn(url, workers, history, false).await
+        Remote::spawn(url, workers, history, false, None).await
+    }
+
+    /// Like [`Remote::start`], with the service also serving the web dashboard on a free local
+    /// port ([`Remote::dashboard`]).
+    pub async fn start_with_dashboard(
+        url: &str,
+        workers: u64,
+        history: Option<u64>,
+    ) -> Result<Remote> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| BenchError::Run(format!("no free local port for the dashboard: {e}")))?
+            .port();
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        Remote::spawn(url, workers, history, false, Some(address)).await
     }
 
     /// Like [`Remote::start`], with the service also consuming the durable queue of its
     /// channel (migrated on start).
     pub async fn start_queue(url: &str, workers: u64, history: Option<u64>) -> Result<Remote> {
-        Remote::spawn(url, workers, history, true).await
+        Remote::spawn(url, workers, history, true, None).await
     }
 
-    async fn spawn(url: &str, workers: u64, history: Option<u64>, queue: bool) -> Result<Remote> {
+    async fn spawn(
+        url: &str,
+        workers: u64,
+        history: Option<u64>,
+        queue: bool,
+        dashboard: Option<SocketAddr>,
+    ) -> Result<Remote> {
         let channel = format!(
             "bench_{}_{}",
             std::process::id(),
@@ -80,6 +120,9 @@ impl Remote {
         }
         if queue {
             cmd.arg("--queue");
+        }
+        if let Some(a) = dashboard {
+            cmd.arg("--dashboard-address").arg(a.to_string());
         }
         let started = Instant::now();
         let mut child = cmd
@@ -117,6 +160,43 @@ impl Remote {
             pid,
             channel,
             broker,
+            dashboard,
+        })
+    }
+
+    /// Keeps the dashboard's live overview open, as a browser tab does, until the returned
+    /// task is aborted; it counts the updates and bytes received.
+    pub fn watch_dashboard(&self) -> Option<DashboardViewer> {
+        let address = self.dashboard?;
+        let updates = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (u, b) = (updates.clone(), bytes.clone());
+        let task = tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // The service binds the dashboard when it starts; it is up by now.
+            let Ok(mut s) = tokio::net::TcpStream::connect(address).await else {
+                eprintln!("dashboard viewer: cannot connect to {address}");
+                return;
+            };
+            let req = format!("GET /live/overview HTTP/1.1\r\nHost: {address}\r\n\r\n");
+            if s.write_all(req.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                b.fetch_add(n as u64, Relaxed);
+                let events = buf[..n].windows(5).filter(|w| w == b"data:").count();
+                u.fetch_add(events as u64, Relaxed);
+            }
+        });
+        Some(DashboardViewer {
+            task,
+            updates,
+            bytes,
         })
     }
 

@@ -27,6 +27,7 @@ pub fn config_toml(
     workers: u64,
     history: Option<u64>,
     queue: bool,
+    dashboard: Option<&str>,
 ) -> String {
     let mut broker = toml::Table::new();
     broker.insert("url".into(), url.into());
@@ -49,6 +50,11 @@ pub fn config_toml(
     t.insert("shutdown_grace".into(), 5.0.into());
     t.insert("broker".into(), toml::Value::Table(broker));
     t.insert("pool".into(), toml::Value::Table(pool));
+    if let Some(address) = dashboard {
+        let mut d = toml::Table::new();
+        d.insert("address".into(), address.into());
+        t.insert("dashboard".into(), toml::Value::Table(d));
+    }
     if queue {
         let mut q = toml::Table::new();
         q.insert("enabled".into(), true.into());
@@ -71,6 +77,7 @@ pub async fn run(options: Options, registry: TaskRegistry) -> Result<()> {
         options.workers,
         options.history,
         options.queue,
+        options.dashboard_address.as_deref(),
     ))?;
     let running = Server::new(config, registry).start().await?;
     {

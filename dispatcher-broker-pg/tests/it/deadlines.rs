@@ -367,6 +367,15 @@ async fn the_control_subscription_delivers_while_the_main_one_is_full() {
     let status = status_json(&b);
     assert_eq!(status["control_listener"]["listener_pid"], pid, "{status}");
     assert_eq!(status["connected"], true, "{status}");
+    // A reply channel subscribed now rides the control listener too (the main one waits).
+    let mut reply = b.subscribe(&["reply_to_full".to_string()]).await.unwrap();
+    b.publish("reply_to_full", "a reply").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), reply.next())
+        .await
+        .unwrap_or_else(|_| panic!("reply held up behind the flood: {}", status_json(&b)))
+        .unwrap();
+    assert_eq!(got.payload, "a reply");
+    drop(reply);
 
     // Its own self-check and reconnect: freeze it, it is replaced, and keeps delivering.
     let frozen = Frozen::freeze(pid);

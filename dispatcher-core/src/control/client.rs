@@ -135,7 +135,11 @@ pub async fn request_with(
 ) -> Result<Vec<Value>> {
     broker::validate_channel(channel)?;
     let signing = options.signing.as_ref();
-    let reply_to = format!("reply_to_{}", uuid::Uuid::new_v4().simple());
+    let reply_to = format!(
+        "{}{}",
+        super::REPLY_CHANNEL_PREFIX,
+        uuid::Uuid::new_v4().simple()
+    );
     let mut replies = broker.subscribe(std::slice::from_ref(&reply_to)).await?;
     let msg = ControlMessage {
         control: command.to_owned(),

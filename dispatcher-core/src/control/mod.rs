@@ -240,6 +240,10 @@ pub fn to_data<T: Serialize>(value: &T) -> Result<Map<String, Value>> {
     }
 }
 
+/// The prefix of the channels control replies are sent on: a client listens on
+/// `reply_to_<uuid hex>` before it sends a command naming it in `reply_to`.
+pub const REPLY_CHANNEL_PREFIX: &str = "reply_to_";
+
 /// The suffix of a channel's control channel.
 pub const CONTROL_CHANNEL_SUFFIX: &str = "_control";
 
