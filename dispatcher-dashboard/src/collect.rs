@@ -4,18 +4,16 @@
 //! tick; with nobody looking, the ticks slow down.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dispatcher_broker_pg::queue::{self, FailedJob, QueueStats, ScheduledJob};
-use dispatcher_core::control::{
-    request_with, MainReply, MetricsReply, Reply, RequestOptions, TaskPolicy, WorkersReply,
-};
-use dispatcher_core::{Broker, Call, Outcome};
-use serde_json::{json, Map, Value};
-use tokio::sync::{watch, Notify};
+use dispatcher_core::control::{MainReply, MetricsReply, TaskPolicy, WorkersReply};
+use dispatcher_core::{Call, Outcome};
+use serde_json::{json, Map};
+use tokio::sync::watch;
 
-use crate::DashboardConfig;
+use crate::shared::Shared;
+use crate::snapshot::{Event, Node, Sample, Snapshot};
 
 /// Seconds of throughput and latency kept for the charts.
 pub(crate) const WINDOW_S: f64 = 900.0;
@@ -27,8 +25,6 @@ const HISTORY_PER_TICK: usize = 200;
 const EVENTS_KEPT: usize = 200;
 /// A node that stopped answering is shown (as not answering) this long.
 const NODE_GONE_AFTER_S: f64 = 60.0;
-/// Failed and scheduled jobs listed.
-const JOBS_LISTED: i64 = 50;
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now_epoch() -> f64 {
@@ -36,252 +32,6 @@ pub(crate) fn now_epoch() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// One service as last seen.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Node {
-    pub id: String,
-    pub channel: String,
-    /// When it last answered (epoch s).
-    pub seen_at: f64,
-    /// It answered in the latest round.
-    pub answering: bool,
-    pub main: MainReply,
-    pub workers: WorkersReply,
-    pub metrics: MetricsReply,
-}
-
-impl Node {
-    /// Calls that ended badly (error, panic, timeout, worker lost).
-    pub fn failed_total(&self) -> u64 {
-        failed_of(&self.metrics.finished)
-    }
-
-    /// Every finished Call.
-    pub fn finished_total(&self) -> u64 {
-        self.metrics.finished.values().sum()
-    }
-}
-
-fn failed_of(finished: &BTreeMap<String, u64>) -> u64 {
-    ["error", "panic", "timeout", "worker_lost"]
-        .iter()
-        .filter_map(|k| finished.get(*k))
-        .sum()
-}
-
-/// One point of the charts.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Sample {
-    /// Epoch seconds.
-    pub t: f64,
-    pub received_ps: f64,
-    pub finished_ps: f64,
-    pub failed_ps: f64,
-    /// Publish → start of the Calls first seen in this round.
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
-
-/// Something that happened to the cluster.
-#[derive(Debug, Clone)]
-pub(crate) struct Event {
-    pub at: f64,
-    pub node: String,
-    pub kind: &'static str,
-    pub text: String,
-}
-
-/// The durable queue's tables.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Jobs {
-    pub stats: Option<QueueStats>,
-    pub failed: Vec<FailedJob>,
-    pub scheduled: Vec<ScheduledJob>,
-    /// Why the last read failed.
-    pub error: Option<String>,
-}
-
-/// The cluster at one moment.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Snapshot {
-    /// Epoch seconds; 0 before the first round.
-    pub at: f64,
-    /// Rounds so far.
-    pub round: u64,
-    pub nodes: Vec<Node>,
-    /// Finished Calls across nodes, newest first.
-    pub calls: Vec<Arc<Call>>,
-    /// Oldest first.
-    pub series: Vec<Sample>,
-    /// Newest first.
-    pub events: Vec<Event>,
-    pub tasks: BTreeMap<String, TaskPolicy>,
-    /// `None` when the dashboard has no queue configured.
-    pub jobs: Option<Jobs>,
-    /// What went wrong in the last round.
-    pub problems: Vec<String>,
-}
-
-impl Snapshot {
-    /// The Call with this uuid, if kept.
-    pub fn call(&self, uuid: &str) -> Option<&Arc<Call>> {
-        self.calls.iter().find(|c| c.uuid == uuid)
-    }
-
-    /// Totals across answering nodes: received, finished, failed.
-    pub fn totals(&self) -> (u64, u64, u64) {
-        self.nodes.iter().fold((0, 0, 0), |(r, f, x), n| {
-            (
-                r + n.metrics.received,
-                f + n.finished_total(),
-                x + n.failed_total(),
-            )
-        })
-    }
-
-    /// The running Call with this uuid: its node and worker.
-    pub fn running(&self, uuid: &str) -> Option<(&Node, &dispatcher_core::WorkerStatus)> {
-        self.nodes.iter().find_map(|n| {
-            n.workers
-                .values()
-                .find(|w| w.current_task_uuid.as_deref() == Some(uuid))
-                .map(|w| (n, w))
-        })
-    }
-}
-
-/// State shared by the collector, the web handlers and the actions.
-pub(crate) struct Shared {
-    pub config: DashboardConfig,
-    pub auth: crate::auth::Auth,
-    pub broker: Arc<dyn Broker>,
-    pub snapshot: watch::Sender<Arc<Snapshot>>,
-    /// When a page or a live stream last asked.
-    pub last_view: Mutex<Instant>,
-    /// Wakes the collector for a round now (after an action).
-    pub poke: Notify,
-    /// True once the dashboard is dropped.
-    pub stop: watch::Receiver<bool>,
-    /// The connection for the queue's tables.
-    pub jobs_client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
-}
-
-impl Shared {
-    /// Someone is looking: rounds run at the full rate.
-    pub fn viewed(&self) {
-        *self.last_view.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-
-    fn is_viewed(&self) -> bool {
-        self.last_view
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
-            < self.config.viewer_timeout
-    }
-
-    /// Sends a control command on every channel and returns the replies (one per service and
-    /// channel).
-    pub async fn ask(
-        &self,
-        command: &str,
-        data: Map<String, Value>,
-    ) -> (Vec<(String, Reply)>, Vec<String>) {
-        let options = RequestOptions::new(self.config.control_timeout)
-            .quiet(Some(self.config.quiet_window))
-            .signing(self.config.signing.clone());
-        let mut out = Vec::new();
-        let mut problems = Vec::new();
-        for channel in &self.config.channels {
-            match request_with(&*self.broker, channel, command, data.clone(), &options).await {
-                Ok(replies) => out.extend(
-                    replies
-                        .into_iter()
-                        .map(|v| (channel.clone(), Reply::from_value(v))),
-                ),
-                Err(e) => problems.push(format!("`{command}` on {channel}: {e}")),
-            }
-        }
-        (out, problems)
-    }
-
-    /// The queue's connection, opened when missing.
-    async fn jobs_client(
-        &self,
-        slot: &mut Option<tokio_postgres::Client>,
-    ) -> Result<(), dispatcher_broker_pg::Error> {
-        if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            *slot = Some(queue::open_client(&self.config.pg).await?);
-        }
-        Ok(())
-    }
-
-    /// Makes failed jobs available again; returns their ids.
-    pub async fn retry_job(&self, id: i64) -> Result<Vec<i64>, String> {
-        let schema = self.config.queue_schema.as_deref().ok_or("no queue")?;
-        let mut slot = self.jobs_client.lock().await;
-        self.jobs_client(&mut slot)
-            .await
-            .map_err(|e| e.to_string())?;
-        let client = slot.as_ref().ok_or("no connection")?;
-        queue::retry_jobs(client, schema, queue::KeptJobs::Ids(&[id]))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Deletes failed jobs; returns their ids.
-    pub async fn discard_job(&self, id: i64) -> Result<Vec<i64>, String> {
-        let schema = self.config.queue_schema.as_deref().ok_or("no queue")?;
-        let mut slot = self.jobs_client.lock().await;
-        self.jobs_client(&mut slot)
-            .await
-            .map_err(|e| e.to_string())?;
-        let client = slot.as_ref().ok_or("no connection")?;
-        queue::discard_jobs(client, schema, queue::KeptJobs::Ids(&[id]))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn read_jobs(&self, schema: &str) -> Jobs {
-        let mut slot = self.jobs_client.lock().await;
-        let read = async {
-            self.jobs_client(&mut slot).await?;
-            let Some(client) = slot.as_ref() else {
-                return Err(dispatcher_broker_pg::Error::Closed);
-            };
-            let stats = queue::stats(client, schema).await?;
-            let failed = queue::failed(client, schema, None, JOBS_LISTED).await?;
-            let scheduled = queue::scheduled(client, schema, None, JOBS_LISTED).await?;
-            Ok::<_, dispatcher_broker_pg::Error>(Jobs {
-                stats: Some(stats),
-                failed,
-                scheduled,
-                error: None,
-            })
-        };
-        match tokio::time::timeout(self.config.control_timeout, read).await {
-            Ok(Ok(j)) => j,
-            Ok(Err(e)) => {
-                *slot = None;
-                Jobs {
-                    error: Some(e.to_string()),
-                    ..Jobs::default()
-                }
-            }
-            Err(_) => {
-                *slot = None;
-                Jobs {
-                    error: Some(format!(
-                        "the queue's tables did not answer within {:?}",
-                        self.config.control_timeout
-                    )),
-                    ..Jobs::default()
-                }
-            }
-        }
-    }
 }
 
 /// What the collector remembers between rounds.
@@ -602,15 +352,5 @@ mod tests {
         assert_eq!(percentile(&v, 0.99), 99.0);
         assert_eq!(percentile(&[7.0], 0.99), 7.0);
         assert_eq!(percentile(&[], 0.5), 0.0);
-    }
-
-    #[test]
-    fn failed_counts_only_bad_outcomes() {
-        let mut f = BTreeMap::new();
-        f.insert("ok".to_string(), 10);
-        f.insert("error".to_string(), 2);
-        f.insert("timeout".to_string(), 1);
-        f.insert("canceled".to_string(), 5);
-        assert_eq!(failed_of(&f), 3);
     }
 }

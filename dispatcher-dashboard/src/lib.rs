@@ -33,6 +33,8 @@ mod auth;
 mod collect;
 mod error;
 mod pages;
+mod shared;
+mod snapshot;
 mod web;
 
 use std::net::SocketAddr;
@@ -146,9 +148,9 @@ impl Dashboard {
             address: address.clone(),
             source,
         })?;
-        let (snapshot, _) = watch::channel(Arc::new(collect::Snapshot::default()));
+        let (snapshot, _) = watch::channel(Arc::new(snapshot::Snapshot::default()));
         let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(collect::Shared {
+        let shared = Arc::new(shared::Shared {
             auth: auth::Auth::new(config.token.as_deref()),
             config,
             broker,

@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use crate::auth::COOKIE;
-use crate::collect::Shared;
 use crate::pages::{self, CallQuery, Page, Viewer};
+use crate::shared::Shared;
 
 type S = State<Arc<Shared>>;
 
@@ -181,7 +181,7 @@ async fn live(
     let stop = s.stop.clone();
     struct St {
         s: Arc<Shared>,
-        rx: watch::Receiver<Arc<crate::collect::Snapshot>>,
+        rx: watch::Receiver<Arc<crate::snapshot::Snapshot>>,
         stop: watch::Receiver<bool>,
         last: HashMap<&'static str, String>,
         page: Page,

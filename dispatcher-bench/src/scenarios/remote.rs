@@ -150,8 +150,11 @@ impl Remote {
         })?;
         let broker = Arc::new(PgBroker::connect(url).await?);
         eprintln!(
-            "service process {pid} ready in {:.2}s, listening on {channel}",
-            started.elapsed().as_secs_f64()
+            "service process {pid} ready in {:.2}s, listening on {channel}{}",
+            started.elapsed().as_secs_f64(),
+            dashboard
+                .map(|a| format!(", dashboard on http://{a}/"))
+                .unwrap_or_default()
         );
         Ok(Remote {
             child,
