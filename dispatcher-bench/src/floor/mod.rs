@@ -12,7 +12,9 @@
 //! | `pg --batch N` | [`pool`]: the bare process pool (the batched ceiling) |
 //! | `latency` | [`notify`]: raw LISTEN/NOTIFY publish-to-arrival, paced the same way |
 //! | `control` | 2 x [`notify`] (a command and its reply are two NOTIFY legs) |
+//! | `queue` | [`pool`] for jobs/s; [`enqueue`] (an INSERT with a NOTIFY) for latency |
 
+pub mod enqueue;
 pub mod notify;
 pub mod pool;
 pub mod raw;

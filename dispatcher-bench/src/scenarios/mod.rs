@@ -8,6 +8,7 @@ pub mod peer;
 pub mod pg;
 pub mod pool;
 pub mod queue;
+pub mod queue_rounds;
 pub mod remote;
 pub mod serve;
 pub mod soak;
@@ -123,7 +124,7 @@ pub const SCENARIOS: &[(&str, &str, u64, u64, ScenarioFn)] = &[
         "the durable queue: jobs/s while publishing, publish-to-start latency, table sizes",
         100_000,
         2,
-        |o, r| Box::pin(queue::run(o, r)),
+        |o, r| Box::pin(queue_rounds::run(o, r)),
     ),
     (
         "floor-pool",
