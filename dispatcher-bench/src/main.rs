@@ -110,12 +110,13 @@ pub struct Cli {
     /// PostgreSQL connection string (scenarios that use a database).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Seconds of the raw pg_notify measurement (`pg`).
+    /// Seconds of the raw pg_notify measurement (`pg`, `floor-pg`), each round.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub raw_seconds: u64,
-    /// How `pg` measures the raw pg_notify rate: `pgbench` (a custom script, `-c P -j P -T
-    /// S`), `loop` (P tokio-postgres connections running the prepared statement), `auto`
-    /// (pgbench when found, else the loop), `none`.
+    /// How `pg` (unbatched; the floor of `pg --batch` is the bare process pool) and
+    /// `floor-pg` measure the raw pg_notify rate, the floor: `pgbench` (a custom script, `-c P
+    /// -j P -T S`), `loop` (P tokio-postgres connections running the prepared statement),
+    /// `auto` (pgbench when found, else the loop), `none` (no floor).
     #[arg(long, default_value = "auto")]
     pub raw: floor::raw::RawTool,
     /// Pause between two messages, milliseconds (`latency`: 2 by default; `queue`: the spacing
