@@ -112,6 +112,14 @@ pub struct Report {
     /// (`pool`, `pg --batch`: the bare process pool; `pg`: raw `pg_notify` transactions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor_jobs_per_sec: Option<f64>,
+    /// CPU time of the bare process pool's parent per job, microseconds, median over the
+    /// rounds (compare with `cpu_main_us_per_task`, the service's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_cpu_main_us_per_task: Option<f64>,
+    /// CPU time of the bare pool's workers per job, microseconds (compare with
+    /// `cpu_workers_us_per_task`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_cpu_workers_us_per_task: Option<f64>,
     /// `tasks_per_sec / floor_jobs_per_sec`, the median of the rounds' ratios (each round with
     /// the floor measured just before it).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -39,6 +39,12 @@ pub struct Floor {
     /// 99th percentile latency, milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<f64>,
+    /// CPU time of this process per job, microseconds (the bare pool's parent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_main_us_per_job: Option<f64>,
+    /// CPU time of the workers per job, microseconds (the bare pool's workers together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_workers_us_per_job: Option<f64>,
 }
 
 /// How a scenario's figures are set against its floor.
@@ -145,6 +151,10 @@ pub fn combine(compare: Compare, rounds: Vec<Round>) -> Result<Report> {
     let (p50_total, p99_total) = (rep(|r| r.p50_total_ms), rep(|r| r.p99_total_ms));
     let seconds = rep(|r| Some(r.seconds));
     let floor_rate = flo(|f| f.jobs_per_sec);
+    let floor_cpu = (
+        flo(|f| f.cpu_main_us_per_job),
+        flo(|f| f.cpu_workers_us_per_job),
+    );
     let floor_kind = rounds
         .iter()
         .find_map(|r| Some(r.floor.as_ref()?.kind.clone()));
@@ -177,6 +187,8 @@ pub fn combine(compare: Compare, rounds: Vec<Round>) -> Result<Report> {
     report.rounds = Some(n as u64);
     report.floor_kind = floor_kind;
     report.floor_jobs_per_sec = floor_rate.map(f64::round);
+    report.floor_cpu_main_us_per_task = floor_cpu.0.map(round3);
+    report.floor_cpu_workers_us_per_task = floor_cpu.1.map(round3);
     if matches!(compare, Compare::Latency { .. }) {
         report.floor_p50_ms = arrival_p50.map(|v| round3(v * legs));
         report.floor_p99_ms = arrival_p99.map(|v| round3(v * legs));
@@ -204,8 +216,12 @@ fn run_json(number: usize, round: &Round, ratios: Option<&Ratios>) -> Value {
     };
     put("p50_ms", r.p50_ms);
     put("p99_ms", r.p99_ms);
+    put("cpu_main_us_per_task", r.cpu_main_us_per_task);
+    put("cpu_workers_us_per_task", r.cpu_workers_us_per_task);
     if let Some(f) = &round.floor {
         put("floor_jobs_per_sec", f.jobs_per_sec);
+        put("floor_cpu_main_us_per_task", f.cpu_main_us_per_job);
+        put("floor_cpu_workers_us_per_task", f.cpu_workers_us_per_job);
     }
     if let Some(c) = ratios {
         put("floor_p50_ms", c.floor_p50);

@@ -8,7 +8,8 @@
 //! sockets and hands the next job to whichever worker answered: no serialization, no
 //! bookkeeping, only the kernel wake-ups and context switches every process pool pays. The
 //! clock runs from the first job written until the last done frame read (the workers' start-up
-//! is excluded: each first sends one ready byte).
+//! is excluded: each first sends one ready byte). CPU per job is read from `/proc` for this
+//! process (the parent) and the workers, as the `pool` scenario reads it for the service.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -20,6 +21,7 @@ use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::error::{BenchError, Result};
 use crate::floor::Floor;
+use crate::report::{proc_cpu_ms, round3};
 
 /// Set in a bare worker's environment.
 pub const BARE_WORKER_ENV: &str = "DISPATCHER_BENCH_BARE_WORKER";
@@ -121,6 +123,11 @@ fn start(workers: usize) -> Result<Workers> {
 /// and returns the rate.
 pub fn measure_blocking(jobs: u64, workers: usize) -> Result<Floor> {
     let w = start(workers.max(1))?;
+    let cpu = |w: &Workers| {
+        let children: Option<f64> = w.children.iter().map(|c| proc_cpu_ms(c.id())).sum();
+        (proc_cpu_ms(std::process::id()), children)
+    };
+    let cpu_before = cpu(&w);
     let t0 = Instant::now();
     let mut sent = 0u64;
     let mut done = 0u64;
@@ -157,14 +164,20 @@ pub fn measure_blocking(jobs: u64, workers: usize) -> Result<Floor> {
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
+    let cpu_after = cpu(&w);
     drop(fds);
     drop(w);
+    let per_job = |before: Option<f64>, after: Option<f64>| {
+        Some(round3((after? - before?) * 1000.0 / jobs.max(1) as f64))
+    };
     Ok(Floor {
         kind: format!(
             "bare process pool: {workers} worker processes on Unix sockets, one job in flight each, \
              40-byte job / 10-byte reply, {jobs} jobs"
         ),
         jobs_per_sec: Some((jobs as f64 / seconds).round()),
+        cpu_main_us_per_job: per_job(cpu_before.0, cpu_after.0),
+        cpu_workers_us_per_job: per_job(cpu_before.1, cpu_after.1),
         ..Floor::default()
     })
 }

@@ -22,6 +22,8 @@ fn report(name: &str, options: &Options, floor: Floor, seconds: f64) -> Report {
             .unwrap_or_else(|| (options.tasks as f64 / seconds).round()),
         p50_ms: floor.p50_ms,
         p99_ms: floor.p99_ms,
+        floor_cpu_main_us_per_task: floor.cpu_main_us_per_job,
+        floor_cpu_workers_us_per_task: floor.cpu_workers_us_per_job,
         floor_kind: Some(floor.kind),
         latency: if name == "floor-notify" {
             "p50_ms/p99_ms: publish-to-arrival of a raw NOTIFY"
