@@ -1,7 +1,7 @@
 //! `dispatcher-bench`: throughput and latency benchmarks of the dispatcher.
 //!
 //! ```text
-//! dispatcher-bench SCENARIO [--tasks N] [--workers W] [--publishers P] [--batch B] [--database-url URL]
+//! dispatcher-bench SCENARIO [--tasks N] [--workers W] [--publishers P] [--batch B] [--rounds R] [--database-url URL]
 //! ```
 //!
 //! Progress goes to stderr; the **last line on stdout** is one JSON object with the figures (see
@@ -21,8 +21,7 @@
 //!   workers, history at its default 10,000). `P` publishing connections send `N`
 //!   `{"task":"bench.noop"}` messages (`B` per transaction with `--batch`); the run ends when the
 //!   service has finished all `N` Calls (polled with the `metrics` control command; the end time
-//!   is the last Call's `finished_at`). The same run measures the raw `SELECT pg_notify(...)`
-//!   rate from `P` clients (pgbench) and reports the ratio. See [`scenarios::pg`].
+//!   is the last Call's `finished_at`). See [`scenarios::pg`].
 //! - `latency`: one message at a time with a pause between; publish-to-start latency of each
 //!   Call (`started_at - time_pub`). See [`scenarios::latency`].
 //! - `control`: round trips of the `alive` control command through PostgreSQL
@@ -33,7 +32,26 @@
 //!   table sizes and dead tuples before, after, and after a `VACUUM`. `--peer` runs
 //!   graphile-worker interleaved with it. See [`scenarios::queue`].
 //!
+//! - `floor-pool`, `floor-notify`, `floor-pg`: the floors alone (see below).
+//!
 //! An unknown scenario exits with status 2 and a message listing what exists.
+//!
+//! # Floors
+//!
+//! Absolute figures on a small shared machine drift by up to 2x between runs, so `pool`, `pg`,
+//! `latency` and `control` each measure their physical floor in the same run ([`floor`]),
+//! interleaved: `--rounds R` (3) times the floor, then the scenario. The report gives medians
+//! over the rounds, the floor's figures (`floor_kind`, `floor_jobs_per_sec`, `floor_p50_ms`,
+//! `floor_p99_ms`), the comparison (`ratio_throughput`; `over_floor_p50_ms`,
+//! `over_floor_p99_ms`, `ratio_p50`, `ratio_p99`), each the median of the rounds' own
+//! comparisons, and every round in `runs`. The floors:
+//!
+//! - `pool` and `pg --batch B`: a bare process pool, `W` worker processes (this binary again, in
+//!   a hidden mode) on Unix sockets, one job in flight each, a 40-byte frame each way, the same
+//!   job count: the kernel's wake-ups and nothing else ([`floor::pool`]).
+//! - `pg`: raw `SELECT pg_notify(...)` from `P` clients ([`floor::raw`]).
+//! - `latency`: raw LISTEN/NOTIFY publish-to-arrival between two tokio-postgres connections,
+//!   same message count and pause ([`floor::notify`]); `control`: twice that.
 //!
 //! # Figures
 //!
@@ -50,6 +68,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod floor;
 mod report;
 mod scenarios;
 mod tasks;
@@ -68,8 +87,9 @@ use clap::Parser;
 )]
 pub struct Cli {
     /// What to measure: `pool` (the process pool alone), `pg` (end to end through PostgreSQL),
-    /// `latency` (publish-to-start latency), `control` (`alive` round trips). `serve` runs the
-    /// service the PostgreSQL scenarios measure (they start it themselves).
+    /// `latency` (publish-to-start latency), `control` (`alive` round trips), `queue`, `soak`;
+    /// `floor-pool`, `floor-notify`, `floor-pg` (the floors alone). `serve` runs the service the
+    /// PostgreSQL scenarios measure (they start it themselves).
     pub scenario: String,
     /// Tasks to run (`control`: requests; `queue`: jobs, also spelt `--jobs`). Default: 100,000
     /// (`pool`, `pg`, `queue`), 2,000 (`latency`), 1,000 (`control`).
@@ -90,14 +110,15 @@ pub struct Cli {
     /// PostgreSQL connection string (scenarios that use a database).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Seconds of the raw pg_notify measurement (`pg`).
+    /// Seconds of the raw pg_notify measurement (`pg`, `floor-pg`), each round.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub raw_seconds: u64,
-    /// How `pg` measures the raw pg_notify rate: `pgbench` (a custom script, `-c P -j P -T
-    /// S`), `loop` (P tokio-postgres connections running the prepared statement), `auto`
-    /// (pgbench when found, else the loop), `none`.
+    /// How `pg` (unbatched; the floor of `pg --batch` is the bare process pool) and
+    /// `floor-pg` measure the raw pg_notify rate, the floor: `pgbench` (a custom script, `-c P
+    /// -j P -T S`), `loop` (P tokio-postgres connections running the prepared statement),
+    /// `auto` (pgbench when found, else the loop), `none` (no floor).
     #[arg(long, default_value = "auto")]
-    pub raw: scenarios::pg::RawTool,
+    pub raw: floor::raw::RawTool,
     /// Pause between two messages, milliseconds (`latency`: 2 by default; `queue`: the spacing
     /// of the latency jobs, 5 by default).
     #[arg(long)]
@@ -119,7 +140,9 @@ pub struct Cli {
     /// `queue --peer`: the peer's concurrency.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub peer_concurrency: u64,
-    /// `queue`: runs of each side; the report gives medians. Default 3 with `--peer`, else 1.
+    /// Rounds: `pool`, `pg`, `latency`, `control` run their same-run floor and then the
+    /// scenario, this many times, and report medians (default 3; `control --flood`: 1).
+    /// `queue`: runs of each side (default 3 with `--peer`, else 1).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub rounds: Option<u64>,
     /// The service's history size. Default: 10,000 (`pg`), at least the task count (`pool`,
@@ -147,6 +170,9 @@ pub struct Cli {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = floor::pool::run_if_bare_worker() {
+        return code;
+    }
     let registry = tasks::registry();
     if let Some(code) = dispatcher_pool::run_if_worker(&registry) {
         return code;

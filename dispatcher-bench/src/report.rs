@@ -105,15 +105,53 @@ pub struct Report {
     /// 99th percentile of those enqueue round trips, milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_enqueue_ms: Option<f64>,
-    /// The latency floor measured in the same run, median (`queue`: a row inserted with a
-    /// NOTIFY in one statement, synchronous commit, and one `SELECT 1` round trip on another
-    /// connection once the notification arrived), milliseconds.
+    /// What the same-run floor is (`pool`, `pg`, `latency`, `control`; see [`crate::floor`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_kind: Option<String>,
+    /// The throughput floor measured in the same run, median over the rounds, per second
+    /// (`pool`, `pg --batch`: the bare process pool; `pg`: raw `pg_notify` transactions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_jobs_per_sec: Option<f64>,
+    /// CPU time of the bare process pool's parent per job, microseconds, median over the
+    /// rounds (compare with `cpu_main_us_per_task`, the service's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_cpu_main_us_per_task: Option<f64>,
+    /// CPU time of the bare pool's workers per job, microseconds (compare with
+    /// `cpu_workers_us_per_task`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_cpu_workers_us_per_task: Option<f64>,
+    /// `tasks_per_sec / floor_jobs_per_sec`, the median of the rounds' ratios (each round with
+    /// the floor measured just before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_throughput: Option<f64>,
+    /// The latency floor measured in the same run, median, milliseconds (`latency`: raw
+    /// LISTEN/NOTIFY publish-to-arrival; `control`: twice that, a command and its reply;
+    /// `queue`: a row inserted with a NOTIFY in one statement, synchronous commit, and one
+    /// `SELECT 1` round trip on another connection once the notification arrived).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor_p50_ms: Option<f64>,
     /// 99th percentile of that floor, milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor_p99_ms: Option<f64>,
-    /// Runs the figures are medians of (`queue`).
+    /// One raw NOTIFY arrival, p50, milliseconds (`control`, whose floor is two of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_arrival_p50_ms: Option<f64>,
+    /// One raw NOTIFY arrival, p99, milliseconds (`control`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_arrival_p99_ms: Option<f64>,
+    /// `p50_ms - floor_p50_ms`, the median of the rounds' differences, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_floor_p50_ms: Option<f64>,
+    /// `p99_ms - floor_p99_ms`, the median of the rounds' differences, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_floor_p99_ms: Option<f64>,
+    /// `p50_ms / floor_p50_ms`, the median of the rounds' ratios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_p50: Option<f64>,
+    /// `p99_ms / floor_p99_ms`, the median of the rounds' ratios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_p99: Option<f64>,
+    /// Runs the figures are medians of.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rounds: Option<u64>,
     /// Jobs the latency figures are over (`queue`).
@@ -142,7 +180,8 @@ pub struct Report {
     /// This project's figures over the peer's, from the medians (`queue --peer`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs_peer: Option<VsPeer>,
-    /// The figures of every run (`queue` with several rounds), in the order they ran.
+    /// The figures of every round (with several rounds), in the order they ran, with the floor
+    /// measured before each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<serde_json::Value>,
     /// Figures of one scenario's variant (`control --flood`: the round trips without the flood,

@@ -11,6 +11,13 @@
 //! commands travel on the channel's control channel, which the service reads ahead of tasks.
 //! The round trips without the flood are measured first in the same run, and the report gives
 //! both (`p50_ms`/`p99_ms` with the flood; the quiet ones in `extra`).
+//!
+//! The floor: a command and its reply are two NOTIFY legs, so the floor is twice the raw
+//! LISTEN/NOTIFY publish-to-arrival ([`crate::floor::notify`], over `N` messages), measured
+//! before each of the `--rounds` (3) rounds (one round with `--flood`, which leaves sleeping
+//! tasks behind); `floor_p50_ms`/`floor_p99_ms` are twice one arrival's
+//! (`floor_arrival_p50_ms`/`floor_arrival_p99_ms`), `ratio_p50`/`ratio_p99` the round trips
+//! over them, `over_floor_*_ms` the differences.
 
 use std::time::{Duration, Instant};
 
@@ -18,17 +25,36 @@ use dispatcher_core::{control, TaskRegistry};
 use serde_json::Map;
 
 use crate::error::{BenchError, Result};
+use crate::floor::{self, Compare, Round};
 use crate::report::{nproc, round3, summary, Report};
 use crate::scenarios::remote::Remote;
 use crate::scenarios::Options;
 
 const WARMUP: u64 = 20;
+/// The floor's pause between messages: none, as between the requests (each floor message is
+/// sent once the previous one arrived, as each request once the previous reply did).
+const CONTROL_PAUSE: Duration = Duration::ZERO;
 
 /// Runs the scenario.
 pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
     let url = options.database_url("control")?.to_owned();
     let remote = Remote::start(&url, options.workers, options.history).await?;
-    let outcome = measure(&remote, &options).await;
+    let outcome = async {
+        let n_rounds = if options.flood.is_some() {
+            1
+        } else {
+            options.rounds()
+        };
+        let mut rounds = Vec::new();
+        for r in 1..=n_rounds {
+            eprintln!("control: round {r} of {n_rounds}");
+            let floor = Some(floor::notify::measure(&url, options.tasks, CONTROL_PAUSE).await?);
+            let report = measure(&remote, &options).await?;
+            rounds.push(Round { floor, report });
+        }
+        floor::combine(Compare::Latency { legs: 2.0 }, rounds)
+    }
+    .await;
     let stopped = remote.stop().await;
     let report = outcome?;
     stopped?;

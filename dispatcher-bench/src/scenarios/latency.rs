@@ -7,16 +7,20 @@
 //! machine's clock: `p50_ms`/`p99_ms` are over `started_at - time_pub`, `p50_total_ms`/
 //! `p99_total_ms` over `received_at - time_pub` (PostgreSQL's part: until the service took the
 //! message in). 100 warm-up messages go first and are not counted.
-
-use std::time::Duration;
+//!
+//! The floor ([`crate::floor::notify`]): raw LISTEN/NOTIFY publish-to-arrival over the same
+//! number of messages with the same pause, measured before each of the `--rounds` (3) rounds
+//! with the service idle; the report gives medians, `floor_p50_ms`/`floor_p99_ms` and
+//! `over_floor_p50_ms`/`over_floor_p99_ms` (the scenario minus the floor, round by round).
 
 use dispatcher_core::call::now_epoch;
 use dispatcher_core::TaskRegistry;
 
 use crate::error::{BenchError, Result};
+use crate::floor::{self, Compare, Round};
 use crate::report::{nproc, round3, summary, Report};
 use crate::scenarios::pg::connect;
-use crate::scenarios::remote::Remote;
+use crate::scenarios::remote::{outcomes_since, Remote};
 use crate::scenarios::Options;
 
 const WARMUP: u64 = 100;
@@ -26,7 +30,17 @@ pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
     let url = options.database_url("latency")?.to_owned();
     let history = options.history.unwrap_or(options.tasks.max(10_000));
     let remote = Remote::start(&url, options.workers, Some(history)).await?;
-    let outcome = measure(&remote, &url, &options, history).await;
+    let outcome = async {
+        let mut rounds = Vec::new();
+        for r in 1..=options.rounds() {
+            eprintln!("latency: round {r} of {}", options.rounds());
+            let floor = Some(floor::notify::measure(&url, options.tasks, options.pause()).await?);
+            let report = measure(&remote, &url, &options, history).await?;
+            rounds.push(Round { floor, report });
+        }
+        floor::combine(Compare::Latency { legs: 1.0 }, rounds)
+    }
+    .await;
     let stopped = remote.stop().await;
     let report = outcome?;
     stopped?;
@@ -41,7 +55,7 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         )));
     }
     let conn = connect(url).await?;
-    let pause = Duration::from_secs_f64(options.pause_ms.unwrap_or(2.0).max(0.0) / 1000.0);
+    let pause = options.pause();
     let send = |count: u64| {
         let conn = &conn;
         let channel = remote.channel.as_str();
@@ -60,11 +74,13 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
             Ok::<(), BenchError>(())
         }
     };
+    let base: u64 = remote.outcomes().await?.values().sum();
     send(WARMUP).await?;
     let base = remote
-        .wait_finished("latency warm-up", 0, WARMUP, None)
+        .wait_finished("latency warm-up", base, WARMUP, None)
         .await?;
-    let base: u64 = base.outcomes.values().sum();
+    let before = base.outcomes;
+    let base: u64 = before.values().sum();
     let start = std::time::Instant::now();
     send(n).await?;
     let waited = remote.wait_finished("latency", base, n, None).await?;
@@ -88,7 +104,7 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         return Err(BenchError::Run(format!(
             "expected {n} started Calls with time_pub, found {} (outcomes: {:?})",
             start_ms.len(),
-            waited.outcomes
+            outcomes_since(&waited.outcomes, &before)
         )));
     }
     let (p50, p99, max) = summary(&mut start_ms);
@@ -113,7 +129,7 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         rss_worker_kb,
         rss_worker_anon_kb,
         history_size: Some(usize::try_from(history).unwrap_or(usize::MAX)),
-        outcomes: waited.outcomes,
+        outcomes: outcomes_since(&waited.outcomes, &before),
         nproc: nproc(),
         ..Report::default()
     })

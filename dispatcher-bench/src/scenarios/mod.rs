@@ -2,11 +2,13 @@
 //! add a new one to [`SCENARIOS`].
 
 pub mod control;
+pub mod floors;
 pub mod latency;
 pub mod peer;
 pub mod pg;
 pub mod pool;
 pub mod queue;
+pub mod queue_rounds;
 pub mod remote;
 pub mod serve;
 pub mod soak;
@@ -36,7 +38,7 @@ pub struct Options {
     /// Seconds of the raw pg_notify measurement.
     pub raw_seconds: u64,
     /// How to measure the raw pg_notify rate.
-    pub raw: pg::RawTool,
+    pub raw: crate::floor::raw::RawTool,
     /// Pause between two messages (`latency`, `queue`), milliseconds, when given.
     pub pause_ms: Option<f64>,
     /// Jobs of the `queue` latency phase.
@@ -49,7 +51,7 @@ pub struct Options {
     pub peer_jobs: u64,
     /// The peer's concurrency.
     pub peer_concurrency: u64,
-    /// Runs of each side (`queue`), when given.
+    /// Rounds (floor, scenario, floor, scenario, ...), when given.
     pub rounds: Option<u64>,
     /// The service's history size, when given.
     pub history: Option<u64>,
@@ -66,6 +68,16 @@ pub struct Options {
 }
 
 impl Options {
+    /// Rounds of floor and scenario: `--rounds`, default 3.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.unwrap_or(3).max(1)
+    }
+
+    /// The pause between two messages of the latency scenarios and their floor.
+    pub fn pause(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.pause_ms.unwrap_or(2.0).max(0.0) / 1000.0)
+    }
+
     /// The database URL, or an error saying the scenario needs one.
     pub fn database_url(&self, scenario: &str) -> Result<&str> {
         self.database_url.as_deref().ok_or_else(|| {
@@ -116,7 +128,28 @@ pub const SCENARIOS: &[(&str, &str, u64, u64, ScenarioFn)] = &[
         "the durable queue: jobs/s while publishing, publish-to-start latency, table sizes",
         100_000,
         2,
-        |o, r| Box::pin(queue::run(o, r)),
+        |o, r| Box::pin(queue_rounds::run(o, r)),
+    ),
+    (
+        "floor-pool",
+        "the floor of `pool`: a bare process pool, the IPC round trip alone",
+        100_000,
+        1,
+        |o, r| Box::pin(floors::pool(o, r)),
+    ),
+    (
+        "floor-notify",
+        "the floor of `latency`: raw LISTEN/NOTIFY publish-to-arrival",
+        2_000,
+        1,
+        |o, r| Box::pin(floors::notify(o, r)),
+    ),
+    (
+        "floor-pg",
+        "the floor of `pg`: raw pg_notify transactions per second",
+        0,
+        4,
+        |o, r| Box::pin(floors::raw(o, r)),
     ),
     (
         "soak",

@@ -2,10 +2,11 @@
 //!
 //! 1. Starts the service process ([`super::serve`]: `dispatcher_server::Server`, a `PgBroker`,
 //!    a `ProcessPool` of `W` workers, history 10,000 unless `--history` says otherwise).
-//! 2. Measures the raw `SELECT pg_notify(...)` rate of `P` clients for `--raw-seconds` on a
-//!    channel nobody listens to, with the service listening (so PostgreSQL signals its LISTEN
-//!    backend as in the run proper): pgbench with a custom script (`-n -c P -j P -T S`), or a
-//!    loop of the prepared statement on `P` tokio-postgres connections (`--raw loop`).
+//! 2. Measures the floor, with the service listening (so PostgreSQL signals its LISTEN backend
+//!    as in the run proper): the raw `SELECT pg_notify(...)` rate of `P` clients for
+//!    `--raw-seconds` ([`crate::floor::raw`]: pgbench, or `--raw loop`); with `--batch B` the
+//!    bare process pool ([`crate::floor::pool`], `N` jobs, `W` workers), the ceiling a batched
+//!    run approaches.
 //! 3. `P` publishing connections send `N` `{"task":"bench.noop"}` messages between them with the
 //!    statements `PgBroker` uses: `SELECT pg_notify($1, $2)` per message, or with `--batch B`
 //!    one `SELECT count(pg_notify(c, p)) FROM unnest($1, $2)` per `B` messages. Batched
@@ -14,10 +15,14 @@
 //! 4. Polls the `metrics` control command until the service has finished all `N` Calls; the
 //!    end time is the newest Call's `finished_at` (the history, read afterwards).
 //!
+//! Steps 2 to 4 run `--rounds` (3) times (floor, scenario, floor, scenario, ...), and the
+//! report gives medians, `floor_jobs_per_sec` and `ratio_throughput` (`ratio_to_raw` too,
+//! unbatched).
+//!
 //! `seconds` runs from the first publish to the last Call's end. `rss_main_kb` is read before
 //! the history is fetched (a large reply would inflate it).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dispatcher_broker_pg::PgBrokerConfig;
 use dispatcher_core::call::now_epoch;
@@ -25,8 +30,9 @@ use dispatcher_core::TaskRegistry;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::error::{BenchError, Result};
+use crate::floor::{self, Compare, Round};
 use crate::report::{nproc, proc_cpu_ms, round3, summary, Report};
-use crate::scenarios::remote::Remote;
+use crate::scenarios::remote::{outcomes_since, Remote};
 use crate::scenarios::Options;
 
 /// The payload of every task message.
@@ -37,19 +43,6 @@ pub const NOTIFY_SQL: &str = "SELECT pg_notify($1, $2)";
 /// The statement `PgBroker::publish_batch` runs.
 pub const NOTIFY_MANY_SQL: &str =
     "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS m(c, p)";
-
-/// How the raw pg_notify rate is measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RawTool {
-    /// pgbench when it is found, else the loop.
-    Auto,
-    /// pgbench with a custom script.
-    Pgbench,
-    /// A tokio-postgres loop of the prepared statement.
-    Loop,
-    /// Not measured.
-    None,
-}
 
 /// A publishing connection with the broker's statements prepared.
 pub struct PubConn {
@@ -89,7 +82,8 @@ pub async fn connect(url: &str) -> Result<PubConn> {
     })
 }
 
-/// Runs the scenario.
+/// Runs the scenario: `--rounds` times the floor, then a round of the scenario, with one
+/// service process throughout; reports medians ([`floor::combine`]).
 pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
     let url = options.database_url("pg")?.to_owned();
     let history = options.history.unwrap_or(10_000);
@@ -99,7 +93,7 @@ pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
         Remote::start(&url, options.workers, Some(history)).await?
     };
     let viewer = remote.watch_dashboard();
-    let outcome = measure(&remote, &url, &options, history).await;
+    let outcome = rounds(&remote, &url, &options, history).await;
     let outcome = outcome.map(|mut r| {
         if let Some(v) = &viewer {
             use std::sync::atomic::Ordering::Relaxed;
@@ -118,19 +112,42 @@ pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
     Ok(report)
 }
 
+async fn rounds(remote: &Remote, url: &str, options: &Options, history: u64) -> Result<Report> {
+    let p = options.publishers.min(options.tasks).max(1);
+    let batched = options.batch.is_some_and(|b| b > 1);
+    let mut rounds = Vec::new();
+    for r in 1..=options.rounds() {
+        eprintln!("pg: round {r} of {}", options.rounds());
+        let floor = if batched {
+            Some(floor::pool::measure(options.tasks, options.workers).await?)
+        } else {
+            floor::raw::measure(url, p, options.raw_seconds, options.raw).await?
+        };
+        let mut report = measure(remote, url, options, history).await?;
+        if let Some(f) = floor.as_ref().filter(|_| !batched) {
+            report.raw_notify_per_sec = f.jobs_per_sec;
+            report.raw_notify_tool = Some(f.kind.clone());
+        }
+        rounds.push(Round { floor, report });
+    }
+    let mut report = floor::combine(Compare::Throughput, rounds)?;
+    if !batched {
+        report.raw_notify_per_sec = report.floor_jobs_per_sec;
+        report.ratio_to_raw = report.ratio_throughput;
+    }
+    Ok(report)
+}
+
 async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) -> Result<Report> {
     let n = options.tasks;
     let p = options.publishers.min(n).max(1);
-    let raw = raw_rate(url, p, options.raw_seconds, options.raw).await?;
-    if let Some((rate, tool)) = &raw {
-        eprintln!("pg: raw pg_notify from {p} clients: {rate:.0}/s ({tool})");
-    }
 
     let mut conns = Vec::new();
     for _ in 0..p {
         conns.push(connect(url).await?);
     }
-    let base: u64 = remote.outcomes().await?.values().sum();
+    let before = remote.outcomes().await?;
+    let base: u64 = before.values().sum();
     let workers = remote.worker_pids().await?;
     let listener = remote.listener_pid().await?;
     let cpu = |pids: &[u32]| -> Option<f64> { pids.iter().map(|p| proc_cpu_ms(*p)).sum() };
@@ -176,11 +193,11 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         .and_then(|c| c.finished_at)
         .ok_or_else(|| BenchError::Run("the history is empty".into()))?;
     let seconds = end - t0;
-    let ok = waited.outcomes.get("ok").copied().unwrap_or(0);
+    let outcomes = outcomes_since(&waited.outcomes, &before);
+    let ok = outcomes.get("ok").copied().unwrap_or(0);
     if ok < n {
         return Err(BenchError::Run(format!(
-            "expected {n} Calls ending ok, the service has {ok} (outcomes: {:?})",
-            waited.outcomes
+            "expected {n} Calls ending ok, the service has {ok} (outcomes of this round: {outcomes:?})"
         )));
     }
     let rate = n as f64 / seconds;
@@ -200,9 +217,6 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         seconds: round3(seconds),
         tasks_per_sec: rate.round(),
         publish_seconds: Some(round3(publish_seconds)),
-        raw_notify_per_sec: raw.as_ref().map(|(r, _)| r.round()),
-        raw_notify_tool: raw.as_ref().map(|(_, t)| t.clone()),
-        ratio_to_raw: raw.as_ref().map(|(r, _)| round3(rate / r)),
         p50_ms: p50,
         p99_ms: p99,
         max_ms: max,
@@ -219,7 +233,7 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         cpu_workers_us_per_task: cpu_workers,
         cpu_pg_listener_us_per_task: cpu_listener,
         history_size: Some(usize::try_from(history).unwrap_or(usize::MAX)),
-        outcomes: waited.outcomes,
+        outcomes,
         nproc: nproc(),
         ..Report::default()
     })
@@ -265,154 +279,4 @@ async fn publish(
         }
     }
     Ok(())
-}
-
-/// The raw pg_notify rate of `clients` clients over `seconds`, and how it was measured.
-async fn raw_rate(
-    url: &str,
-    clients: u64,
-    seconds: u64,
-    tool: RawTool,
-) -> Result<Option<(f64, String)>> {
-    let channel = format!("bench_raw_{}", std::process::id());
-    let pgbench = match tool {
-        RawTool::None => return Ok(None),
-        RawTool::Loop => None,
-        RawTool::Auto | RawTool::Pgbench => find_pgbench(),
-    };
-    match (pgbench, tool) {
-        (Some(bin), _) => {
-            let rate = run_pgbench(&bin, url, &channel, clients, seconds).await?;
-            Ok(Some((
-                rate,
-                format!("pgbench -n -c {clients} -j {clients} -T {seconds}, script: SELECT pg_notify('{channel}', '{NOOP}')"),
-            )))
-        }
-        (None, RawTool::Pgbench) => Err(BenchError::Run(
-            "pgbench not found on PATH nor in /usr/lib/postgresql/*/bin".into(),
-        )),
-        (None, _) => {
-            let rate = notify_loop(url, &channel, clients, seconds).await?;
-            Ok(Some((
-                rate,
-                format!(
-                    "tokio-postgres loop of the prepared SELECT pg_notify($1, $2) on {clients} connections for {seconds}s"
-                ),
-            )))
-        }
-    }
-}
-
-/// pgbench on PATH, else the newest under `/usr/lib/postgresql/*/bin`.
-fn find_pgbench() -> Option<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join("pgbench");
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path().join("bin/pgbench")))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-async fn run_pgbench(
-    bin: &std::path::Path,
-    url: &str,
-    channel: &str,
-    clients: u64,
-    seconds: u64,
-) -> Result<f64> {
-    let script = std::env::temp_dir().join(format!("dispatcher-bench-{}.sql", std::process::id()));
-    std::fs::write(
-        &script,
-        format!("SELECT pg_notify('{channel}', '{NOOP}');\n"),
-    )
-    .map_err(|e| BenchError::Run(format!("could not write {}: {e}", script.display())))?;
-    let out = tokio::process::Command::new(bin)
-        .arg("-n")
-        .arg("-f")
-        .arg(&script)
-        .arg("-c")
-        .arg(clients.to_string())
-        .arg("-j")
-        .arg(clients.to_string())
-        .arg("-T")
-        .arg(seconds.to_string())
-        .arg(url)
-        .output()
-        .await;
-    let _ = std::fs::remove_file(&script);
-    let out = out.map_err(|e| BenchError::Run(format!("could not run pgbench: {e}")))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match (out.status.success(), parse_tps(&text)) {
-        (true, Some(tps)) => Ok(tps),
-        _ => Err(BenchError::Run(format!(
-            "pgbench failed ({}): {}{}",
-            out.status,
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        ))),
-    }
-}
-
-/// The `tps = ...` figure of pgbench's output.
-pub fn parse_tps(output: &str) -> Option<f64> {
-    output.lines().find_map(|l| {
-        l.trim()
-            .strip_prefix("tps = ")?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
-}
-
-async fn notify_loop(url: &str, channel: &str, clients: u64, seconds: u64) -> Result<f64> {
-    let mut conns = Vec::new();
-    for _ in 0..clients {
-        conns.push(connect(url).await?);
-    }
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for conn in conns {
-        let channel = channel.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut count = 0u64;
-            while Instant::now() < deadline {
-                conn.client
-                    .execute(&conn.notify, &[&channel, &NOOP])
-                    .await
-                    .map_err(db("pg_notify"))?;
-                count += 1;
-            }
-            Ok::<u64, BenchError>(count)
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t
-            .await
-            .map_err(|e| BenchError::Run(format!("a raw client failed: {e}")))??;
-    }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pgbench_tps_is_parsed() {
-        let out = "number of failed transactions: 0 (0.000%)\nlatency average = 0.165 ms\ntps = 24249.612328 (without initial connection time)\n";
-        assert_eq!(parse_tps(out), Some(24249.612328));
-        assert_eq!(parse_tps("nothing"), None);
-    }
 }

@@ -5,6 +5,10 @@
 //! service's command channel takes them. The clock runs from the first submission until the
 //! service has recorded the last Call in its history. The history holds every Call of the run,
 //! so the latency figures cover all of them.
+//!
+//! Each of the `--rounds` (3) rounds first measures the floor, a bare process pool
+//! ([`crate::floor::pool`]) with the same job and worker counts, then the scenario; the report
+//! gives medians, `floor_jobs_per_sec` and `ratio_throughput`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,11 +20,13 @@ use dispatcher_runtime::{Service, ServiceConfig, ServiceHandle};
 use serde_json::{Map, Value};
 
 use crate::error::{BenchError, Result};
+use crate::floor::{self, Compare, Round};
 use crate::report::{nproc, proc_cpu_ms, proc_status_kb, round3, summary, Report};
 use crate::scenarios::Options;
 use crate::tasks::noop;
 
-/// Runs the scenario.
+/// Runs the scenario: `--rounds` times the bare-pool floor with the same job count and worker
+/// count, then a round of the scenario; reports medians ([`floor::combine`]).
 pub async fn run(options: Options, registry: TaskRegistry) -> Result<Report> {
     if options.batch.is_some() {
         eprintln!("pool: --batch has no effect here (local submissions are not batched)");
@@ -28,6 +34,18 @@ pub async fn run(options: Options, registry: TaskRegistry) -> Result<Report> {
     if options.database_url.is_some() {
         eprintln!("pool: --database-url has no effect here (no broker)");
     }
+    let mut rounds = Vec::new();
+    for r in 1..=options.rounds() {
+        eprintln!("pool: round {r} of {}", options.rounds());
+        let floor = Some(floor::pool::measure(options.tasks, options.workers).await?);
+        let report = round(&options, registry.clone()).await?;
+        rounds.push(Round { floor, report });
+    }
+    floor::combine(Compare::Throughput, rounds)
+}
+
+/// One run of the scenario with a fresh service.
+async fn round(options: &Options, registry: TaskRegistry) -> Result<Report> {
     let n = options.tasks;
     let capacity = usize::try_from(n)
         .map_err(|_| BenchError::Run(format!("--tasks {n} is too large for this machine")))?;
@@ -51,7 +69,7 @@ pub async fn run(options: Options, registry: TaskRegistry) -> Result<Report> {
         started.elapsed().as_secs_f64()
     );
     let service = Arc::new(service);
-    let outcome = measure(&service, &options, history_size).await;
+    let outcome = measure(&service, options, history_size).await;
     let shutdown = service
         .shutdown_with_grace(Some(Duration::from_secs(5)))
         .await;

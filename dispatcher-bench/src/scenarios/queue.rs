@@ -25,9 +25,8 @@
 //! job (`cpu_*_us_per_task`) is from `/proc/<pid>/stat` over the throughput phase, for the
 //! service, its workers, the PostgreSQL backends serving it, and the publishers' backends.
 //!
-//! With `--peer`, graphile-worker ([`super::peer`]) runs too, interleaved (round 1: this project
-//! first, round 2: the peer first, ...); the report's figures are medians over `--rounds` (3),
-//! `peer` holds the peer's medians and `vs_peer` the ratios.
+//! [`super::queue_rounds`] runs the rounds: with the bare-pool floor before each, and with
+//! `--peer` interleaved with graphile-worker.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,15 +34,14 @@ use std::time::{Duration, Instant};
 use dispatcher_broker_pg::queue::{Job, PgQueue, PgQueueConfig};
 use dispatcher_broker_pg::PgBrokerConfig;
 use dispatcher_core::call::now_epoch;
-use dispatcher_core::{Broker, TaskRegistry};
-use serde_json::json;
+use dispatcher_core::Broker;
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::{BenchError, Result};
+use crate::floor::enqueue::EnqueueFloor;
 use crate::report::{
-    median, nproc, proc_cpu_ms, proc_status_kb, round3, summary, Report, TableState, Tables, VsPeer,
+    nproc, proc_cpu_ms, proc_status_kb, round3, summary, Report, TableState, Tables,
 };
-use crate::scenarios::peer::{self, PeerRun};
 use crate::scenarios::pg::NOOP;
 use crate::scenarios::remote::Remote;
 use crate::scenarios::Options;
@@ -63,120 +61,6 @@ fn db(what: &str) -> impl FnOnce(tokio_postgres::Error) -> BenchError + '_ {
     }
 }
 
-/// Runs the scenario.
-pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
-    let url = options.database_url("queue")?.to_owned();
-    let pg = PgBrokerConfig::from_url(&url)?.pg;
-    let mut peer_skipped = None;
-    let with_peer = options.peer
-        && match peer::check(&options.peer_script) {
-            Ok(()) => true,
-            Err(why) => {
-                eprintln!("queue: the peer is skipped: {why}");
-                peer_skipped = Some(why);
-                false
-            }
-        };
-    let rounds = options.rounds.unwrap_or(if with_peer { 3 } else { 1 });
-    let mut ours: Vec<Report> = Vec::new();
-    let mut theirs: Vec<PeerRun> = Vec::new();
-    let mut runs = Vec::new();
-    for r in 0..rounds {
-        let peer_first = r % 2 == 1;
-        let peer_db = format!("dispatcher_bench_peer_{}", std::process::id());
-        let run_peer = || {
-            peer::run(
-                &options.peer_script,
-                &pg,
-                &peer_db,
-                options.peer_jobs,
-                options.peer_concurrency,
-                options.batch.unwrap_or(1_000),
-            )
-        };
-        if with_peer && peer_first {
-            let p = run_peer().await?;
-            runs.push(json!({"round": r + 1, "peer": p.line.clone()}));
-            theirs.push(p);
-        }
-        let report = round(&url, &options, r + 1).await?;
-        eprintln!("queue: round {}: {}", r + 1, report.to_json_line()?);
-        runs.push(json!({
-            "round": r + 1,
-            "queue": {
-                "jobs_per_sec": report.tasks_per_sec,
-                "p50_ms": report.p50_ms,
-                "p99_ms": report.p99_ms,
-                "floor_p50_ms": report.floor_p50_ms,
-                "floor_p99_ms": report.floor_p99_ms,
-                "publish_seconds": report.publish_seconds,
-            }
-        }));
-        ours.push(report);
-        if with_peer && !peer_first {
-            let p = run_peer().await?;
-            runs.push(json!({"round": r + 1, "peer": p.line.clone()}));
-            theirs.push(p);
-        }
-    }
-    let mut report = summarize(ours)?;
-    report.peer_skipped = peer_skipped;
-    if rounds > 1 {
-        report.runs = runs;
-    }
-    if !theirs.is_empty() {
-        let fig = |f: fn(&PeerRun) -> Option<f64>| {
-            median(&theirs.iter().filter_map(f).collect::<Vec<_>>())
-        };
-        let jobs = fig(|p| Some(p.jobs_per_sec));
-        let (p50, p99) = (fig(|p| p.p50_ms), fig(|p| p.p99_ms));
-        let ratio = |a: Option<f64>, b: Option<f64>| Some(round3(a? / b?));
-        report.vs_peer = Some(VsPeer {
-            jobs_per_sec: ratio(Some(report.tasks_per_sec), jobs),
-            p50: ratio(report.p50_ms, p50),
-            p99: ratio(report.p99_ms, p99),
-        });
-        report.peer = Some(json!({
-            "name": "graphile-worker",
-            "version": theirs.last().and_then(|p| p.line.get("version").cloned()),
-            "jobs": options.peer_jobs,
-            "concurrency": options.peer_concurrency,
-            "jobs_per_sec": jobs.map(f64::round),
-            "latency_p50_ms": p50,
-            "latency_p99_ms": p99,
-            "runs": theirs.len(),
-        }));
-    }
-    Ok(report)
-}
-
-/// Medians over the rounds: the round with the median rate gives the report, with the latency
-/// figures replaced by their medians.
-fn summarize(mut ours: Vec<Report>) -> Result<Report> {
-    let rounds = ours.len() as u64;
-    let fig =
-        |f: fn(&Report) -> Option<f64>| median(&ours.iter().filter_map(f).collect::<Vec<_>>());
-    let (p50, p99, max) = (fig(|r| r.p50_ms), fig(|r| r.p99_ms), fig(|r| r.max_ms));
-    let (floor_p50, floor_p99) = (fig(|r| r.floor_p50_ms), fig(|r| r.floor_p99_ms));
-    ours.sort_by(|a, b| a.tasks_per_sec.total_cmp(&b.tasks_per_sec));
-    let mid = ours.len() / 2;
-    let rates: Vec<f64> = ours.iter().map(|r| r.tasks_per_sec).collect();
-    let mut report = ours
-        .into_iter()
-        .nth(mid)
-        .ok_or_else(|| BenchError::Run("no round ran".into()))?;
-    if rounds > 1 {
-        report.tasks_per_sec = median(&rates).unwrap_or(report.tasks_per_sec).round();
-        report.p50_ms = p50.map(round3);
-        report.p99_ms = p99.map(round3);
-        report.max_ms = max.map(round3);
-        report.floor_p50_ms = floor_p50.map(round3);
-        report.floor_p99_ms = floor_p99.map(round3);
-    }
-    report.rounds = Some(rounds);
-    Ok(report)
-}
-
 /// `url` with its database replaced by `name` (a parameter given later wins, in both forms).
 pub fn with_dbname(url: &str, name: &str) -> String {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -187,7 +71,7 @@ pub fn with_dbname(url: &str, name: &str) -> String {
     }
 }
 
-async fn client(url: &str) -> Result<Client> {
+pub async fn client(url: &str) -> Result<Client> {
     let config = PgBrokerConfig::from_url(url)?;
     let (client, conn) = config.pg.connect(NoTls).await.map_err(db("connect"))?;
     tokio::spawn(async move {
@@ -198,8 +82,8 @@ async fn client(url: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// One round in a fresh database, dropped afterwards.
-async fn round(url: &str, options: &Options, number: u64) -> Result<Report> {
+/// One round in a fresh database, dropped afterwards; `rounds` runs it.
+pub async fn round(url: &str, options: &Options, number: u64) -> Result<Report> {
     let name = format!("dispatcher_bench_queue_{}", std::process::id());
     let admin = client(url).await?;
     for sql in [
@@ -400,7 +284,7 @@ async fn measure(
     // Latency: the queue's jobs, each followed half a spacing later by a floor sample.
     let samples_n = options.latency_jobs;
     let spacing = Duration::from_secs_f64(options.pause_ms.unwrap_or(5.0).max(0.0) / 1000.0);
-    let mut floor = Floor::start(db_url, samples_n).await?;
+    let mut floor = EnqueueFloor::start(db_url, samples_n).await?;
     tokio::time::sleep(SETTLE_PAUSE).await;
     let base: u64 = remote.outcomes().await?.values().sum();
     let publisher = publishers
@@ -507,126 +391,6 @@ async fn measure(
         nproc: nproc(),
         ..Report::default()
     })
-}
-
-/// The floor of publish-to-start latency through PostgreSQL, measured in the same database and
-/// interleaved with the queue's latency jobs: one connection inserts a row and NOTIFYs in one
-/// statement (synchronous commit, as an enqueue), a second LISTENs, and on each notification a
-/// third runs `SELECT 1` (one round trip, as the claim). A sample runs from just before the
-/// insert until the `SELECT 1` returned.
-struct Floor {
-    publisher: Client,
-    insert: tokio_postgres::Statement,
-    sent: Vec<Instant>,
-    done: Arc<Mutex<Vec<Option<Instant>>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Floor {
-    async fn start(db_url: &str, samples: u64) -> Result<Floor> {
-        use futures_util::StreamExt;
-        use tokio_postgres::AsyncMessage;
-
-        let config = PgBrokerConfig::from_url(db_url)?.pg;
-        let publisher = client(db_url).await?;
-        let prober = client(db_url).await?;
-        let (listener, mut conn) = config.connect(NoTls).await.map_err(db("connect"))?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-        let driver = tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-            while let Some(Ok(m)) = messages.next().await {
-                if let AsyncMessage::Notification(n) = m {
-                    if let Ok(i) = n.payload().parse::<usize>() {
-                        let _ = tx.send(i);
-                    }
-                }
-            }
-        });
-        publisher
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v text)",
-            )
-            .await
-            .map_err(db("create the floor table"))?;
-        listener
-            .batch_execute("LISTEN bench_floor")
-            .await
-            .map_err(db("listen"))?;
-        let insert = publisher
-            .prepare(
-                "WITH i AS (INSERT INTO bench_floor (v) VALUES ($1) RETURNING id)
-                 SELECT pg_notify('bench_floor', $1) FROM i",
-            )
-            .await
-            .map_err(db("prepare"))?;
-        let probe = prober.prepare("SELECT 1").await.map_err(db("prepare"))?;
-        let n = usize::try_from(samples).unwrap_or(usize::MAX);
-        let done: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
-        let consumer = {
-            let done = done.clone();
-            tokio::spawn(async move {
-                // Holds the listener's client: dropping it would end the connection.
-                let _listener = listener;
-                while let Some(i) = rx.recv().await {
-                    if prober.query_one(&probe, &[]).await.is_err() {
-                        break;
-                    }
-                    if let Some(slot) = done.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
-                        *slot = Some(Instant::now());
-                    }
-                }
-            })
-        };
-        Ok(Floor {
-            publisher,
-            insert,
-            sent: Vec::with_capacity(n),
-            done,
-            tasks: vec![driver, consumer],
-        })
-    }
-
-    /// Sends the next sample.
-    async fn send(&mut self) -> Result<()> {
-        let i = self.sent.len();
-        self.sent.push(Instant::now());
-        self.publisher
-            .query_one(&self.insert, &[&i.to_string()])
-            .await
-            .map_err(db("insert and notify"))?;
-        Ok(())
-    }
-
-    /// Every sample's latency, milliseconds (waits up to 10 s for the last ones).
-    async fn finish(self) -> Result<Vec<f64>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let latencies = loop {
-            let got: Vec<f64> = {
-                let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-                done.iter()
-                    .zip(&self.sent)
-                    .filter_map(|(d, s)| {
-                        Some(d.as_ref()?.duration_since(*s).as_secs_f64() * 1000.0)
-                    })
-                    .collect()
-            };
-            if got.len() == self.sent.len() || Instant::now() > deadline {
-                break got;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        for t in &self.tasks {
-            t.abort();
-        }
-        if latencies.len() != self.sent.len() {
-            return Err(BenchError::Run(format!(
-                "floor: {} of {} notifications arrived",
-                latencies.len(),
-                self.sent.len()
-            )));
-        }
-        Ok(latencies)
-    }
 }
 
 /// Polls until `jobs` and `claims` are empty; prints progress (the service's finished count)

@@ -337,6 +337,23 @@ impl Remote {
     }
 }
 
+/// The Calls by outcome counted in `now` and not yet in `before` (one round of a scenario
+/// run several times against the same service).
+pub fn outcomes_since(
+    now: &BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    now.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
 /// Finished Calls by outcome in a `metrics` reply (outcomes with none left out).
 pub fn outcomes_of(metrics: &Value) -> BTreeMap<String, u64> {
     metrics
