@@ -10,13 +10,12 @@
 //! worker reads its socket with blocking reads.
 
 use std::io::{Read, Write};
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Error, Result};
 
@@ -299,7 +298,70 @@ pub(crate) struct FrameReader<R> {
     end: usize,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+/// Where a [`FrameReader`] reads from.
+pub(crate) trait FrameSource {
+    /// Reads what is there into `buf`; `Ready(Ok(0))` at the end of the stream.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>>;
+}
+
+/// Bytes in memory (tests).
+impl FrameSource for &[u8] {
+    fn poll_read_into(
+        &mut self,
+        _cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Read::read(self, buf))
+    }
+}
+
+/// A worker's socket.
+///
+/// A read that returns less than asked emptied the socket's receive queue, so the socket is
+/// marked not readable right there, and the next poll waits for the next frame instead of
+/// asking the kernel again and hearing `EAGAIN`: one `read` per burst of frames rather than two.
+/// The mark is cleared with the readiness seen before the read, so a frame that arrives after
+/// it sets the socket readable again (tokio's readiness ticks), and nothing is missed.
+impl FrameSource for std::sync::Arc<crate::link::Socket> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut ready = std::task::ready!(self.poll_read_ready(cx))?;
+            let mut got = 0;
+            let read = ready.try_io(|socket| loop {
+                match socket.get_ref().read(buf) {
+                    Ok(n) => {
+                        got = n;
+                        // Short: the queue is empty now; `WouldBlock` clears the readiness.
+                        return if n > 0 && n < buf.len() {
+                            Err(std::io::ErrorKind::WouldBlock.into())
+                        } else {
+                            Ok(n)
+                        };
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            });
+            match read {
+                Ok(result) => return Poll::Ready(result),
+                // The readiness was cleared: after a short read, what it read; else the socket
+                // was not readable after all, and the next turn waits.
+                Err(_would_block) if got > 0 => return Poll::Ready(Ok(got)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+impl<R: FrameSource> FrameReader<R> {
     pub(crate) fn new(r: R) -> Self {
         FrameReader {
             r,
@@ -359,13 +421,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 let len = need.max(self.buf.len() * 2);
                 self.buf.resize(len, 0);
             }
-            let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
-            match Pin::new(&mut self.r).poll_read(cx, &mut rb) {
+            let n = match self.r.poll_read_into(cx, &mut self.buf[self.end..]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                Poll::Ready(Ok(())) => {}
-            }
-            let n = rb.filled().len();
+                Poll::Ready(Ok(n)) => n,
+            };
             if n == 0 {
                 return Poll::Ready(Ok(None));
             }
@@ -547,8 +607,7 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        let (rd, _wr) = b.into_split();
-        let mut frames = FrameReader::new(rd);
+        let mut frames = FrameReader::new(crate::link::socket(b).unwrap());
         let mut got: Vec<FromWorker> = Vec::new();
         while let Some(f) = std::future::poll_fn(|cx| frames.poll_frame(cx))
             .await
@@ -583,8 +642,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let (rd, _wr) = b.into_split();
-        let mut frames = FrameReader::new(rd);
+        let mut frames = FrameReader::new(crate::link::socket(b).unwrap());
         let r = std::future::poll_fn(|cx| frames.poll_frame::<FromWorker>(cx)).await;
         assert!(matches!(r, Err(Error::FrameTooLarge(_))), "{r:?}");
     }
