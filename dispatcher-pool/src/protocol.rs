@@ -10,13 +10,12 @@
 //! worker reads its socket with blocking reads.
 
 use std::io::{Read, Write};
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Error, Result};
 
@@ -169,8 +168,75 @@ fn body_len(prefix: [u8; PREFIX]) -> Result<usize> {
 }
 
 /// Decodes a frame's body (the JSON after the length prefix).
-pub(crate) fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(Error::Decode)
+pub(crate) fn decode_body<T: Frame>(body: &[u8]) -> Result<T> {
+    T::decode(body)
+}
+
+/// A frame type: how its body is decoded.
+///
+/// The enums are internally tagged (`"t"`), which serde decodes by first buffering the whole
+/// object; the frames sent once per Call (`run`, `done`) are decoded straight into their fields
+/// instead when the tag comes first, as this module's encoder writes it. Anything else (another
+/// frame, the tag elsewhere) takes the general path, so both decode the same bytes alike.
+pub(crate) trait Frame: DeserializeOwned {
+    /// Decodes a body.
+    fn decode(body: &[u8]) -> Result<Self> {
+        serde_json::from_slice(body).map_err(Error::Decode)
+    }
+}
+
+/// The fields of a `run` frame, decoded without buffering (the tag is skipped as an unknown
+/// field).
+#[derive(Deserialize)]
+struct RunFields {
+    key: u64,
+    uuid: String,
+    task: String,
+    args: Vec<Value>,
+    #[serde(default = "first_attempt")]
+    attempt: u32,
+}
+
+/// The fields of a `done` frame, decoded without buffering.
+#[derive(Deserialize)]
+struct DoneFields {
+    key: u64,
+    outcome: dispatcher_core::Outcome,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl Frame for ToWorker {
+    fn decode(body: &[u8]) -> Result<Self> {
+        if body.starts_with(br#"{"t":"run","#) {
+            let f: RunFields = serde_json::from_slice(body).map_err(Error::Decode)?;
+            return Ok(ToWorker::Run {
+                key: f.key,
+                uuid: f.uuid,
+                task: f.task,
+                args: f.args,
+                attempt: f.attempt,
+            });
+        }
+        serde_json::from_slice(body).map_err(Error::Decode)
+    }
+}
+
+impl Frame for FromWorker {
+    fn decode(body: &[u8]) -> Result<Self> {
+        if body.starts_with(br#"{"t":"done","#) {
+            let f: DoneFields = serde_json::from_slice(body).map_err(Error::Decode)?;
+            return Ok(FromWorker::Done {
+                key: f.key,
+                outcome: f.outcome,
+                result: f.result,
+                error: f.error,
+            });
+        }
+        serde_json::from_slice(body).map_err(Error::Decode)
+    }
 }
 
 /// Reads one frame body (blocking). `Ok(None)` at a clean end of stream.
@@ -190,10 +256,7 @@ pub fn read_frame_blocking(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Optio
 
 /// Reads and decodes one frame (blocking): the worker's reader. `Ok(None)` at a clean end of
 /// stream. `buf` is reused for the body.
-pub(crate) fn read_blocking<T: DeserializeOwned>(
-    r: &mut impl Read,
-    buf: &mut Vec<u8>,
-) -> Result<Option<T>> {
+pub(crate) fn read_blocking<T: Frame>(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<T>> {
     match read_frame_blocking(r, buf)? {
         Some(()) => decode_body(buf).map(Some),
         None => Ok(None),
@@ -205,7 +268,7 @@ pub(crate) fn read_blocking<T: DeserializeOwned>(
 /// The body is kept as it arrives rather than in a buffer of the announced length made up front,
 /// so a peer that has not presented its token yet cannot make the pool reserve [`MAX_FRAME`]
 /// bytes just by announcing them.
-pub(crate) async fn read_frame<T: DeserializeOwned>(r: &mut (impl AsyncRead + Unpin)) -> Result<T> {
+pub(crate) async fn read_frame<T: Frame>(r: &mut (impl AsyncRead + Unpin)) -> Result<T> {
     let mut prefix = [0u8; PREFIX];
     r.read_exact(&mut prefix).await.map_err(Error::Io)?;
     let n = body_len(prefix)?;
@@ -235,7 +298,70 @@ pub(crate) struct FrameReader<R> {
     end: usize,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+/// Where a [`FrameReader`] reads from.
+pub(crate) trait FrameSource {
+    /// Reads what is there into `buf`; `Ready(Ok(0))` at the end of the stream.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>>;
+}
+
+/// Bytes in memory (tests).
+impl FrameSource for &[u8] {
+    fn poll_read_into(
+        &mut self,
+        _cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Read::read(self, buf))
+    }
+}
+
+/// A worker's socket.
+///
+/// A read that returns less than asked emptied the socket's receive queue, so the socket is
+/// marked not readable right there, and the next poll waits for the next frame instead of
+/// asking the kernel again and hearing `EAGAIN`: one `read` per burst of frames rather than two.
+/// The mark is cleared with the readiness seen before the read, so a frame that arrives after
+/// it sets the socket readable again (tokio's readiness ticks), and nothing is missed.
+impl FrameSource for std::sync::Arc<crate::link::Socket> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut ready = std::task::ready!(self.poll_read_ready(cx))?;
+            let mut got = 0;
+            let read = ready.try_io(|socket| loop {
+                match socket.get_ref().read(buf) {
+                    Ok(n) => {
+                        got = n;
+                        // Short: the queue is empty now; `WouldBlock` clears the readiness.
+                        return if n > 0 && n < buf.len() {
+                            Err(std::io::ErrorKind::WouldBlock.into())
+                        } else {
+                            Ok(n)
+                        };
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            });
+            match read {
+                Ok(result) => return Poll::Ready(result),
+                // The readiness was cleared: after a short read, what it read; else the socket
+                // was not readable after all, and the next turn waits.
+                Err(_would_block) if got > 0 => return Poll::Ready(Ok(got)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+impl<R: FrameSource> FrameReader<R> {
     pub(crate) fn new(r: R) -> Self {
         FrameReader {
             r,
@@ -257,7 +383,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    fn parse<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+    fn parse<T: Frame>(&mut self) -> Result<Option<T>> {
         let Some(n) = self.announced()? else {
             return Ok(None);
         };
@@ -279,10 +405,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// The next frame; `Ok(None)` at the end of the stream.
-    pub(crate) fn poll_frame<T: DeserializeOwned>(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<T>>> {
+    pub(crate) fn poll_frame<T: Frame>(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>>> {
         loop {
             if let Some(m) = self.parse()? {
                 return Poll::Ready(Ok(Some(m)));
@@ -298,13 +421,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 let len = need.max(self.buf.len() * 2);
                 self.buf.resize(len, 0);
             }
-            let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
-            match Pin::new(&mut self.r).poll_read(cx, &mut rb) {
+            let n = match self.r.poll_read_into(cx, &mut self.buf[self.end..]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                Poll::Ready(Ok(())) => {}
-            }
-            let n = rb.filled().len();
+                Poll::Ready(Ok(n)) => n,
+            };
             if n == 0 {
                 return Poll::Ready(Ok(None));
             }
@@ -361,6 +482,55 @@ mod tests {
                 attempt: 1,
                 ..
             }
+        ));
+    }
+
+    /// The frames decoded straight into their fields (tag first, as encoded) decode as the
+    /// general path does with the tag elsewhere; a frame that does not fit its fields is
+    /// refused on either path.
+    #[test]
+    fn run_and_done_decode_alike_with_the_tag_first_or_not() {
+        let run_first = br#"{"t":"run","key":4,"uuid":"u","task":"t.x","args":[1,"a"]}"#;
+        let run_later = br#"{"key":4,"uuid":"u","task":"t.x","t":"run","args":[1,"a"]}"#;
+        for body in [&run_first[..], &run_later[..]] {
+            match ToWorker::decode(body).unwrap() {
+                ToWorker::Run {
+                    key: 4,
+                    uuid,
+                    task,
+                    args,
+                    attempt: 1,
+                } => {
+                    assert_eq!((uuid.as_str(), task.as_str()), ("u", "t.x"));
+                    assert_eq!(args, vec![Value::from(1), Value::from("a")]);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let done_first = br#"{"t":"done","key":9,"outcome":"error","error":"boom"}"#;
+        let done_later = br#"{"key":9,"outcome":"error","t":"done","error":"boom"}"#;
+        for body in [&done_first[..], &done_later[..]] {
+            assert!(matches!(
+                FromWorker::decode(body).unwrap(),
+                FromWorker::Done { key: 9, outcome: Outcome::Error, result: None, error: Some(e) } if e == "boom"
+            ));
+        }
+        let mut pong = Vec::new();
+        encode(&FromWorker::Pong { n: 2 }, &mut pong).unwrap();
+        assert!(matches!(
+            FromWorker::decode(&pong[PREFIX..]),
+            Ok(FromWorker::Pong { n: 2 })
+        ));
+        for bad in [
+            &br#"{"t":"done","key":"x","outcome":"ok"}"#[..],
+            br#"{"t":"done","key":1}"#,
+            br#"{"t":"done","key":1,"outcome":"ok""#,
+        ] {
+            assert!(matches!(FromWorker::decode(bad), Err(Error::Decode(_))));
+        }
+        assert!(matches!(
+            ToWorker::decode(br#"{"t":"run","key":1,"uuid":"u"}"#),
+            Err(Error::Decode(_))
         ));
     }
 
@@ -437,8 +607,7 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        let (rd, _wr) = b.into_split();
-        let mut frames = FrameReader::new(rd);
+        let mut frames = FrameReader::new(crate::link::socket(b).unwrap());
         let mut got: Vec<FromWorker> = Vec::new();
         while let Some(f) = std::future::poll_fn(|cx| frames.poll_frame(cx))
             .await
@@ -473,8 +642,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let (rd, _wr) = b.into_split();
-        let mut frames = FrameReader::new(rd);
+        let mut frames = FrameReader::new(crate::link::socket(b).unwrap());
         let r = std::future::poll_fn(|cx| frames.poll_frame::<FromWorker>(cx)).await;
         assert!(matches!(r, Err(Error::FrameTooLarge(_))), "{r:?}");
     }

@@ -7,7 +7,6 @@ use std::time::Instant;
 use crate::pool::SlotState;
 use dispatcher_core::call::now_epoch;
 use dispatcher_core::pool::{CallKey, PoolEvent};
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 
 use crate::pool::Inner;
@@ -17,7 +16,7 @@ use crate::supervisor::{tell, Cmd};
 /// The reading side of one worker's socket.
 pub(crate) struct Conn {
     pub(crate) id: u32,
-    pub(crate) frames: FrameReader<OwnedReadHalf>,
+    pub(crate) frames: FrameReader<std::sync::Arc<crate::link::Socket>>,
     /// The worker's supervisor.
     pub(crate) cmd: mpsc::Sender<Cmd>,
 }

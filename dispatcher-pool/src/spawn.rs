@@ -214,8 +214,7 @@ impl Inner {
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let cmd_tx_reader = cmd_tx.clone();
-        let (rd, wr) = stream.into_split();
-        let wr = Arc::new(wr);
+        let socket = crate::link::socket(stream).map_err(Error::Io)?;
         let flush = Arc::new(Notify::new());
         {
             let mut state = self.lock();
@@ -224,7 +223,7 @@ impl Inner {
                     slot.pid = pid;
                     slot.status = SlotState::Idle;
                     slot.cmd = Some(cmd_tx);
-                    slot.link = Some(Link::new(wr.clone(), flush.clone()));
+                    slot.link = Some(Link::new(socket.clone(), flush.clone()));
                     slot.started = Instant::now();
                     slot.idle_since = Instant::now();
                 }
@@ -233,12 +232,12 @@ impl Inner {
         }
         let _ = self.conns.send(Conn {
             id,
-            frames: FrameReader::new(rd),
+            frames: FrameReader::new(socket.clone()),
             cmd: cmd_tx_reader,
         });
         tracing::debug!(worker = id, pid, "worker ready");
         let _ = self.events.send(PoolEvent::Ready).await;
-        tokio::spawn(self.supervise(id, pid, child, wr, flush, cmd_rx));
+        tokio::spawn(self.supervise(id, pid, child, socket, flush, cmd_rx));
         Ok(())
     }
 

@@ -20,12 +20,12 @@ use dispatcher_core::Outcome;
 use crate::pool::SlotState;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Child;
 use tokio::sync::{mpsc, Notify};
 
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::link::{wait_writable, Socket};
 use crate::pool::Inner;
 use crate::protocol::{encode, ToWorker};
 
@@ -65,7 +65,7 @@ impl Inner {
         id: u32,
         pid: u32,
         mut child: Child,
-        wr: Arc<OwnedWriteHalf>,
+        wr: Arc<Socket>,
         flush: Arc<Notify>,
         mut cmds: mpsc::Receiver<Cmd>,
     ) {
@@ -111,7 +111,7 @@ impl Inner {
         id: u32,
         pid: u32,
         child: &mut Child,
-        wr: &OwnedWriteHalf,
+        wr: &Socket,
         flush: &Notify,
         cmds: &mut mpsc::Receiver<Cmd>,
     ) -> End {
@@ -205,7 +205,7 @@ impl Inner {
         id: u32,
         pid: u32,
         child: &mut Child,
-        wr: &OwnedWriteHalf,
+        wr: &Socket,
         end: End,
         running_key: Option<CallKey>,
     ) -> Option<(Outcome, String)> {
@@ -336,20 +336,16 @@ impl Inner {
     }
 
     /// Writes worker `id`'s backlog, waiting for room in its socket as needed.
-    async fn write_backlog(&self, id: u32, wr: &OwnedWriteHalf) -> Result<()> {
-        loop {
-            let done = {
-                let mut state = self.lock();
-                match state.workers.get_mut(&id).and_then(|s| s.link.as_mut()) {
-                    Some(link) => link.write_backlog().map_err(Error::Io)?,
-                    None => true,
-                }
-            };
-            if done {
-                return Ok(());
+    async fn write_backlog(&self, id: u32, wr: &Socket) -> Result<()> {
+        wait_writable(wr, || {
+            let mut state = self.lock();
+            match state.workers.get_mut(&id).and_then(|s| s.link.as_mut()) {
+                Some(link) => link.write_backlog(),
+                None => Ok(true),
             }
-            wr.writable().await.map_err(Error::Io)?;
-        }
+        })
+        .await
+        .map_err(Error::Io)
     }
 
     fn mark_stopping(&self, id: u32) {

@@ -99,12 +99,14 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
         token,
         pid: std::process::id(),
     };
-    send(&sink, &hello)?;
+    send(&sink, &hello, &mut Vec::new())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Error::Io)?;
     let mut buf = Vec::with_capacity(4096);
+    // Frames to the pool are encoded here, one at a time (reused, no allocation per Call).
+    let mut out = Vec::with_capacity(256);
     loop {
         if reader.buffer().is_empty() {
             wait_readable(reader.get_ref())?;
@@ -112,6 +114,10 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
         let Some(msg) = read_blocking::<ToWorker>(&mut reader, &mut buf)? else {
             break;
         };
+        // A large job does not keep its buffer.
+        if buf.capacity() > KEEP_OUT {
+            buf = Vec::with_capacity(4096);
+        }
         match msg {
             ToWorker::Run {
                 key,
@@ -147,9 +153,9 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
                         )),
                     },
                 };
-                send(&sink, &done)?;
+                send(&sink, &done, &mut out)?;
             }
-            ToWorker::Ping { n } => send(&sink, &FromWorker::Pong { n })?,
+            ToWorker::Ping { n } => send(&sink, &FromWorker::Pong { n }, &mut out)?,
             ToWorker::Stop => break,
         }
     }
@@ -175,9 +181,20 @@ fn wait_readable(stream: &UnixStream) -> Result<()> {
     }
 }
 
-fn send(sink: &SocketSink, frame: &FromWorker) -> Result<()> {
-    let mut buf = Vec::with_capacity(256);
-    encode(frame, &mut buf)?;
-    let mut w = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
-    w.write_all(&buf).map_err(Error::Io)
+/// Writes `frame` to the pool, encoded in `buf`.
+fn send(sink: &SocketSink, frame: &FromWorker, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    encode(frame, buf)?;
+    let written = {
+        let mut w = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.write_all(buf).map_err(Error::Io)
+    };
+    // A large result does not keep its buffer.
+    if buf.capacity() > KEEP_OUT {
+        *buf = Vec::with_capacity(KEEP_OUT);
+    }
+    written
 }
+
+/// The most room the worker's frame buffers keep between frames.
+const KEEP_OUT: usize = 64 * 1024;
