@@ -186,7 +186,10 @@ async fn round(shared: &Shared, memory: &mut Memory) {
             if memory.seen.contains(&seen_key(&call)) {
                 continue;
             }
-            if let (Some(start), Some(sent)) = (call.started_at, call.time_pub.or(call.received_at))
+            // A retried job's later attempts wait for their backoff by design: not latency.
+            let first = call.attempt.unwrap_or(1) <= 1;
+            if let (true, Some(start), Some(sent)) =
+                (first, call.started_at, call.time_pub.or(call.received_at))
             {
                 latencies.push(((start - sent) * 1000.0).max(0.0));
             }

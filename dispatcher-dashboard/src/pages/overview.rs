@@ -20,6 +20,7 @@ pub(super) fn numbers(snap: &Snapshot) -> Markup {
         .calls
         .iter()
         .take_while(|c| c.finished_at.is_some_and(|f| snap.at - f <= 60.0))
+        .filter(|c| c.attempt.unwrap_or(1) <= 1)
         .filter_map(|c| {
             let sent = c.time_pub.or(c.received_at)?;
             Some(((c.started_at? - sent) * 1000.0).max(0.0))
