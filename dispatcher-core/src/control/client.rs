@@ -155,12 +155,15 @@ pub async fn request_with(
         None => payload,
     };
     let deadline = Instant::now() + options.timeout;
+    // Both copies in one batch: with PostgreSQL one statement, one round trip.
+    let mut copies = Vec::with_capacity(2);
     if options.fast_path {
         if let Some(fast) = super::control_channel(channel) {
-            broker::send(broker, &fast, &payload).await?;
+            copies.push((fast, payload.clone()));
         }
     }
-    broker::send(broker, channel, &payload).await?;
+    copies.push((channel.to_owned(), payload));
+    broker::send_batch(broker, copies).await?;
     let mut assembler = Assembler::new(AssemblerLimits::default());
     let mut out = Vec::new();
     while options.expected.is_none_or(|n| out.len() < n) {
