@@ -56,9 +56,7 @@ async fn round(options: &Options, registry: TaskRegistry) -> Result<Report> {
     config.channels = Vec::new();
     config.history_size = capacity.max(config.history_size);
     // Every Call of the run is kept (the figures read them): room for ~1 KiB each.
-    config.history_max_bytes = config
-        .history_max_bytes
-        .max(capacity.saturating_mul(1024));
+    config.history_max_bytes = config.history_max_bytes.max(capacity.saturating_mul(1024));
     let history_size = config.history_size;
     config.max_waiting = capacity.max(config.max_waiting);
     let started = Instant::now();
