@@ -317,7 +317,16 @@ impl Pool for ProcessPool {
         let Some(inner) = &self.inner else {
             return Err(job);
         };
-        // Encoded before taking the lock; written into the worker's socket under it.
+        let mut state = inner.lock();
+        // No worker free (the common case while the queue is deep): nothing to encode.
+        if !state
+            .workers
+            .values()
+            .any(|s| s.status == SlotState::Idle && s.link.is_some())
+        {
+            return Err(job);
+        }
+        // Encoded once a worker is free; written into its socket under the (uncontended) lock.
         self.wbuf.clear();
         let encoded = encode_run(
             job.key,
@@ -327,7 +336,6 @@ impl Pool for ProcessPool {
             job.attempt,
             &mut self.wbuf,
         );
-        let mut state = inner.lock();
         let mut broken = Vec::new();
         let mut placed = None;
         for (id, slot) in state.workers.iter_mut() {
@@ -460,7 +468,8 @@ impl Pool for ProcessPool {
         let Some(inner) = &self.inner else {
             return;
         };
-        if waiting == 0 {
+        // A fixed-size pool never grows: no lock per dispatch for it.
+        if waiting == 0 || inner.config.min_workers >= inner.config.max_workers {
             return;
         }
         let live = inner.live(&inner.lock());
