@@ -13,6 +13,15 @@ use tokio::sync::{watch, Notify};
 use crate::snapshot::{Jobs, Snapshot};
 use crate::DashboardConfig;
 
+/// What an operator does to a failed job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobAction {
+    /// Available again now, attempts starting over.
+    Retry,
+    /// Deleted.
+    Discard,
+}
+
 /// Failed and scheduled jobs listed.
 const JOBS_LISTED: i64 = 50;
 
@@ -82,30 +91,24 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes failed jobs available again; returns their ids.
-    pub async fn retry_job(&self, id: i64) -> Result<Vec<i64>, String> {
+    /// Retries or discards a failed job; returns the ids it touched. A connection that fails
+    /// is dropped (the next use opens another).
+    pub async fn job_action(&self, id: i64, action: JobAction) -> Result<Vec<i64>, String> {
         let schema = self.config.queue_schema.as_deref().ok_or("no queue")?;
         let mut slot = self.jobs_client.lock().await;
         self.jobs_client(&mut slot)
             .await
             .map_err(|e| e.to_string())?;
         let client = slot.as_ref().ok_or("no connection")?;
-        queue::retry_jobs(client, schema, queue::KeptJobs::Ids(&[id]))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Deletes failed jobs; returns their ids.
-    pub async fn discard_job(&self, id: i64) -> Result<Vec<i64>, String> {
-        let schema = self.config.queue_schema.as_deref().ok_or("no queue")?;
-        let mut slot = self.jobs_client.lock().await;
-        self.jobs_client(&mut slot)
-            .await
-            .map_err(|e| e.to_string())?;
-        let client = slot.as_ref().ok_or("no connection")?;
-        queue::discard_jobs(client, schema, queue::KeptJobs::Ids(&[id]))
-            .await
-            .map_err(|e| e.to_string())
+        let which = queue::KeptJobs::Ids(&[id]);
+        let done = match action {
+            JobAction::Retry => queue::retry_jobs(client, schema, which).await,
+            JobAction::Discard => queue::discard_jobs(client, schema, which).await,
+        };
+        done.map_err(|e| {
+            *slot = None;
+            e.to_string()
+        })
     }
 
     pub(crate) async fn read_jobs(&self, schema: &str) -> Jobs {

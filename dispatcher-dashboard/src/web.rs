@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::auth::COOKIE;
 use crate::pages::{self, CallQuery, Page, Viewer};
-use crate::shared::Shared;
+use crate::shared::{JobAction, Shared};
 
 type S = State<Arc<Shared>>;
 
@@ -353,11 +353,12 @@ async fn job_action(
     let Ok(id) = id.parse::<i64>() else {
         return refuse(StatusCode::BAD_REQUEST, "A job id is a number.");
     };
-    let done = match action.as_str() {
-        "retry" => s.retry_job(id).await,
-        "discard" => s.discard_job(id).await,
+    let which = match action.as_str() {
+        "retry" => JobAction::Retry,
+        "discard" => JobAction::Discard,
         _ => return refuse(StatusCode::NOT_FOUND, "Jobs can be retried or discarded."),
     };
+    let done = s.job_action(id, which).await;
     match done {
         Ok(ids) => {
             tracing::info!(%action, job = id, %peer, who = "access token holder", affected = ids.len(), "dashboard action");

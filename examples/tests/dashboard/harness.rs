@@ -248,6 +248,24 @@ impl Browser {
         Browser { client, driver }
     }
 
+    /// Signs in on the dashboard at `base` with `token`, as a person would.
+    pub async fn sign_in(&self, base: &str, token: &str) {
+        self.goto(&format!("{base}/login")).await;
+        self.wait_for("#token")
+            .await
+            .send_keys(token)
+            .await
+            .unwrap();
+        self.client
+            .find(Locator::Css("form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.wait_for("form.inline button.link").await; // "sign out": signed in
+    }
+
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.unwrap();
     }

@@ -178,17 +178,7 @@ async fn cancel_with_the_token_turns_a_running_sleep_into_canceled() {
     let sleeper = uuid();
     demo.publish("demo.sleep", json!([60.0]), &sleeper).await;
 
-    b.goto(&format!("{}/login", demo.base())).await;
-    let field = b.wait_for("#token").await;
-    field.send_keys(TOKEN).await.unwrap();
-    b.client
-        .find(fantoccini::Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.wait_for("form.inline button.link").await; // "sign out": signed in
+    b.sign_in(&demo.base(), TOKEN).await;
 
     b.goto(&format!("{}/calls/{sleeper}", demo.base())).await;
     b.wait_text("#call-outcome", "running", |t| t.contains("running"))
@@ -284,16 +274,7 @@ async fn read_only_without_a_token_and_forged_posts_are_refused() {
 
     // A page of another site, in the signed-in browser, posting to the dashboard.
     let b = Browser::start(false).await;
-    b.goto(&format!("{}/login", demo.base())).await;
-    b.wait_for("#token").await.send_keys(TOKEN).await.unwrap();
-    b.client
-        .find(fantoccini::Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.wait_for("form.inline button.link").await;
+    b.sign_in(&demo.base(), TOKEN).await;
     let forged = format!(
         "data:text/html,<form method=post action='{}{path}'><input name=csrf value=x></form>\
          <script>document.forms[0].submit()</script>",
@@ -352,16 +333,7 @@ async fn the_jobs_page_shows_a_failed_flaky_job_and_retry_runs_it_again() {
         .delay(Duration::from_secs(3600));
     queue.enqueue(later).await.unwrap();
 
-    b.goto(&format!("{}/login", demo.base())).await;
-    b.wait_for("#token").await.send_keys(TOKEN).await.unwrap();
-    b.client
-        .find(fantoccini::Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.wait_for("form.inline button.link").await;
+    b.sign_in(&demo.base(), TOKEN).await;
     b.goto(&format!("{}/jobs", demo.base())).await;
     let row = format!("tr.job-row[data-job=\"{id}\"]");
     b.wait_for(&row).await;
