@@ -58,6 +58,20 @@ pub enum PoolEvent {
         /// When it ended, epoch seconds.
         at: f64,
     },
+    /// A job started later than it was dispatched, or on another worker than
+    /// [`Pool::try_dispatch`] said: a pool that hands a busy worker its next job while the queue is
+    /// deep reports when (and where) that job actually started. The Call's start time, worker
+    /// and pid become these.
+    Started {
+        /// The job's key.
+        key: CallKey,
+        /// The worker running it.
+        worker_id: u32,
+        /// The worker's process id.
+        pid: u32,
+        /// When it started, epoch seconds.
+        at: f64,
+    },
     /// Workers became free other than by finishing a job (started, scaled up, replaced): the
     /// service tries its queue again.
     Ready,

@@ -53,6 +53,16 @@ pub enum Error {
         /// The marker variable.
         var: &'static str,
     },
+    /// The file a worker shares with the pool to settle who owns a queued job could not be made
+    /// or mapped.
+    #[error("cannot use the worker claim file {path:?}: {source}")]
+    Claim {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The configuration is invalid.
     #[error("invalid pool configuration: {0}")]
     Config(String),

@@ -42,9 +42,11 @@
 //! worker id (target `dispatcher_pool::worker_output`).
 #![warn(missing_docs)]
 
+mod claim;
 mod error;
 mod limits;
 mod link;
+mod pipeline;
 mod pool;
 pub mod protocol;
 mod readers;

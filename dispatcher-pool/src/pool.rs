@@ -7,10 +7,10 @@
 //! limits in `limits`, writing to a worker's socket in `link`, and reading the workers' sockets in
 //! the service's task in `readers`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,8 +23,10 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::claim::Claim;
 use crate::error::Error;
 use crate::link::Link;
+use crate::pipeline::{Effects, Queued};
 use crate::protocol::{encode_run, ENV_SOCKET};
 use crate::readers::{Conn, Readers};
 use crate::socket_dir::SocketDir;
@@ -208,6 +210,10 @@ pub(crate) struct Slot {
     pub(crate) link: Option<Link>,
     /// The health ping sent and not answered yet.
     pub(crate) ping: Option<u64>,
+    /// The job written to it to run after the running one (see `pipeline`).
+    pub(crate) next: Option<Queued>,
+    /// The word it shares with the pool to settle who owns `next`; `None` until it connected.
+    pub(crate) claim: Option<Claim>,
 }
 
 /// The pool's state, under [`Inner::lock`].
@@ -217,6 +223,9 @@ pub(crate) struct State {
     pub(crate) next_id: u32,
     /// Workers that ended (recycled, scaled down, replaced).
     pub(crate) retired: u64,
+    /// Queued jobs taken back from a worker before it started them, oldest first: the next idle
+    /// worker takes them (never more than the workers, since each worker queues at most one).
+    pub(crate) returned: VecDeque<Job>,
 }
 
 /// What the pool and its tasks (acceptor, supervisors, maintenance) share.
@@ -230,8 +239,14 @@ pub(crate) struct Inner {
     pub(crate) hello: Mutex<HashMap<u32, oneshot::Sender<UnixStream>>>,
     socket_dir: SocketDir,
     pub(crate) socket_path: PathBuf,
+    /// The private socket directory, where workers' claim files are made too.
+    pub(crate) socket_dir_path: PathBuf,
     pub(crate) token: String,
     pub(crate) stopping: AtomicBool,
+    /// Calls waiting in the service's queue, as last told (`set_backlog`): while any wait, busy
+    /// workers get their next job queued behind the running one, and a worker falling idle takes
+    /// one from the service rather than a job queued elsewhere.
+    pub(crate) backlog: AtomicUsize,
     pub(crate) spawn_failures: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The first failure to start a worker while the pool itself is starting.
@@ -284,10 +299,12 @@ impl Pool for ProcessPool {
             events,
             state: Mutex::new(State::default()),
             hello: Mutex::new(HashMap::new()),
+            socket_dir_path: socket.dir.path().to_owned(),
             socket_dir: socket.dir,
             socket_path: socket.path,
             token: uuid::Uuid::new_v4().simple().to_string(),
             stopping: AtomicBool::new(false),
+            backlog: AtomicUsize::new(0),
             spawn_failures: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
             startup_error: Mutex::new(None),
@@ -318,13 +335,21 @@ impl Pool for ProcessPool {
             return Err(job);
         };
         let mut state = inner.lock();
-        // No worker free (the common case while the queue is deep): nothing to encode.
+        // No worker free (the common case while the queue is deep): queue the job behind a busy
+        // worker's running one while Calls wait, else nothing to encode.
         if !state
             .workers
             .values()
             .any(|s| s.status == SlotState::Idle && s.link.is_some())
         {
-            return Err(job);
+            if inner.backlog.load(Ordering::Relaxed) == 0 || inner.stopping.load(Ordering::Relaxed)
+            {
+                return Err(job);
+            }
+            let Some(id) = inner.queue_target(&state) else {
+                return Err(job);
+            };
+            return queue_on(&mut self.wbuf, &mut state, id, job);
         }
         // Encoded once a worker is free; written into its socket under the (uncontended) lock.
         self.wbuf.clear();
@@ -334,6 +359,7 @@ impl Pool for ProcessPool {
             job.task.name(),
             &job.args,
             job.attempt,
+            None,
             &mut self.wbuf,
         );
         let mut broken = Vec::new();
@@ -406,6 +432,12 @@ impl Pool for ProcessPool {
             return false;
         };
         let mut state = inner.lock();
+        let mut fx = Effects::default();
+        if let Some(found) = inner.cancel_waiting(&mut state, key, &mut fx) {
+            drop(state);
+            fx.send(inner);
+            return found;
+        }
         let Some(slot) = state
             .workers
             .values_mut()
@@ -468,6 +500,15 @@ impl Pool for ProcessPool {
         let Some(inner) = &self.inner else {
             return;
         };
+        let before = inner.backlog.swap(waiting, Ordering::Relaxed);
+        if waiting == 0 && before != 0 {
+            // The service's queue ran dry: a worker idle now takes a job queued elsewhere.
+            let mut state = inner.lock();
+            let mut fx = Effects::default();
+            inner.feed_idle_workers(&mut state, &mut fx);
+            drop(state);
+            fx.send(inner);
+        }
         // A fixed-size pool never grows: no lock per dispatch for it.
         if waiting == 0 || inner.config.min_workers >= inner.config.max_workers {
             return;
@@ -491,24 +532,27 @@ impl Pool for ProcessPool {
             }
             self.pump(&inner, Duration::from_millis(10)).await;
         }
-        let cmds: Vec<(Option<CallKey>, mpsc::Sender<Cmd>)> = inner
-            .lock()
-            .workers
-            .values()
-            .filter_map(|s| {
-                s.cmd
-                    .clone()
-                    .map(|c| (s.running.as_ref().map(|r| r.key), c))
-            })
-            .collect();
+        let cmds: Vec<(bool, mpsc::Sender<Cmd>)> = {
+            let mut state = inner.lock();
+            let mut fx = Effects::default();
+            inner.cancel_all_waiting(&mut state, "still queued for a worker at shutdown", &mut fx);
+            let cmds = state
+                .workers
+                .values()
+                .filter_map(|s| s.cmd.clone().map(|c| (s.running.is_some(), c)))
+                .collect();
+            drop(state);
+            fx.send(&inner);
+            cmds
+        };
         for (running, cmd) in cmds {
-            let c = match running {
-                Some(key) => Cmd::Cancel(
-                    key,
+            let c = if running {
+                Cmd::End(
                     Outcome::Canceled,
                     "still running at shutdown after the grace period".to_owned(),
-                ),
-                None => Cmd::Stop,
+                )
+            } else {
+                Cmd::Stop
             };
             let _ = cmd.send(c).await;
         }
@@ -553,4 +597,62 @@ impl Drop for ProcessPool {
             inner.socket_dir.remove();
         }
     }
+}
+
+/// Writes `job` to busy worker `id`, queued behind its running job.
+fn queue_on(
+    wbuf: &mut Vec<u8>,
+    state: &mut State,
+    id: u32,
+    job: Job,
+) -> std::result::Result<Dispatched, Job> {
+    let Some(slot) = state.workers.get_mut(&id) else {
+        return Err(job);
+    };
+    let (Some(link), Some(claim)) = (slot.link.as_mut(), slot.claim.as_ref()) else {
+        return Err(job);
+    };
+    let Some(word) = claim.free_word() else {
+        return Err(job);
+    };
+    wbuf.clear();
+    if encode_run(
+        job.key,
+        &job.uuid,
+        job.task.name(),
+        &job.args,
+        job.attempt,
+        Some(word),
+        wbuf,
+    )
+    .is_err()
+    {
+        // Too large to encode: it takes the idle path later, which reports why.
+        return Err(job);
+    }
+    // Marked before it is written, so the worker can claim it as soon as it reads it.
+    claim.queue(word, job.key);
+    if let Err(e) = link.send(wbuf) {
+        // Nothing reached the worker: the job stays with the service; the worker is replaced.
+        slot.status = SlotState::Stopping;
+        if let Some(cmd) = slot.cmd.clone() {
+            tell(
+                cmd,
+                Cmd::Replace(format!("could not write to worker {id}: {e}")),
+            );
+        }
+        return Err(job);
+    }
+    let pid = slot.pid;
+    tracing::trace!(
+        worker = id,
+        key = job.key,
+        "queued a job behind the running one"
+    );
+    slot.next = Some(Queued {
+        job,
+        word,
+        cancel: None,
+    });
+    Ok(Dispatched { worker_id: id, pid })
 }

@@ -31,6 +31,9 @@ pub const ENV_SOCKET: &str = "DISPATCHER_WORKER_SOCKET";
 pub const ENV_WORKER_ID: &str = "DISPATCHER_WORKER_ID";
 /// Environment variable with the token a worker presents when it connects.
 pub const ENV_TOKEN: &str = "DISPATCHER_WORKER_TOKEN";
+/// Environment variable naming the file whose first word the worker shares with the pool to
+/// settle who owns a job queued behind the running one (see `Run::queued`).
+pub const ENV_CLAIM: &str = "DISPATCHER_WORKER_CLAIM";
 
 /// Pool to worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +52,10 @@ pub enum ToWorker {
         /// Which run of the Call this is (1 for a first run); a frame without it is a first run.
         #[serde(default = "first_attempt")]
         attempt: u32,
+        /// Sent while the worker runs another job, on this claim word: the worker runs it only if
+        /// it wins the word (the pool may take it back meanwhile). Absent: run it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queued: Option<u8>,
     },
     /// Answer with a pong.
     Ping {
@@ -126,6 +133,7 @@ pub fn encode_run(
     task: &str,
     args: &[Value],
     attempt: u32,
+    queued: Option<u8>,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
     #[derive(Serialize)]
@@ -136,6 +144,8 @@ pub fn encode_run(
         task: &'a str,
         args: &'a [Value],
         attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        queued: Option<u8>,
     }
     encode(
         &Run {
@@ -144,6 +154,7 @@ pub fn encode_run(
             task,
             args,
             attempt,
+            queued,
         },
         buf,
     )
@@ -195,6 +206,8 @@ struct RunFields {
     args: Vec<Value>,
     #[serde(default = "first_attempt")]
     attempt: u32,
+    #[serde(default)]
+    queued: Option<u8>,
 }
 
 /// The fields of a `done` frame, decoded without buffering.
@@ -218,6 +231,7 @@ impl Frame for ToWorker {
                 task: f.task,
                 args: f.args,
                 attempt: f.attempt,
+                queued: f.queued,
             });
         }
         serde_json::from_slice(body).map_err(Error::Decode)
@@ -442,31 +456,36 @@ mod tests {
 
     #[test]
     fn encode_run_matches_the_enum() {
-        let args = vec![Value::from(1), Value::from("x")];
-        let mut a = Vec::new();
-        encode_run(7, "u-1", "t.x", &args, 3, &mut a).unwrap();
-        let mut b = Vec::new();
-        encode(
-            &ToWorker::Run {
-                key: 7,
-                uuid: "u-1".into(),
-                task: "t.x".into(),
-                args,
-                attempt: 3,
-            },
-            &mut b,
-        )
-        .unwrap();
-        assert_eq!(a, b);
-        let back: ToWorker = serde_json::from_slice(&a[4..]).unwrap();
-        assert!(matches!(
-            back,
-            ToWorker::Run {
-                key: 7,
-                attempt: 3,
-                ..
-            }
-        ));
+        for queued in [None, Some(1)] {
+            let args = vec![Value::from(1), Value::from("x")];
+            let mut a = Vec::new();
+            encode_run(7, "u-1", "t.x", &args, 3, queued, &mut a).unwrap();
+            let mut b = Vec::new();
+            encode(
+                &ToWorker::Run {
+                    key: 7,
+                    uuid: "u-1".into(),
+                    task: "t.x".into(),
+                    args,
+                    attempt: 3,
+                    queued,
+                },
+                &mut b,
+            )
+            .unwrap();
+            assert_eq!(a, b);
+            // Both decoders agree, and only a queued job says so.
+            assert_eq!(a.windows(8).any(|w| w == b"\"queued\""), queued.is_some());
+            let back: ToWorker = serde_json::from_slice(&a[4..]).unwrap();
+            assert!(matches!(
+                back,
+                ToWorker::Run { key: 7, attempt: 3, queued: q, .. } if q == queued
+            ));
+            assert!(matches!(
+                ToWorker::decode(&a[4..]).unwrap(),
+                ToWorker::Run { key: 7, attempt: 3, queued: q, .. } if q == queued
+            ));
+        }
     }
 
     /// A `Run` frame from a pool that sends no attempt is a first run.
@@ -500,6 +519,7 @@ mod tests {
                     task,
                     args,
                     attempt: 1,
+                    queued: None,
                 } => {
                     assert_eq!((uuid.as_str(), task.as_str()), ("u", "t.x"));
                     assert_eq!(args, vec![Value::from(1), Value::from("a")]);

@@ -9,6 +9,7 @@ use dispatcher_core::call::now_epoch;
 use dispatcher_core::pool::{CallKey, PoolEvent};
 use tokio::sync::mpsc;
 
+use crate::pipeline::Effects;
 use crate::pool::Inner;
 use crate::protocol::{FrameReader, FromWorker};
 use crate::supervisor::{tell, Cmd};
@@ -106,23 +107,28 @@ impl Inner {
                 outcome,
                 result,
                 error,
-            } => match self.job_done(id, key) {
-                Some(recycle) => {
-                    out.push(PoolEvent::Finished {
-                        key,
-                        outcome,
-                        result,
-                        error,
-                        at: now_epoch(),
-                    });
-                    if recycle {
-                        tell(conn.cmd.clone(), Cmd::Stop);
+            } => {
+                // Taken first: a job queued behind this one starts after it.
+                let at = now_epoch();
+                match self.job_done(id, key) {
+                    Some((recycle, fx)) => {
+                        out.push(PoolEvent::Finished {
+                            key,
+                            outcome,
+                            result,
+                            error,
+                            at,
+                        });
+                        fx.apply_to(out);
+                        if recycle {
+                            tell(conn.cmd.clone(), Cmd::Stop);
+                        }
+                    }
+                    None => {
+                        tracing::warn!(worker = id, key, "worker reported a job it was not given");
                     }
                 }
-                None => {
-                    tracing::warn!(worker = id, key, "worker reported a job it was not given");
-                }
-            },
+            }
             FromWorker::Pong { n } => self.pong(id, n),
             FromWorker::Submit {
                 parent_uuid,
@@ -135,16 +141,24 @@ impl Inner {
         }
     }
 
-    /// A job finished on worker `id`: mark it idle. `None` when `key` is not the job it runs;
-    /// else whether the worker must be recycled now.
-    fn job_done(&self, id: u32, key: CallKey) -> Option<bool> {
+    /// A job finished on worker `id`: its queued job runs now, else it is idle (and takes a job
+    /// waiting elsewhere). `None` when `key` is not the job it runs; else whether the worker must
+    /// be recycled now, and what else to report.
+    fn job_done(&self, id: u32, key: CallKey) -> Option<(bool, Effects)> {
         let mut state = self.lock();
         let slot = state.workers.get_mut(&id)?;
         if slot.running.as_ref().is_none_or(|r| r.key != key) {
             return None;
         }
         slot.running = None;
+        slot.canceling = false;
         slot.finished += 1;
+        let mut fx = Effects::default();
+        // Even a worker being ended: the job it went on to is known running, and ends with it.
+        if self.promote(&mut state, id, &mut fx) {
+            return Some((false, fx));
+        }
+        let slot = state.workers.get_mut(&id)?;
         slot.idle_since = Instant::now();
         let recycle = self
             .config
@@ -156,14 +170,15 @@ impl Inner {
                 .is_some_and(|age| slot.started.elapsed() >= age);
         if slot.status == SlotState::Stopping {
             // Being ended (timeout, cancel, shutdown) as the job finished: it stays stopping.
-            return Some(false);
+            return Some((false, fx));
         }
-        slot.status = if recycle {
-            SlotState::Stopping
+        if recycle {
+            slot.status = SlotState::Stopping;
         } else {
-            SlotState::Idle
-        };
-        Some(recycle)
+            slot.status = SlotState::Idle;
+            self.feed_idle(&mut state, id, &mut fx);
+        }
+        Some((recycle, fx))
     }
 
     /// Worker `id` answered ping `n`.

@@ -19,10 +19,14 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::claim::Claim;
 use crate::error::{Error, Result};
 use crate::link::Link;
+use crate::pipeline::Effects;
 use crate::pool::{Inner, Slot};
-use crate::protocol::{read_frame, FrameReader, FromWorker, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID};
+use crate::protocol::{
+    read_frame, FrameReader, FromWorker, ENV_CLAIM, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID,
+};
 use crate::readers::Conn;
 use crate::socket_dir::{remove_stale_socket_dirs, SocketDir};
 use crate::supervisor::describe_exit;
@@ -70,6 +74,8 @@ impl Slot {
             cmd: None,
             link: None,
             ping: None,
+            next: None,
+            claim: None,
         }
     }
 }
@@ -152,6 +158,11 @@ impl Inner {
         }
     }
 
+    /// Where worker `id`'s claim file is.
+    fn claim_path(&self, id: u32) -> PathBuf {
+        self.socket_dir_path.join(format!("claim-{id}"))
+    }
+
     /// The command that starts worker `id`.
     fn command(&self, id: u32) -> Command {
         let mut cmd = Command::new(&self.program);
@@ -160,6 +171,7 @@ impl Inner {
             .env(ENV_SOCKET, &self.socket_path)
             .env(ENV_WORKER_ID, id.to_string())
             .env(ENV_TOKEN, &self.token)
+            .env(ENV_CLAIM, self.claim_path(id))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -172,6 +184,8 @@ impl Inner {
     /// Starts worker `id`, waits for it to connect, and hands its socket to the readers and to
     /// a new supervisor.
     async fn launch(self: Arc<Self>, id: u32) -> Result<()> {
+        // Made before the worker starts, which maps it as it starts.
+        let claim = Claim::create(&self.claim_path(id))?;
         let (tx, rx) = oneshot::channel();
         self.hello
             .lock()
@@ -216,6 +230,7 @@ impl Inner {
         let cmd_tx_reader = cmd_tx.clone();
         let socket = crate::link::socket(stream).map_err(Error::Io)?;
         let flush = Arc::new(Notify::new());
+        let mut fx = Effects::default();
         {
             let mut state = self.lock();
             match state.workers.get_mut(&id) {
@@ -224,11 +239,14 @@ impl Inner {
                     slot.status = SlotState::Idle;
                     slot.cmd = Some(cmd_tx);
                     slot.link = Some(Link::new(socket.clone(), flush.clone()));
+                    slot.claim = Some(claim);
                     slot.started = Instant::now();
                     slot.idle_since = Instant::now();
                 }
                 None => return Ok(()), // removed meanwhile (shutdown); kill_on_drop ends it
             }
+            // A job given back waits for the first idle worker.
+            self.feed_idle(&mut state, id, &mut fx);
         }
         let _ = self.conns.send(Conn {
             id,
@@ -236,6 +254,7 @@ impl Inner {
             cmd: cmd_tx_reader,
         });
         tracing::debug!(worker = id, pid, "worker ready");
+        fx.send(&self);
         let _ = self.events.send(PoolEvent::Ready).await;
         tokio::spawn(self.supervise(id, pid, child, socket, flush, cmd_rx));
         Ok(())

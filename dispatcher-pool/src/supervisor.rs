@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::link::{wait_writable, Socket};
+use crate::pipeline::{Effects, TakeBack};
 use crate::pool::Inner;
 use crate::protocol::{encode, ToWorker};
 
@@ -34,6 +35,8 @@ use crate::protocol::{encode, ToWorker};
 pub(crate) enum Cmd {
     /// End the job `key` if it still runs, with this outcome and error.
     Cancel(CallKey, Outcome, String),
+    /// End the worker now, whatever it runs; its job ends with this outcome and error.
+    End(Outcome, String),
     /// The job `key` started at `.1` and may run for `.2`.
     Deadline(CallKey, tokio::time::Instant, Duration),
     /// Ping the worker if it is idle.
@@ -72,22 +75,47 @@ impl Inner {
         let end = self
             .watch(id, pid, &mut child, &wr, &flush, &mut cmds)
             .await;
-        self.mark_stopping(id);
-        // The job (if any) is known now for good: a stopping worker gets no new one. Its `Done`
-        // may still reach the readers; then they take the job out of the slot and report it,
-        // and this task reports nothing (see below).
+        // A stopping worker gets no new job, and the job queued on it (if it has not started it)
+        // runs elsewhere.
+        {
+            let mut state = self.lock();
+            if let Some(slot) = state.workers.get_mut(&id) {
+                slot.status = SlotState::Stopping;
+            }
+            let mut fx = Effects::default();
+            let _ = self.take_back(&mut state, id, &mut fx);
+            drop(state);
+            fx.send(&self);
+        }
+        // The job (if any) is known now for good. Its `Done` may still reach the readers; then
+        // they take the job out of the slot and report it, and this task reports nothing (see
+        // below).
         let running_key = self.running_key(id);
         let report = self.end(id, pid, &mut child, &wr, end, running_key).await;
         // Whatever the task started dies with its worker.
         kill_group(pid);
         let min = self.config.min_workers;
-        let running = {
+        let (running, next) = {
             let mut state = self.lock();
             state.retired += 1;
-            state.workers.remove(&id).and_then(|s| s.running)
+            match state.workers.remove(&id) {
+                Some(s) => (s.running, s.next),
+                None => (None, None),
+            }
         };
-        if let (Some(r), Some((outcome, error))) = (running, report) {
-            let key = r.key;
+        // A queued job still here was started by the worker (it could not be taken back): it
+        // ended with the worker, as the running one did.
+        let lost = running
+            .map(|r| r.key)
+            .into_iter()
+            .chain(next.map(|q| q.job.key));
+        for key in lost {
+            let (outcome, error) = report.clone().unwrap_or_else(|| {
+                (
+                    Outcome::WorkerLost,
+                    format!("worker {id} (pid {pid}) ended while running the job"),
+                )
+            });
             // The service logs the Call's end (one WARN line with the reason); this is the
             // worker's side of it.
             tracing::info!(worker = id, pid, key, %outcome, %error, "job ended with its worker");
@@ -137,9 +165,12 @@ impl Inner {
                         }
                     }
                     Some(Cmd::Cancel(key, outcome, reason)) => {
-                        if self.runs(id, key) {
+                        if self.runs(id, key) && !self.over_already(id) {
                             break End::Kill(Some((key, outcome, reason)));
                         }
+                    }
+                    Some(Cmd::End(outcome, reason)) => {
+                        break End::Kill(self.running_key(id).map(|key| (key, outcome, reason)));
                     }
                     Some(Cmd::Ping) => {
                         if ping.is_none() {
@@ -169,7 +200,7 @@ impl Inner {
                 }
                 _ = sleep_until(job_deadline), if job_deadline.is_some() => {
                     if let Some((key, _, limit)) = deadline.take() {
-                        if self.runs(id, key) {
+                        if self.runs(id, key) && !self.over_already(id) {
                             break End::Kill(Some((key, Outcome::Timeout, format!("timed out after {:.3}s", limit.as_secs_f64()))));
                         }
                     }
@@ -281,6 +312,18 @@ impl Inner {
         }
     }
 
+    /// True when worker `id`'s running job is over though its report has not been read: the
+    /// worker started the job queued behind it. Else the queued job (if any) is taken back, so
+    /// that ending the worker for its running job costs the queued one nothing.
+    fn over_already(&self, id: u32) -> bool {
+        let mut state = self.lock();
+        let mut fx = Effects::default();
+        let started = self.take_back(&mut state, id, &mut fx) == TakeBack::Started;
+        drop(state);
+        fx.send(self);
+        started
+    }
+
     /// True when worker `id` runs the job `key`.
     fn runs(&self, id: u32, key: CallKey) -> bool {
         self.running_key(id) == Some(key)
@@ -346,12 +389,6 @@ impl Inner {
         })
         .await
         .map_err(Error::Io)
-    }
-
-    fn mark_stopping(&self, id: u32) {
-        if let Some(slot) = self.lock().workers.get_mut(&id) {
-            slot.status = SlotState::Stopping;
-        }
     }
 
     /// Periodic work: pings, scale-down, age recycling.

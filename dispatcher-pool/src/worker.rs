@@ -10,9 +10,10 @@ use dispatcher_core::worker::run_job;
 use dispatcher_core::ChildSink;
 use dispatcher_core::{Outcome, Registry, TaskMessage};
 
+use crate::claim::Claim;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    encode, read_blocking, FromWorker, ToWorker, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID,
+    encode, read_blocking, FromWorker, ToWorker, ENV_CLAIM, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID,
 };
 
 /// True when this process was started by a [`crate::ProcessPool`] as a worker.
@@ -80,7 +81,13 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
         .ok_or_else(|| Error::Environment(format!("{ENV_WORKER_ID} is missing or not a number")))?;
     let token = std::env::var(ENV_TOKEN)
         .map_err(|_| Error::Environment(format!("{ENV_TOKEN} is missing")))?;
+    // Decides who owns a job queued behind the running one (absent: the pool queues none).
+    let claim = match std::env::var_os(ENV_CLAIM) {
+        Some(path) => Some(Claim::open(std::path::Path::new(&path))?),
+        None => None,
+    };
     // Processes a task starts are not workers.
+    std::env::remove_var(ENV_CLAIM);
     std::env::remove_var(ENV_SOCKET);
     std::env::remove_var(ENV_WORKER_ID);
     std::env::remove_var(ENV_TOKEN);
@@ -125,7 +132,17 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
                 task,
                 args,
                 attempt,
+                queued,
             } => {
+                // A job sent while this worker ran another may have been taken back since (to
+                // run on a worker that fell idle, or because this one is being ended): it runs
+                // here only if this worker claims it first. A job taken back is skipped without
+                // a word; the pool reports it where it runs.
+                if let Some(word) = queued {
+                    if claim.as_ref().is_some_and(|c| !c.start(word, key)) {
+                        continue;
+                    }
+                }
                 let done = match registry.lookup(&task) {
                     Some(descriptor) => {
                         let job = Job {

@@ -14,6 +14,10 @@ struct LogWriter;
 impl std::io::Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         LOGS.lock().unwrap().extend_from_slice(buf);
+        // POOL_TEST_LOG (a filter) shows the pool's logs while debugging a test.
+        if std::env::var_os("POOL_TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -26,7 +30,10 @@ pub fn capture_logs() {
     let _ = tracing_subscriber::fmt()
         .with_writer(|| LogWriter)
         .with_ansi(false)
-        .with_env_filter("dispatcher_pool::worker_output=info")
+        .with_env_filter(
+            std::env::var("POOL_TEST_LOG")
+                .unwrap_or_else(|_| "dispatcher_pool::worker_output=info".into()),
+        )
         .try_init();
 }
 

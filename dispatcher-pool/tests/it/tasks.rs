@@ -38,6 +38,20 @@ pub fn spin() {
     }
 }
 
+/// Appends this process's id to the file `path` (one line per run), and returns it: a job that
+/// ran twice leaves two lines.
+#[task(name = "p.mark")]
+pub fn mark(path: String) -> Result<u32, String> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    writeln!(f, "{}", std::process::id()).map_err(|e| format!("{path}: {e}"))?;
+    Ok(std::process::id())
+}
+
 #[task(name = "p.abort")]
 pub fn abort() {
     std::process::abort();
@@ -104,6 +118,7 @@ pub fn registry() -> TaskRegistry {
         .register::<double>()
         .register::<noop>()
         .register::<pid>()
+        .register::<mark>()
         .register::<sleep>()
         .register::<slow>()
         .register::<spin>()

@@ -85,6 +85,18 @@ impl Loop {
                 self.record(&p.span, p.call, outcome, error, result, at);
                 self.dispatch_queue();
             }
+            PoolEvent::Started {
+                key,
+                worker_id,
+                pid,
+                at,
+            } => {
+                if let Some(p) = self.pending.get_mut(&key) {
+                    p.call.worker_id = Some(worker_id);
+                    p.call.pid = Some(pid);
+                    p.call.started_at = Some(at);
+                }
+            }
             PoolEvent::Ready => self.dispatch_queue(),
             PoolEvent::Submit {
                 parent_uuid,
@@ -109,7 +121,10 @@ impl Loop {
             return;
         };
         match p.stage {
-            Stage::Queued => self.queue.retain(|k| *k != key),
+            Stage::Queued => {
+                self.queue.retain(|k| *k != key);
+                self.pool.set_backlog(self.queue.len());
+            }
             Stage::Blocked => {
                 if let Some(dk) = &p.dup_key {
                     self.dups.unblock(dk, key);
