@@ -6,6 +6,9 @@
 //! field's full size; a cut `args`, `kwargs` or `result` becomes a JSON string holding that text.
 //! Then the oldest Calls are dropped until both bounds hold.
 //!
+//! Calls are held compactly (see `kept`: about half the memory of a [`Call`]) and come back as
+//! they went in.
+//!
 //! ```
 //! use dispatcher_core::Call;
 //! use dispatcher_runtime::History;
@@ -19,11 +22,15 @@
 //! assert!(history.bytes() <= history.max_bytes());
 //! ```
 
+mod kept;
+
 use std::collections::VecDeque;
 use std::io::Write;
 
 use dispatcher_core::{Call, CallFilter};
 use serde_json::Value;
+
+use kept::{Kept, Names};
 
 /// What follows the kept start of a field cut for the history; the field's full size in bytes
 /// follows it (`…[truncated by the history: 16777216 bytes]`).
@@ -35,15 +42,17 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Default bound on one field of a Call in the history (1 MiB).
 pub const DEFAULT_FIELD_MAX_BYTES: usize = 1024 * 1024;
 
-/// What a Call costs besides its variable-length fields (the struct, its boxes, the ring slot).
-const CALL_OVERHEAD: usize = std::mem::size_of::<Call>() + 2 * std::mem::size_of::<usize>();
+/// What a Call costs besides its variable-length fields (the record, its boxes, the ring slot).
+const CALL_OVERHEAD: usize = std::mem::size_of::<Kept>() + 2 * std::mem::size_of::<usize>();
 
 /// The bounded history of finished Calls: the oldest are dropped when it holds `capacity` Calls
 /// or more than `max_bytes` bytes.
 #[derive(Debug, Clone)]
 pub struct History {
     /// Each Call with what it counts toward `bytes`.
-    calls: VecDeque<(Call, usize)>,
+    calls: VecDeque<(Kept, usize)>,
+    /// Task names, shared by the Calls that name them.
+    names: Names,
     capacity: usize,
     max_bytes: usize,
     field_max_bytes: usize,
@@ -64,6 +73,7 @@ impl History {
         let capacity = capacity.max(1);
         History {
             calls: VecDeque::with_capacity(capacity.min(1024)),
+            names: Names::default(),
             capacity,
             max_bytes,
             field_max_bytes: field_max_bytes.max(64),
@@ -101,7 +111,8 @@ impl History {
             self.calls.reserve_exact(target - len);
         }
         self.bytes += size;
-        self.calls.push_back((call, size));
+        self.calls
+            .push_back((Kept::new(call, &mut self.names), size));
     }
 
     fn pop_oldest(&mut self) {
@@ -155,15 +166,15 @@ impl History {
             .map(|(c, _)| c)
             .filter(|c| c.matches(filter))
             .take(filter.limit.unwrap_or(usize::MAX))
-            .cloned()
+            .map(Kept::call)
             .collect();
         out.reverse();
         out
     }
 
     /// All Calls, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Call> {
-        self.calls.iter().map(|(c, _)| c)
+    pub fn iter(&self) -> impl Iterator<Item = Call> + '_ {
+        self.calls.iter().map(|(c, _)| c.call())
     }
 }
 
@@ -320,7 +331,7 @@ mod tests {
     }
 
     fn sum_of_sizes(h: &History) -> usize {
-        h.calls.iter().map(|(c, _)| call_size(c)).sum()
+        h.iter().map(|c| call_size(&c)).sum()
     }
 
     #[test]
@@ -365,7 +376,7 @@ mod tests {
             assert_eq!(h.bytes(), sum_of_sizes(&h));
         }
         assert_eq!(h.len(), 5);
-        let uuids: Vec<_> = h.iter().map(|c| c.uuid.clone()).collect();
+        let uuids: Vec<_> = h.iter().map(|c| c.uuid).collect();
         assert_eq!(uuids, ["u15", "u16", "u17", "u18", "u19"]);
         assert_eq!(h.total(), 20);
     }
