@@ -217,7 +217,10 @@ pub trait Pool: Send + 'static {
     /// Starts the workers. Events go to `events`.
     async fn start(&mut self, events: PoolEvents) -> Result<()>;
 
-    /// Hands a job to an idle worker, or gives it back when none is free now.
+    /// Hands a job to an idle worker, or gives it back when none can take it now. A pool may also
+    /// take a job for a busy worker, to run when its running job ends (the process pool does while
+    /// Calls wait, see [`Pool::set_backlog`]); it then reports the job's real start with
+    /// [`PoolEvent::Started`].
     fn try_dispatch(&mut self, job: Job) -> std::result::Result<Dispatched, Job>;
 
     /// Ends the running job `key` (outcome `canceled`); false when it is not running here.
@@ -238,7 +241,8 @@ pub trait Pool: Send + 'static {
         PoolStats::new(next, 0)
     }
 
-    /// Tells the pool how many Calls wait for a worker (a hint for pools that scale).
+    /// Tells the pool how many Calls wait for a worker, after each round of dispatch (a hint for
+    /// pools that scale, or that queue jobs behind running ones while Calls wait).
     fn set_backlog(&mut self, waiting: usize) {
         let _ = waiting;
     }

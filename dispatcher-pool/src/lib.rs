@@ -40,6 +40,12 @@
 //! those left by a service killed with SIGKILL are removed by the next pool's start: see
 //! [`remove_stale_socket_dirs`]; see [`protocol`]); the worker's stdout and stderr are logged by the parent, line by line, with the
 //! worker id (target `dispatcher_pool::worker_output`).
+//!
+//! While Calls wait in the service's queue, a busy worker is sent its next job before its running
+//! one ends, so it goes straight on to it instead of sleeping until it is woken. Such a job never
+//! waits while another worker is free (it is taken back and runs there), survives whatever ends the
+//! job before it (timeout, cancel, death: it runs on another worker), and its Call's start, worker
+//! and timeout are those of when the worker actually got to it.
 #![warn(missing_docs)]
 
 mod claim;
