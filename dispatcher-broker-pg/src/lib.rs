@@ -8,12 +8,21 @@
 //! * Publishing on separate connection(s) with `SELECT pg_notify($1, $2)` and bound parameters;
 //!   concurrent publishes on one connection are pipelined; a batch is one statement
 //!   (`pg_notify` over `unnest` of two arrays), so it is one round trip and one transaction.
+//! * A request that waits for answers ([`Broker::subscribe_and_publish`], what
+//!   `control::request_with` calls) is one simple query on the listener connection:
+//!   `LISTEN "reply_to_…"; NOTIFY "c_control", '…'; NOTIFY "c", '…'` (payloads quoted as
+//!   literals). One round trip and one transaction: the LISTEN is in effect when the NOTIFYs
+//!   commit, so no reply is missed. It is sent at most once: a connection that fails under it, or
+//!   that gives no answer within `call_timeout` (it is then recycled), fails the call; nothing is
+//!   retried, since the command may have gone out. While that listener is reconnecting the
+//!   request subscribes, then publishes.
 //! * Payloads of 8000 bytes or more are split into chunks by the core
 //!   ([`dispatcher_core::broker::send`]) and reassembled by the service.
 //! * **Deadlines.** The whole connect of every connection (TCP, TLS, the startup and
 //!   authentication exchange, preparing the statements) must finish within
 //!   [`PgBrokerConfig::connect_timeout`]; every round trip on an open connection (publish,
-//!   batch, control replies, LISTEN/UNLISTEN, the self-check's NOTIFY, the backend pid query)
+//!   batch, control replies, LISTEN/UNLISTEN, a request's LISTEN and NOTIFYs, the self-check's
+//!   NOTIFY, the backend pid query)
 //!   within [`PgBrokerConfig::call_timeout`] (the self-check's NOTIFY within
 //!   `self_check_timeout`). A publishing connection that misses a deadline is replaced: its
 //!   slot is emptied and its task aborted (calls pipelined behind it fail over to a fresh
@@ -435,10 +444,7 @@ impl Broker for PgBroker {
         // Control replies for a client in the same process as a service (the dashboard): on
         // the control listener while one runs (the service's intake is paused), so that a flood
         // holding up the main listener does not hold up the replies.
-        let replies = channels
-            .iter()
-            .all(|c| c.starts_with(dispatcher_core::control::REPLY_CHANNEL_PREFIX));
-        if replies && !channels.is_empty() {
+        if only_replies(channels) {
             if let Some(control) = self.control_listener() {
                 if let Ok(sub) = control.subscribe(channels).await {
                     return Ok(sub);
@@ -446,6 +452,62 @@ impl Broker for PgBroker {
             }
         }
         Ok(self.listener.subscribe(channels).await?)
+    }
+
+    /// The LISTEN of `channels` and the NOTIFYs of `messages` in one simple query on the
+    /// listener connection that [`Broker::subscribe`] would pick for `channels` (the control
+    /// listener for reply channels while it runs): one round trip and one transaction, so the
+    /// LISTEN is in effect when the notifications are committed. The query is sent at most once:
+    /// if the connection fails under it or it gets no answer within `call_timeout`, the call
+    /// fails (the messages may have been sent) and nothing is retried. While that listener has
+    /// no ready connection, it subscribes and then publishes, as the default does.
+    async fn subscribe_and_publish(
+        &self,
+        channels: &[String],
+        messages: &[(String, String)],
+    ) -> std::result::Result<Subscription, BrokerError> {
+        for c in channels {
+            validate_channel(c)?;
+        }
+        for (c, p) in messages {
+            validate_channel(c)?;
+            check_size(p)?;
+            if p.contains('\0') {
+                return Err(BrokerError::other(format!(
+                    "a payload for {c:?} contains a NUL character, which PostgreSQL text cannot hold"
+                )));
+            }
+        }
+        if !channels.is_empty() && !messages.is_empty() {
+            let listener = match self.control_listener() {
+                Some(control) if only_replies(channels) => control,
+                _ => self.listener.clone(),
+            };
+            let describe = || {
+                format!(
+                    "LISTEN of {channels:?} with {} NOTIFY(s) on {:?}",
+                    messages.len(),
+                    messages
+                        .first()
+                        .map(|(c, _)| c.as_str())
+                        .unwrap_or_default()
+                )
+            };
+            match listener
+                .listen_and_run(channels, &notify_sql(messages), describe)
+                .await
+            {
+                Ok(Some(sub)) => return Ok(sub),
+                // Not connected right now, or a control listener that is stopping: nothing was
+                // sent; the other path below.
+                Ok(None) => {}
+                Err(Error::Closed) if listener.is_closing() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let sub = self.subscribe(channels).await?;
+        self.publish_batch(messages).await?;
+        Ok(sub)
     }
 
     /// Subscribes on the control listener: a LISTEN connection of its own, started by the first
@@ -522,11 +584,66 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Quotes text as an SQL string literal, whatever `standard_conforming_strings` says: `'`
+/// doubled, and text with a backslash as an escape string (`E'...'`, backslashes doubled).
+/// The text must not contain NUL (no PostgreSQL text can).
+pub(crate) fn quote_literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+/// Whether every one of `channels` (at least one) is a control reply channel.
+fn only_replies(channels: &[String]) -> bool {
+    !channels.is_empty()
+        && channels
+            .iter()
+            .all(|c| c.starts_with(dispatcher_core::control::REPLY_CHANNEL_PREFIX))
+}
+
+/// `NOTIFY` statements for `messages`, in order, for a simple query (channels quoted as
+/// identifiers, payloads as literals): utility statements, nothing to plan, no rows back.
+fn notify_sql(messages: &[(String, String)]) -> String {
+    let mut sql = String::new();
+    for (c, p) in messages {
+        sql.push_str("NOTIFY ");
+        sql.push_str(&quote_ident(c));
+        sql.push_str(", ");
+        sql.push_str(&quote_literal(p));
+        sql.push(';');
+    }
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn identifiers_are_quoted() {
         assert_eq!(super::quote_ident("plain"), "\"plain\"");
         assert_eq!(super::quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        use super::quote_literal;
+        assert_eq!(quote_literal("plain"), "'plain'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\b'c"), r"E'a\\b''c'");
+        assert_eq!(quote_literal(""), "''");
+    }
+
+    #[test]
+    fn notifications_are_statements_in_order() {
+        let sql = super::notify_sql(&[
+            ("a_control".into(), r#"{"x":"y'"}"#.into()),
+            ("A".into(), r"z\".into()),
+        ]);
+        assert_eq!(
+            sql,
+            r#"NOTIFY "a_control", '{"x":"y''"}';NOTIFY "A", E'z\\';"#
+        );
     }
 }

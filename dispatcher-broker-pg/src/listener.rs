@@ -91,6 +91,15 @@ pub(crate) struct Listener {
     /// Wakes the connection task to stop (a permit is kept if it is busy; never lost, unlike a
     /// command on a full channel).
     stop: tokio::sync::Notify,
+    /// The connection while it is ready (every channel LISTENed), for [`Listener::listen_and_run`].
+    ready: Mutex<Option<Ready>>,
+}
+
+/// A ready connection, and where a round trip on it that got no answer is reported.
+#[derive(Debug, Clone)]
+struct Ready {
+    client: Arc<Client>,
+    trouble: Trouble,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,6 +134,7 @@ impl Listener {
             self_channel: format!("dispatcher_selfcheck_{}", uuid::Uuid::new_v4().simple()),
             closing: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
+            ready: Mutex::new(None),
         });
         let weak = Arc::downgrade(&listener);
         tokio::spawn(run(weak, first, rx));
@@ -161,7 +171,9 @@ impl Listener {
         status
     }
 
-    pub(crate) async fn subscribe(self: &Arc<Self>, channels: &[String]) -> Result<Subscription> {
+    /// Adds a subscription to `channels` (its stream takes it back when dropped); nothing is
+    /// LISTENed yet.
+    fn register(self: &Arc<Self>, channels: &[String]) -> Result<SubStream> {
         let (tx, rx) = mpsc::channel(self.config.subscriber_capacity.max(1));
         let id = {
             let mut subs = lock(&self.subs);
@@ -178,11 +190,15 @@ impl Listener {
             }
             id
         };
-        let stream = SubStream {
+        Ok(SubStream {
             rx,
             id,
             listener: Arc::downgrade(self),
-        };
+        })
+    }
+
+    pub(crate) async fn subscribe(self: &Arc<Self>, channels: &[String]) -> Result<Subscription> {
+        let stream = self.register(channels)?;
         // While no connection works, the LISTEN waits for the next one: bounded by a connect,
         // the longest reconnect delay and the LISTEN itself. (On failure the stream is dropped,
         // which takes the subscription back.)
@@ -206,6 +222,48 @@ impl Listener {
             }
         }
         Ok(stream.boxed())
+    }
+
+    /// Subscribes to `channels` and runs `then` (statements, e.g. NOTIFYs) in one simple query
+    /// on this listener's connection, after `LISTEN` of the channels: one round trip, one
+    /// transaction, so the LISTEN is in effect when what `then` notifies is committed and no
+    /// answer to it can be missed. `describe` names the statements in errors (the SQL itself may
+    /// be large, and carries payloads); it is called only then.
+    ///
+    /// `Ok(None)`: no connection is ready (or the connection is gone before anything was sent);
+    /// nothing was subscribed or sent, the caller may take another path. Once the query is sent
+    /// it is never sent again: a failure (the connection failing under it, the server refusing
+    /// it, no answer within `call_timeout`, which also recycles the connection) is returned, and
+    /// the subscription taken back.
+    pub(crate) async fn listen_and_run(
+        self: &Arc<Self>,
+        channels: &[String],
+        then: &str,
+        describe: impl FnOnce() -> String,
+    ) -> Result<Option<Subscription>> {
+        let Some(Ready { client, trouble }) = lock(&self.ready).clone() else {
+            return Ok(None);
+        };
+        if client.is_closed() {
+            return Ok(None);
+        }
+        let stream = self.register(channels)?;
+        let sql = format!("{}{then}", listen_sql("LISTEN", channels));
+        let after = self.config.call_timeout;
+        match tokio::time::timeout(after, client.batch_execute(&sql)).await {
+            Ok(Ok(())) => Ok(Some(stream.boxed())),
+            Ok(Err(source)) => Err(Error::Query {
+                what: format!("{} ({})", describe(), self.role.name()),
+                source,
+            }),
+            Err(_) => {
+                let what = format!("{} ({})", describe(), self.role.name());
+                let _ = trouble.try_send(format!(
+                    "{what} got no answer within {after:?} (call_timeout)"
+                ));
+                Err(Error::CallTimeout { what, after })
+            }
+        }
     }
 
     /// A control listener that lost its last subscription: stopping, and taking no new ones.
@@ -389,6 +447,7 @@ async fn serve(
 ) -> Option<String> {
     let mut check: Option<Check> = None;
     let reason = serve_until(l, conn, cmds, &mut check).await;
+    *lock(&l.ready) = None;
     if let (Some(reason), Some(_)) = (&reason, &check) {
         // The connection went while a check was out: that check failed.
         l.record_check_failure(&format!(
@@ -461,6 +520,7 @@ async fn serve_until(
                     ready = true;
                     l.pid.store(pid, Ordering::Relaxed);
                     l.connected.store(true, Ordering::Relaxed);
+                    *lock(&l.ready) = Some(Ready { client: client.clone(), trouble: trouble.clone() });
                     tracing::info!(backend_pid = pid, listener = l.role.name(), "LISTEN connection ready");
                     // Channels asked for while the connection was being set up may have missed the
                     // LISTEN of everything: LISTEN them now, then answer.

@@ -216,6 +216,25 @@ pub trait Broker: Send + Sync + 'static {
     /// Starts receiving from `channels`.
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BrokerError>;
 
+    /// Starts receiving from `channels`, then sends `messages` (a request and where its answers
+    /// come back: a control command and its `reply_to`). The subscription is in effect before any
+    /// message can be received by anyone, so no answer to them is missed.
+    ///
+    /// The default subscribes ([`Broker::subscribe`]), then publishes the batch
+    /// ([`Broker::publish_batch`]). A broker that can do both at once overrides it (`PgBroker`:
+    /// the LISTEN and the NOTIFYs in one transaction, one round trip). An override must send the
+    /// messages at most once: a failure after they may have gone out is an error, never a retry
+    /// (a control command sent twice runs twice).
+    async fn subscribe_and_publish(
+        &self,
+        channels: &[String],
+        messages: &[(String, String)],
+    ) -> Result<Subscription, BrokerError> {
+        let sub = self.subscribe(channels).await?;
+        self.publish_batch(messages).await?;
+        Ok(sub)
+    }
+
     /// Starts receiving from `channels` (a service's control channels,
     /// [`control_channel`](crate::control::control_channel)) on a path that the subscriptions of
     /// [`Broker::subscribe`] cannot hold up: a service reads it even while its intake is paused
@@ -385,6 +404,26 @@ pub async fn send(broker: &dyn Broker, channel: &str, payload: &str) -> Result<(
 
 /// Splits every payload of `messages` as [`send`] would and publishes them as one batch.
 pub async fn send_batch(broker: &dyn Broker, messages: Vec<(String, String)>) -> Result<()> {
+    let batch = split_batch(broker, messages)?;
+    Ok(broker.publish_batch(&batch).await?)
+}
+
+/// Subscribes to `channels` and sends `messages` (split as [`send_batch`] splits them) through
+/// [`Broker::subscribe_and_publish`]: what a client that waits for answers to its messages calls.
+pub async fn subscribe_and_send(
+    broker: &dyn Broker,
+    channels: &[String],
+    messages: Vec<(String, String)>,
+) -> Result<Subscription> {
+    let batch = split_batch(broker, messages)?;
+    Ok(broker.subscribe_and_publish(channels, &batch).await?)
+}
+
+/// `messages` with every payload the broker cannot take whole split into chunk envelopes.
+fn split_batch(
+    broker: &dyn Broker,
+    messages: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>> {
     let max = broker.max_payload();
     let mut batch = Vec::with_capacity(messages.len());
     for (channel, payload) in messages {
@@ -398,7 +437,7 @@ pub async fn send_batch(broker: &dyn Broker, messages: Vec<(String, String)>) ->
             _ => batch.push((channel, payload)),
         }
     }
-    Ok(broker.publish_batch(&batch).await?)
+    Ok(batch)
 }
 
 #[cfg(test)]

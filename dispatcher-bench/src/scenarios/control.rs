@@ -2,9 +2,9 @@
 //!
 //! The service runs in its own process as in `pg`. The bench sends `N` `alive` requests one after
 //! another with [`dispatcher_core::control::request`] (expecting one reply) on its own
-//! `PgBroker`, and times each from the call until the reply is in: LISTEN on a fresh reply
-//! channel, NOTIFY of the command, the service's reply NOTIFY, its delivery. 20 warm-up requests
-//! go first and are not counted.
+//! `PgBroker`, and times each from the call until the reply is in: the LISTEN on a fresh reply
+//! channel with the NOTIFYs of the command (one query, `Broker::subscribe_and_publish`), the
+//! service's reply NOTIFY, its delivery. 20 warm-up requests go first and are not counted.
 //!
 //! `--flood N` measures the same round trips while `N` one-second `bench.sleep` tasks wait behind
 //! the service's intake pause (published in batches of 1,000 before the timed requests): the

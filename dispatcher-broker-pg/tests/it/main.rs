@@ -8,6 +8,7 @@ mod deadlines;
 mod harness;
 mod queue;
 mod recovery;
+mod request;
 mod service;
 #[cfg(feature = "tls")]
 mod tls;

@@ -18,8 +18,8 @@ use crate::signing::SigningKey;
 /// an error here (the caller decides). [`request_with`] takes the other options (a quiet window,
 /// a signing key).
 ///
-/// The client listens on a fresh `reply_to_<uuid hex>` channel before it sends, so no reply is
-/// missed. Large replies arrive as chunks and are reassembled.
+/// The client listens on a fresh `reply_to_<uuid hex>` channel before (or, with
+/// [`Broker::subscribe_and_publish`], as) it sends, so no reply is missed. Large replies arrive as chunks and are reassembled.
 pub async fn request(
     broker: &dyn Broker,
     channel: &str,
@@ -126,6 +126,11 @@ impl RequestOptions {
 /// Sends `command` with `data` on `channel` (and on its control channel, see
 /// [`RequestOptions::control_channel`]) and collects the replies as `options` say. Replies are
 /// returned in arrival order.
+///
+/// The reply channel and the command go through [`Broker::subscribe_and_publish`] in one call
+/// (with PostgreSQL one round trip). When the broker fails it, the error is returned and the
+/// command is not sent again: it may have gone out already, and a command sent twice runs
+/// twice.
 pub async fn request_with(
     broker: &dyn Broker,
     channel: &str,
@@ -140,7 +145,6 @@ pub async fn request_with(
         super::REPLY_CHANNEL_PREFIX,
         uuid::Uuid::new_v4().simple()
     );
-    let mut replies = broker.subscribe(std::slice::from_ref(&reply_to)).await?;
     let msg = ControlMessage {
         control: command.to_owned(),
         control_data: data,
@@ -155,7 +159,6 @@ pub async fn request_with(
         None => payload,
     };
     let deadline = Instant::now() + options.timeout;
-    // Both copies in one batch: with PostgreSQL one statement, one round trip.
     let mut copies = Vec::with_capacity(2);
     if options.fast_path {
         if let Some(fast) = super::control_channel(channel) {
@@ -163,7 +166,11 @@ pub async fn request_with(
         }
     }
     copies.push((channel.to_owned(), payload));
-    broker::send_batch(broker, copies).await?;
+    // The reply channel and both copies at once (with PostgreSQL: the LISTEN and the NOTIFYs in
+    // one transaction, one round trip); the subscription is in effect before any service can
+    // read the command, and a failure is returned, never retried (the command may have gone).
+    let mut replies =
+        broker::subscribe_and_send(broker, std::slice::from_ref(&reply_to), copies).await?;
     let mut assembler = Assembler::new(AssemblerLimits::default());
     let mut out = Vec::new();
     while options.expected.is_none_or(|n| out.len() < n) {
@@ -257,5 +264,142 @@ impl Reply {
                 &self.body.to_string(),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::broker::{BrokerError, Incoming, Subscription};
+
+    /// What a request asked of the broker: `subscribe_and_publish` calls (channels, messages),
+    /// and whether the separate `subscribe`/`publish` were used.
+    /// One `subscribe_and_publish` call: its channels and messages.
+    type CombinedCall = (Vec<String>, Vec<(String, String)>);
+
+    #[derive(Default)]
+    struct Log {
+        combined: Vec<CombinedCall>,
+        separate: usize,
+    }
+
+    /// A broker with a combined path: it answers `{"ok": true}` on the reply channel, or fails
+    /// the combined call when `fail` is set. Separate subscribes and publishes are counted.
+    struct Combined {
+        log: Arc<Mutex<Log>>,
+        fail: bool,
+        max: Option<usize>,
+    }
+
+    #[async_trait]
+    impl Broker for Combined {
+        async fn publish(&self, _channel: &str, _payload: &str) -> Result<(), BrokerError> {
+            self.log.lock().unwrap().separate += 1;
+            Ok(())
+        }
+
+        async fn subscribe(&self, _channels: &[String]) -> Result<Subscription, BrokerError> {
+            self.log.lock().unwrap().separate += 1;
+            Ok(futures_util::stream::pending().boxed())
+        }
+
+        async fn subscribe_and_publish(
+            &self,
+            channels: &[String],
+            messages: &[(String, String)],
+        ) -> Result<Subscription, BrokerError> {
+            self.log
+                .lock()
+                .unwrap()
+                .combined
+                .push((channels.to_vec(), messages.to_vec()));
+            if self.fail {
+                return Err(BrokerError::unavailable(
+                    "the connection failed mid-request",
+                ));
+            }
+            let reply = Incoming::new(channels[0].clone(), r#"{"ok": true}"#);
+            Ok(futures_util::stream::iter([reply])
+                .chain(futures_util::stream::pending())
+                .boxed())
+        }
+
+        fn max_payload(&self) -> Option<usize> {
+            self.max
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_subscribes_and_sends_both_copies_in_one_call() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let broker = Combined {
+            log: log.clone(),
+            fail: false,
+            max: None,
+        };
+        let options = RequestOptions::new(Duration::from_secs(5)).expected(Some(1));
+        let replies = request_with(&broker, "svc", "alive", Map::new(), &options)
+            .await
+            .unwrap();
+        assert_eq!(replies, vec![serde_json::json!({"ok": true})]);
+        let log = log.lock().unwrap();
+        assert_eq!(log.separate, 0, "no separate subscribe or publish");
+        assert_eq!(log.combined.len(), 1);
+        let (channels, messages) = &log.combined[0];
+        assert_eq!(channels.len(), 1);
+        assert!(channels[0].starts_with(crate::control::REPLY_CHANNEL_PREFIX));
+        let sent: Vec<&str> = messages.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(sent, ["svc_control", "svc"]);
+        let msg: Value = serde_json::from_str(&messages[1].1).unwrap();
+        assert_eq!(msg["reply_to"], channels[0].as_str());
+        assert_eq!(messages[0].1, messages[1].1);
+    }
+
+    #[tokio::test]
+    async fn large_commands_go_in_chunks_through_the_combined_call() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let broker = Combined {
+            log: log.clone(),
+            fail: false,
+            max: Some(300),
+        };
+        let mut data = Map::new();
+        data.insert("text".into(), Value::from("x".repeat(1000)));
+        let options = RequestOptions::new(Duration::from_secs(5))
+            .expected(Some(1))
+            .control_channel(false);
+        request_with(&broker, "svc", "run", data, &options)
+            .await
+            .unwrap();
+        let log = log.lock().unwrap();
+        let (_, messages) = &log.combined[0];
+        assert!(messages.len() > 5, "{} pieces", messages.len());
+        assert!(messages.iter().all(|(c, p)| c == "svc" && p.len() < 300));
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_is_an_error_and_nothing_is_sent_again() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let broker = Combined {
+            log: log.clone(),
+            fail: true,
+            max: None,
+        };
+        let options = RequestOptions::new(Duration::from_secs(5)).expected(Some(1));
+        let e = request_with(&broker, "svc", "alive", Map::new(), &options)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Broker(BrokerError::Unavailable(_))),
+            "{e:?}"
+        );
+        let log = log.lock().unwrap();
+        assert_eq!(log.combined.len(), 1, "sent once");
+        assert_eq!(log.separate, 0, "no second path");
     }
 }

@@ -16,6 +16,8 @@
 //! * keep the order of the payloads one publisher sends on one channel, also while another
 //!   publisher sends on the same channel;
 //! * deliver all of a `publish_batch`, in order;
+//! * `subscribe_and_publish`: send a request once, and deliver the answer that another instance
+//!   publishes on the reply channel as soon as it sees the request;
 //! * answer `self_check` in time.
 //!
 //! Delivery of payloads published *before* a subscription was made is not checked either way.
@@ -68,6 +70,9 @@ pub const SELF_CHECK_BOUND: Duration = Duration::from_secs(5);
 /// at the same time).
 pub const ORDERING_MESSAGES: usize = 1000;
 
+/// Requests of the request check.
+pub const REQUESTS: usize = 20;
+
 /// Size of the argument of the large-payload check.
 pub const LARGE_PAYLOAD_BYTES: usize = 100 * 1024;
 
@@ -93,11 +98,15 @@ pub enum Check {
     Batch,
     /// `self_check` succeeds within [`SELF_CHECK_BOUND`].
     SelfCheck,
+    /// `subscribe_and_publish` sends each of [`REQUESTS`] requests once, unchanged, and the
+    /// answer another instance publishes on the reply channel the moment it reads the request
+    /// arrives (the subscription was in effect before the request could be read).
+    Request,
 }
 
 impl Check {
     /// Every check, in the order [`run_broker_conformance`] runs them.
-    pub const ALL: [Check; 7] = [
+    pub const ALL: [Check; 8] = [
         Check::RoundTrip,
         Check::Channels,
         Check::Broadcast,
@@ -105,6 +114,7 @@ impl Check {
         Check::Ordering,
         Check::Batch,
         Check::SelfCheck,
+        Check::Request,
     ];
 
     /// The check's name (`round_trip`, `channels`, ...).
@@ -117,6 +127,7 @@ impl Check {
             Check::Ordering => "ordering",
             Check::Batch => "batch",
             Check::SelfCheck => "self_check",
+            Check::Request => "request",
         }
     }
 
@@ -146,6 +157,7 @@ impl Check {
                 Check::Ordering => checks::ordering(make, wait).await,
                 Check::Batch => checks::batch(make, wait).await,
                 Check::SelfCheck => checks::self_check(make).await,
+                Check::Request => checks::request(make, wait).await,
             }
         };
         let result = match tokio::time::timeout(limit, body).await {
@@ -255,6 +267,7 @@ macro_rules! broker_conformance {
             $crate::broker_conformance!(@test $make; ordering => Ordering);
             $crate::broker_conformance!(@test $make; batch => Batch);
             $crate::broker_conformance!(@test $make; self_check => SelfCheck);
+            $crate::broker_conformance!(@test $make; request => Request);
         }
     };
     (@test $make:expr; $name:ident => $check:ident) => {

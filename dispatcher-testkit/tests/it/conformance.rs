@@ -102,6 +102,10 @@ enum Fault {
     ShortBatch,
     /// `subscribe` never returns.
     HangingSubscribe,
+    /// `subscribe_and_publish` publishes, then subscribes a moment later.
+    SubscribesLate,
+    /// `subscribe_and_publish` sends its messages twice.
+    RequestsTwice,
 }
 
 const EVERYTHING: &str = "everything";
@@ -181,6 +185,27 @@ impl Broker for Broken {
         }
     }
 
+    async fn subscribe_and_publish(
+        &self,
+        channels: &[String],
+        messages: &[(String, String)],
+    ) -> Result<Subscription, BrokerError> {
+        match self.fault {
+            Fault::SubscribesLate => {
+                self.publish_batch(messages).await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.subscribe(channels).await
+            }
+            Fault::RequestsTwice => {
+                let sub = self.subscribe(channels).await?;
+                self.publish_batch(messages).await?;
+                self.publish_batch(messages).await?;
+                Ok(sub)
+            }
+            _ => self.inner.subscribe_and_publish(channels, messages).await,
+        }
+    }
+
     async fn self_check(&self, bound: Duration) -> Result<Duration, BrokerError> {
         match self.fault {
             Fault::HangingSelfCheck => std::future::pending().await,
@@ -253,6 +278,20 @@ async fn a_short_batch_fails_batch() {
     let e = failure(Check::Batch, Fault::ShortBatch).await;
     assert!(
         e.contains("timed out") && e.contains("lost or never sent"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_subscribes_after_sending_or_sends_twice_fails_request() {
+    let e = failure(Check::Request, Fault::SubscribesLate).await;
+    assert!(
+        e.contains("`request` failed") && e.contains("the answer to request 0"),
+        "{e}"
+    );
+    let e = failure(Check::Request, Fault::RequestsTwice).await;
+    assert!(
+        e.contains("20 requests were sent, 40 payloads arrived"),
         "{e}"
     );
 }

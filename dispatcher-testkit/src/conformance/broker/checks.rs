@@ -8,10 +8,11 @@ use std::time::Duration;
 use dispatcher_core::chunk::{Assembler, AssemblerLimits};
 use dispatcher_core::message::{decode, Decoded};
 use dispatcher_core::{Broker, Subscription, TaskMessage};
+use futures_util::StreamExt;
 
 use super::{
     channel_name, expect_quiet, next, publish, subscribe, LARGE_PAYLOAD_BYTES, ORDERING_MESSAGES,
-    SELF_CHECK_BOUND,
+    REQUESTS, SELF_CHECK_BOUND,
 };
 use crate::conformance::{bounded, preview};
 
@@ -442,4 +443,84 @@ where
         )),
         Ok(Ok(_)) => Ok(()),
     }
+}
+
+pub(super) async fn request<F, Fut>(make: &F, wait: Duration) -> Result<(), String>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Broker>>,
+{
+    let requests = channel_name("req");
+    let requester = make().await;
+    let responder = make().await;
+    let mut incoming = subscribe(&*responder, std::slice::from_ref(&requests), wait).await?;
+    // The responder records every request and answers it the moment it reads it, as a service
+    // answers a control command.
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let answering = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(m) = incoming.next().await {
+                if let Some((reply_to, token)) = m.payload.split_once('|') {
+                    // A failed answer shows as a missing one on the requester's side.
+                    let _ = responder
+                        .publish(reply_to, &format!("answer {token}"))
+                        .await;
+                }
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((m.channel, m.payload));
+            }
+        })
+    };
+    let outcome =
+        async {
+            let mut sent = Vec::new();
+            for i in 0..REQUESTS {
+                let reply_to = channel_name("reply");
+                let request = format!("{reply_to}|{i} 'quoted' \\ \"double\" ✓");
+                let mut replies = bounded(
+                    wait,
+                    || format!("subscribe_and_publish of request {i}"),
+                    requester.subscribe_and_publish(
+                        std::slice::from_ref(&reply_to),
+                        &[(requests.clone(), request.clone())],
+                    ),
+                )
+                .await?;
+                let m = next(&mut replies, wait, || {
+                    format!(
+                        "the answer to request {i} on {reply_to} (the reply channel must be \
+                     subscribed before the request can be read)"
+                    )
+                })
+                .await?;
+                let want = format!("answer {}", request.split_once('|').map_or("", |(_, t)| t));
+                if m.channel != reply_to || m.payload != want {
+                    return Err(format!(
+                        "expected {} on {reply_to}, got {} on {}",
+                        preview(&want),
+                        preview(&m.payload),
+                        m.channel
+                    ));
+                }
+                sent.push((requests.clone(), request));
+            }
+            // Anything sent twice has arrived by now.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if seen != sent {
+                return Err(format!(
+                "{} requests were sent, {} payloads arrived on {requests}: each must arrive once, \
+                 unchanged and in order (first arrivals: {:?})",
+                sent.len(),
+                seen.len(),
+                seen.iter().take(3).map(|(_, p)| preview(p)).collect::<Vec<_>>()
+            ));
+            }
+            Ok(())
+        }
+        .await;
+    answering.abort();
+    outcome
 }
