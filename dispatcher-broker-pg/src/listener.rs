@@ -93,6 +93,10 @@ pub(crate) struct Listener {
     stop: tokio::sync::Notify,
     /// The connection while it is ready (every channel LISTENed), for [`Listener::listen_and_run`].
     ready: Mutex<Option<Ready>>,
+    /// The connection task waits for room in a full subscription (a service whose intake is
+    /// paused): it reads nothing from the connection meanwhile, so a query sent on it gets no
+    /// answer until the subscription has room, which is no sign of a dead connection.
+    waiting_for_room: AtomicBool,
 }
 
 /// A ready connection, and where a round trip on it that got no answer is reported.
@@ -135,6 +139,7 @@ impl Listener {
             closing: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
             ready: Mutex::new(None),
+            waiting_for_room: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&listener);
         tokio::spawn(run(weak, first, rx));
@@ -244,7 +249,9 @@ impl Listener {
         let Some(Ready { client, trouble }) = lock(&self.ready).clone() else {
             return Ok(None);
         };
-        if client.is_closed() {
+        // A connection nobody reads now (its task waits for room in a full subscription) would
+        // answer only once the subscription has room.
+        if client.is_closed() || self.waiting_for_room.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let stream = self.register(channels)?;
@@ -258,9 +265,14 @@ impl Listener {
             }),
             Err(_) => {
                 let what = format!("{} ({})", describe(), self.role.name());
-                let _ = trouble.try_send(format!(
-                    "{what} got no answer within {after:?} (call_timeout)"
-                ));
+                // No answer from a connection that is read: it is stuck, replace it. One whose
+                // task started waiting for room meanwhile is not (replacing it would lose what
+                // PostgreSQL delivers while it reconnects); the query runs when it reads again.
+                if !self.waiting_for_room.load(Ordering::Relaxed) {
+                    let _ = trouble.try_send(format!(
+                        "{what} got no answer within {after:?} (call_timeout)"
+                    ));
+                }
                 Err(Error::CallTimeout { what, after })
             }
         }
@@ -321,7 +333,10 @@ impl Listener {
             }
         }
         for (id, tx, msg) in full {
-            if tx.send(msg).await.is_err() {
+            self.waiting_for_room.store(true, Ordering::Relaxed);
+            let sent = tx.send(msg).await;
+            self.waiting_for_room.store(false, Ordering::Relaxed);
+            if sent.is_err() {
                 closed.push(id);
             }
         }

@@ -338,3 +338,47 @@ async fn requests_while_the_listener_backend_is_terminated_are_sent_at_most_once
         }
     }
 }
+
+/// A listener whose task waits for room in a full subscription (a paused service in the same
+/// process as the client) reads nothing from its connection. A request then takes the other path
+/// and never costs the listener its connection, which would lose what PostgreSQL delivers while
+/// it reconnects.
+#[tokio::test]
+async fn a_request_never_recycles_a_listener_waiting_for_a_full_subscription() {
+    let fx = PgFixture::new().await.unwrap();
+    let b = Arc::new(
+        broker_with(&fx, |c| {
+            c.call_timeout = Duration::from_secs(1);
+            c.subscriber_capacity = 1;
+            c.self_check_interval = Duration::from_secs(600);
+        })
+        .await,
+    );
+    let mut full = b.subscribe(&["req_full".to_string()]).await.unwrap();
+    let n = 50;
+    for i in 0..n {
+        b.publish("req_full", &format!("m{i}")).await.unwrap();
+    }
+    // The listener has read what fits and waits for room.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let request = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            b.subscribe_and_publish(
+                &["reply_to_w1".to_string()],
+                &[("req_elsewhere".to_string(), "x".to_string())],
+            )
+            .await
+            .map(drop)
+        })
+    };
+    // Longer than call_timeout: a request sent on the connection would have timed out by now.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for i in 0..n {
+        assert_eq!(next_reply(&mut full, "a message").await, format!("m{i}"));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), request).await;
+    assert_eq!(b.recycles(), 0, "the listener was replaced");
+    b.publish("req_full", "after").await.unwrap();
+    assert_eq!(next_reply(&mut full, "a message after").await, "after");
+}
