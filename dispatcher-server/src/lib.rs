@@ -11,6 +11,8 @@
 //! fn ping() {}
 //!
 //! fn main() -> ExitCode {
+//!     // Before any thread starts: one malloc arena per core is most of a service's memory.
+//!     dispatcher_server::limit_malloc_arenas(1);
 //!     let registry = TaskRegistry::collected().expect("task names are unique");
 //!     if let Some(code) = dispatcher_pool::run_if_worker(&registry) {
 //!         return code; // a worker process
@@ -32,6 +34,7 @@
 pub mod config;
 mod error;
 mod logging;
+mod memory;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,6 +50,7 @@ use dispatcher_runtime::{Service, ServiceBuilder, ServiceConfig, ServiceHandle};
 pub use config::ServerConfig;
 pub use error::{Error, Result};
 pub use logging::{init_logging, init_logging_as, level_filter, LogFormat, LogHandle};
+pub use memory::limit_malloc_arenas;
 
 type Configure = Box<dyn FnOnce(ServiceBuilder) -> ServiceBuilder + Send>;
 

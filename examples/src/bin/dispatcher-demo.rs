@@ -197,6 +197,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts (see the function: most of a service's memory otherwise).
+    dispatcher::server::limit_malloc_arenas(1);
     let registry = registry();
     // Worker processes are this executable started again: enter the worker loop first.
     if let Some(code) = dispatcher::process_pool::run_if_worker(&registry) {
