@@ -171,9 +171,7 @@ pub struct Cli {
 
 fn main() -> ExitCode {
     // As a service's `main` does (the `serve` mode is the measured service).
-    if std::env::var_os("XNOARENA").is_none() {
-        dispatcher_server::limit_malloc_arenas(1);
-    }
+    dispatcher_server::limit_malloc_arenas(1);
     if let Some(code) = floor::pool::run_if_bare_worker() {
         return code;
     }

@@ -14,9 +14,9 @@
 //!
 //! A word names one job until the worker decided it (started or skipped): the pool counts a
 //! queued job as running once the worker reported the job before it, but the worker may not have
-//! claimed it yet, and a word overwritten before then would make the worker skip it. So there are
-//! two words, and a job is queued on one that is not `queued` (with at most one job queued on a
-//! worker at a time, one of the two always is).
+//! claimed it yet, and a word overwritten before then would make the worker skip it. So there is
+//! one word more than the jobs a worker may have queued, and a job is queued on one that is not
+//! `queued`.
 //!
 //! The words live in a small file in the pool's private socket directory, mapped shared by the
 //! pool and the worker. Both only ever touch them with atomic operations.
@@ -36,8 +36,9 @@ const STARTED: u64 = 2;
 /// The pool took the job back; the worker skips it.
 const REVOKED: u64 = 3;
 
-/// How many words a claim file has.
-pub(crate) const WORDS: usize = 2;
+/// How many words a claim file has: one per job a worker may have queued, and one for the job the
+/// pool counts as running that the worker may not have claimed yet.
+pub(crate) const WORDS: usize = crate::pipeline::QUEUE_DEPTH + 1;
 
 /// Bytes of the claim file (one page; only the first words are used).
 const LEN: u64 = 4096;
@@ -57,7 +58,9 @@ impl std::fmt::Debug for Claim {
         f.debug_struct("Claim")
             .field(
                 "words",
-                &[self.atomic(0), self.atomic(1)].map(|w| w.map(|w| w.load(Ordering::Relaxed))),
+                &(0..WORDS)
+                    .map(|i| self.atomic(i).map(|w| w.load(Ordering::Relaxed)))
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -133,7 +136,7 @@ impl Claim {
         }
         let ptr = (self.map.as_ptr() as *mut u64).wrapping_add(i);
         // SAFETY: the mapping is page-aligned and `LEN` (4096) bytes long, so its first `WORDS`
-        // (2) words are valid, aligned u64s for as long as `self` (the mapping) lives; every
+        // (a few) words are valid, aligned u64s for as long as `self` (the mapping) lives; every
         // access to them, in either process, is atomic.
         Some(unsafe { AtomicU64::from_ptr(ptr) })
     }
@@ -216,17 +219,22 @@ mod tests {
         assert!(!worker.start(0, 9));
         assert!(worker.start(0, 10));
         // A job the pool counts as running (its predecessor reported) but the worker has not
-        // claimed yet keeps its word; the next job goes on the other one, and both run.
-        pool.queue(0, 11);
-        let free = pool.free_word().unwrap();
-        assert_eq!(free, 1);
-        pool.queue(free, 12);
-        assert_eq!(pool.free_word(), None);
-        assert!(worker.start(0, 11));
-        assert!(worker.start(1, 12));
+        // claimed yet keeps its word; the next jobs go on the others, and all run.
+        let mut keys = Vec::new();
+        for (i, key) in (11..).take(WORDS).enumerate() {
+            let free = pool.free_word().unwrap();
+            assert_eq!(usize::from(free), i);
+            pool.queue(free, key);
+            keys.push((free, key));
+        }
+        assert_eq!(pool.free_word(), None, "every word names an undecided job");
+        for (word, key) in keys {
+            assert!(worker.start(word, key));
+        }
         // A word that is not there is never claimed.
-        assert!(!worker.start(2, 13));
-        assert!(!pool.revoke(2, 13));
+        let past = WORDS as u8;
+        assert!(!worker.start(past, 13));
+        assert!(!pool.revoke(past, 13));
         // Many racing rounds across threads: never both, never neither.
         let worker = std::sync::Arc::new(worker);
         for key in 100..2_100u64 {

@@ -2,8 +2,8 @@
 //! deep, so it goes straight on to it when the running one ends instead of sleeping until the
 //! service wakes it (the wake-up of a sleeping worker is the largest cost of a Call in the pool).
 //!
-//! At most one job waits on a worker (`Slot::next`), and only while Calls wait in the service's
-//! queue. A queued job never waits for a worker that is free: whenever a worker falls idle, it
+//! At most [`QUEUE_DEPTH`] jobs wait on a worker (`Slot::next`), and only while Calls wait in the
+//! service's queue. A queued job never waits for a worker that is free: whenever a worker falls idle, it
 //! takes a job given back (`State::returned`) or one queued behind another worker's running
 //! job, taken back through the shared claim word ([`crate::claim`]). A worker that must be
 //! ended (timeout, cancel, death, limits) has its queued job taken back first, and that job runs
@@ -23,6 +23,12 @@ use tokio::sync::mpsc;
 use crate::pool::{Inner, Running, SlotState, State};
 use crate::protocol::encode_run;
 use crate::supervisor::{tell, Cmd};
+
+/// Most jobs queued behind one worker's running job. Each saves its worker a wake-up (it finds
+/// the job in its socket instead of sleeping until it is sent) and the service one on the other
+/// side (it reads several reports per wake-up); a job waits behind at most this many others on
+/// its worker, and never while another worker is free.
+pub(crate) const QUEUE_DEPTH: usize = 2;
 
 /// A job written to a busy worker, to run when its running job ends.
 #[derive(Debug)]
@@ -92,9 +98,10 @@ pub(crate) fn never_started(key: CallKey, outcome: Outcome, error: String) -> Po
 }
 
 impl Inner {
-    /// The busy worker to queue a job behind, if any: one with no job queued, no cancel under
-    /// way, not due to be recycled after its running job, whose running job started last (a job
-    /// that has run long may run long yet).
+    /// The busy worker to queue a job behind, if any: one with room in its queue, a free claim
+    /// word, no cancel under way, not due to be recycled after its queued jobs; the one with the
+    /// fewest queued, then the one whose running job started last (a job that has run long may run
+    /// long yet).
     pub(crate) fn queue_target(&self, state: &State) -> Option<u32> {
         let max_tasks = self.config.max_tasks_per_worker;
         let max_age = self.config.max_worker_age;
@@ -103,16 +110,19 @@ impl Inner {
             .iter()
             .filter(|(_, s)| {
                 s.status == SlotState::Busy
-                    && s.next.is_none()
+                    && s.next.len() < QUEUE_DEPTH
                     && !s.canceling
                     && s.claim.as_ref().is_some_and(|c| c.free_word().is_some())
                     && s.link.is_some()
-                    && max_tasks.is_none_or(|n| s.finished + 1 < n)
+                    && max_tasks.is_none_or(|n| s.finished + 1 + (s.next.len() as u64) < n)
                     && max_age.is_none_or(|a| s.started.elapsed() < a)
             })
-            .max_by(|a, b| {
+            .min_by(|a, b| {
                 let at = |s: &crate::pool::Slot| s.running.as_ref().map_or(0.0, |r| r.started_at);
-                at(a.1).total_cmp(&at(b.1))
+                a.1.next
+                    .len()
+                    .cmp(&b.1.next.len())
+                    .then(at(b.1).total_cmp(&at(a.1)))
             })
             .map(|(id, _)| *id)
     }
@@ -183,12 +193,13 @@ impl Inner {
         });
     }
 
-    /// Worker `id` reported its running job: its queued job, if any, runs now. True when one did.
+    /// Worker `id` reported its running job: its first queued job, if any, runs now. True when one
+    /// did.
     pub(crate) fn promote(&self, state: &mut State, id: u32, fx: &mut Effects) -> bool {
         let Some(slot) = state.workers.get_mut(&id) else {
             return false;
         };
-        let Some(q) = slot.next.take() else {
+        let Some(q) = slot.next.pop_front() else {
             return false;
         };
         let key = q.job.key;
@@ -203,25 +214,54 @@ impl Inner {
         true
     }
 
-    /// Takes worker `id`'s queued job back if the worker has not started it; a job taken back
-    /// goes to an idle worker, or waits in `returned` for the next one.
+    /// Takes back every job queued on worker `id` that the worker has not started, newest first
+    /// (a worker starts them in order); jobs taken back go to idle workers, or wait in `returned`
+    /// for the next ones. `Started` when the worker started one: the job before it is over.
     pub(crate) fn take_back(&self, state: &mut State, id: u32, fx: &mut Effects) -> TakeBack {
+        let mut taken = Vec::new();
+        let mut started = false;
+        if let Some(slot) = state.workers.get_mut(&id) {
+            while let Some(q) = slot.next.back() {
+                if !revoke(slot.claim.as_ref(), q) {
+                    started = true;
+                    break;
+                }
+                taken.extend(slot.next.pop_back());
+            }
+        }
+        let any = !taken.is_empty();
+        // Oldest first, as they were queued.
+        for q in taken.into_iter().rev() {
+            self.taken_back(state, id, q, fx);
+        }
+        match (started, any) {
+            (true, _) => TakeBack::Started,
+            (false, true) => TakeBack::Taken,
+            (false, false) => TakeBack::Nothing,
+        }
+    }
+
+    /// Takes back the last job queued on worker `id` (the one that would wait longest) if the
+    /// worker has not started it.
+    fn take_back_last(&self, state: &mut State, id: u32, fx: &mut Effects) -> TakeBack {
         let Some(slot) = state.workers.get_mut(&id) else {
             return TakeBack::Nothing;
         };
-        let Some(q) = &slot.next else {
+        let Some(q) = slot.next.back() else {
             return TakeBack::Nothing;
         };
-        let revoked = slot
-            .claim
-            .as_ref()
-            .is_some_and(|c| c.revoke(q.word, q.job.key));
-        if !revoked {
+        if !revoke(slot.claim.as_ref(), q) {
             return TakeBack::Started;
         }
-        let Some(q) = slot.next.take() else {
+        let Some(q) = slot.next.pop_back() else {
             return TakeBack::Nothing;
         };
+        self.taken_back(state, id, q, fx);
+        TakeBack::Taken
+    }
+
+    /// A job taken back from worker `id`: canceled, or to run on an idle worker.
+    fn taken_back(&self, state: &mut State, id: u32, q: Queued, fx: &mut Effects) {
         tracing::trace!(worker = id, key = q.job.key, "took a queued job back");
         if let Some(reason) = q.cancel {
             fx.events
@@ -230,7 +270,6 @@ impl Inner {
             state.returned.push_back(q.job);
             self.feed_any_idle(state, fx);
         }
-        TakeBack::Taken
     }
 
     /// Gives idle workers the jobs given back, oldest first.
@@ -275,11 +314,11 @@ impl Inner {
         let others: Vec<u32> = state
             .workers
             .iter()
-            .filter(|(other, s)| **other != id && s.next.is_some())
+            .filter(|(other, s)| **other != id && !s.next.is_empty())
             .map(|(other, _)| *other)
             .collect();
         for other in others {
-            if self.take_back(state, other, fx) == TakeBack::Taken {
+            if self.take_back_last(state, other, fx) == TakeBack::Taken {
                 // `take_back` handed it to an idle worker (this one, unless another idled too).
                 return;
             }
@@ -294,7 +333,7 @@ impl Inner {
             .filter(|(_, s)| s.status == SlotState::Idle && s.link.is_some())
             .map(|(id, _)| *id)
             .collect();
-        if idle.is_empty() || state.workers.values().all(|s| s.next.is_none()) {
+        if idle.is_empty() || state.workers.values().all(|s| s.next.is_empty()) {
             return;
         }
         for id in idle {
@@ -325,16 +364,24 @@ impl Inner {
             ));
             return Some(true);
         }
-        let id = state
-            .workers
-            .iter()
-            .find(|(_, s)| s.next.as_ref().is_some_and(|q| q.job.key == key))
-            .map(|(id, _)| *id)?;
-        if let Some(q) = state.workers.get_mut(&id).and_then(|s| s.next.as_mut()) {
-            // Canceled when taken back; if the worker started it, once it is known running.
-            q.cancel = Some("canceled".to_owned());
-        }
-        if self.take_back(state, id, fx) == TakeBack::Started {
+        let (id, pos) = state.workers.iter().find_map(|(id, s)| {
+            s.next
+                .iter()
+                .position(|q| q.job.key == key)
+                .map(|pos| (*id, pos))
+        })?;
+        let slot = state.workers.get_mut(&id)?;
+        let revoked = revoke(slot.claim.as_ref(), &slot.next[pos]);
+        if revoked {
+            slot.next.remove(pos);
+            fx.events.push(never_started(
+                key,
+                Outcome::Canceled,
+                "canceled before it started".to_owned(),
+            ));
+        } else {
+            // The worker started it: canceled once it is known running.
+            slot.next[pos].cancel = Some("canceled".to_owned());
             tracing::debug!(
                 worker = id,
                 key,
@@ -349,12 +396,14 @@ impl Inner {
         let queued: Vec<u32> = state
             .workers
             .iter()
-            .filter(|(_, s)| s.next.is_some())
+            .filter(|(_, s)| !s.next.is_empty())
             .map(|(id, _)| *id)
             .collect();
         for id in queued {
-            if let Some(q) = state.workers.get_mut(&id).and_then(|s| s.next.as_mut()) {
-                q.cancel = Some(reason.to_owned());
+            if let Some(slot) = state.workers.get_mut(&id) {
+                for q in &mut slot.next {
+                    q.cancel = Some(reason.to_owned());
+                }
             }
             let _ = self.take_back(state, id, fx);
         }
@@ -363,4 +412,9 @@ impl Inner {
                 .push(never_started(job.key, Outcome::Canceled, reason.to_owned()));
         }
     }
+}
+
+/// Takes the queued job `q` back through its claim word; false when the worker started it.
+fn revoke(claim: Option<&crate::claim::Claim>, q: &Queued) -> bool {
+    claim.is_some_and(|c| c.revoke(q.word, q.job.key))
 }

@@ -210,8 +210,8 @@ pub(crate) struct Slot {
     pub(crate) link: Option<Link>,
     /// The health ping sent and not answered yet.
     pub(crate) ping: Option<u64>,
-    /// The job written to it to run after the running one (see `pipeline`).
-    pub(crate) next: Option<Queued>,
+    /// The jobs written to it to run after the running one, in order (see `pipeline`).
+    pub(crate) next: VecDeque<Queued>,
     /// The word it shares with the pool to settle who owns `next`; `None` until it connected.
     pub(crate) claim: Option<Claim>,
 }
@@ -649,7 +649,7 @@ fn queue_on(
         key = job.key,
         "queued a job behind the running one"
     );
-    slot.next = Some(Queued {
+    slot.next.push_back(Queued {
         job,
         word,
         cancel: None,

@@ -74,7 +74,7 @@ impl Slot {
             cmd: None,
             link: None,
             ping: None,
-            next: None,
+            next: std::collections::VecDeque::new(),
             claim: None,
         }
     }

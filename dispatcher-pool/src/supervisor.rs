@@ -100,15 +100,15 @@ impl Inner {
             state.retired += 1;
             match state.workers.remove(&id) {
                 Some(s) => (s.running, s.next),
-                None => (None, None),
+                None => (None, Default::default()),
             }
         };
-        // A queued job still here was started by the worker (it could not be taken back): it
+        // Queued jobs still here were started by the worker (they could not be taken back): they
         // ended with the worker, as the running one did.
         let lost = running
             .map(|r| r.key)
             .into_iter()
-            .chain(next.map(|q| q.job.key));
+            .chain(next.into_iter().map(|q| q.job.key));
         for key in lost {
             let (outcome, error) = report.clone().unwrap_or_else(|| {
                 (

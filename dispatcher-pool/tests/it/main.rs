@@ -82,7 +82,7 @@ fn all() -> Vec<Trial> {
         socket_dirs::sigint_stops_through_the_normal_shutdown,
         socket_dirs::a_failed_start_and_a_dropped_pool_leave_nothing,
         pipeline::a_queued_job_moves_to_a_worker_that_falls_idle,
-        pipeline::a_queued_job_runs_once_its_worker_reports_the_job_before,
+        pipeline::queued_jobs_run_in_order_once_their_worker_reports_the_job_before,
         pipeline::a_queued_job_survives_the_timeout_of_the_job_before_it,
         pipeline::a_queued_job_survives_its_workers_death,
         pipeline::a_canceled_queued_job_never_runs_and_spares_the_worker,

@@ -185,23 +185,35 @@ pub async fn a_queued_job_moves_to_a_worker_that_falls_idle() {
     let _ = std::fs::remove_file(&file);
 }
 
-pub async fn a_queued_job_runs_once_its_worker_reports_the_job_before() {
+pub async fn queued_jobs_run_in_order_once_their_worker_reports_the_job_before() {
     let mut d = Driver::start(1).await;
     let file = mark_file("after");
     d.pool.set_backlog(10);
     let first = d.dispatch(job(1, sleep::descriptor(), vec![json!(0.2)]));
-    let queued = d.dispatch(mark_job(2, &file));
-    assert_eq!(queued.worker_id, first.worker_id);
-    // One job queued per worker at most.
+    for key in [2, 3] {
+        assert_eq!(d.dispatch(mark_job(key, &file)).worker_id, first.worker_id);
+    }
+    // Two jobs queued per worker at most.
     assert!(d
         .pool
-        .try_dispatch(job(3, noop::descriptor(), vec![]))
+        .try_dispatch(job(4, noop::descriptor(), vec![]))
         .is_err());
     assert_eq!(d.finished(1).await.0, Outcome::Ok);
-    let (outcome, result, _) = d.finished(2).await;
-    assert_eq!((outcome, result), (Outcome::Ok, Some(json!(first.pid))));
-    assert_eq!(d.started(2), Some(first.worker_id));
-    assert_eq!(marks(&file), vec![first.pid]);
+    for key in [2, 3] {
+        let (outcome, result, _) = d.finished(key).await;
+        assert_eq!((outcome, result), (Outcome::Ok, Some(json!(first.pid))));
+        assert_eq!(d.started(key), Some(first.worker_id));
+    }
+    let order: Vec<CallKey> = d
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            PoolEvent::Finished { key, .. } => Some(*key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, vec![1, 2, 3]);
+    assert_eq!(marks(&file), vec![first.pid, first.pid]);
     d.pool.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_file(&file);
 }
@@ -212,16 +224,22 @@ pub async fn a_queued_job_survives_the_timeout_of_the_job_before_it() {
     d.pool.set_backlog(10);
     let first = d.dispatch(job(1, slow::descriptor(), vec![]));
     d.dispatch(mark_job(2, &file));
+    d.dispatch(mark_job(3, &file));
     let (outcome, _, error) = d.finished(1).await;
     assert_eq!(outcome, Outcome::Timeout, "{error:?}");
-    // Taken back before the worker was ended; run by its replacement.
-    let (outcome, result, error) = d.finished(2).await;
-    assert_eq!(outcome, Outcome::Ok, "{error:?}");
+    // Taken back before the worker was ended; run by its replacement, in order.
+    for key in [2, 3] {
+        let (outcome, _, error) = d.finished(key).await;
+        assert_eq!(outcome, Outcome::Ok, "{error:?}");
+        assert_ne!(d.started(key), Some(first.worker_id));
+    }
     let ran_on = marks(&file);
-    assert_eq!(ran_on.len(), 1, "ran exactly once: {ran_on:?}");
-    assert_ne!(ran_on[0], first.pid, "not on the worker that was ended");
-    assert_eq!(result, Some(json!(ran_on[0])));
-    assert_ne!(d.started(2), Some(first.worker_id));
+    assert_eq!(ran_on.len(), 2, "each ran exactly once: {ran_on:?}");
+    assert!(
+        ran_on.iter().all(|pid| *pid != first.pid),
+        "not on the worker that was ended"
+    );
+    assert_eq!(finished_of(&d.seen, 2).unwrap().1, Some(json!(ran_on[0])));
     d.pool.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_file(&file);
 }
