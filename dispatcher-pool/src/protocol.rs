@@ -96,6 +96,13 @@ pub enum FromWorker {
         /// Error text otherwise.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// When the worker started the job, epoch seconds; sent for a job that was queued (the
+        /// pool learns of its start only from the report of the job before it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started: Option<f64>,
+        /// When the job ended in the worker, epoch seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ended: Option<f64>,
     },
     /// Answer to a ping.
     Pong {
@@ -219,6 +226,10 @@ struct DoneFields {
     result: Option<Value>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    started: Option<f64>,
+    #[serde(default)]
+    ended: Option<f64>,
 }
 
 impl Frame for ToWorker {
@@ -247,6 +258,8 @@ impl Frame for FromWorker {
                 outcome: f.outcome,
                 result: f.result,
                 error: f.error,
+                started: f.started,
+                ended: f.ended,
             });
         }
         serde_json::from_slice(body).map_err(Error::Decode)
@@ -532,7 +545,7 @@ mod tests {
         for body in [&done_first[..], &done_later[..]] {
             assert!(matches!(
                 FromWorker::decode(body).unwrap(),
-                FromWorker::Done { key: 9, outcome: Outcome::Error, result: None, error: Some(e) } if e == "boom"
+                FromWorker::Done { key: 9, outcome: Outcome::Error, result: None, error: Some(e), .. } if e == "boom"
             ));
         }
         let mut pong = Vec::new();
@@ -613,6 +626,8 @@ mod tests {
                 outcome: Outcome::Ok,
                 result: Some(Value::from(large.clone())),
                 error: None,
+                started: None,
+                ended: Some(1.5),
             },
             &mut bytes,
         )

@@ -107,11 +107,23 @@ impl Inner {
                 outcome,
                 result,
                 error,
+                started,
+                ended,
             } => {
-                // Taken first: a job queued behind this one starts after it.
-                let at = now_epoch();
+                // The worker's clock when it says (the job queued behind this one started then
+                // too); else now, taken first: a job queued behind this one starts after it.
+                let at = ended.unwrap_or_else(now_epoch);
                 match self.job_done(id, key) {
-                    Some((recycle, fx)) => {
+                    Some((recycle, pid, fx)) => {
+                        if let Some(started) = started {
+                            // A job that was queued: when it really started.
+                            out.push(PoolEvent::Started {
+                                key,
+                                worker_id: id,
+                                pid,
+                                at: started,
+                            });
+                        }
                         out.push(PoolEvent::Finished {
                             key,
                             outcome,
@@ -144,19 +156,20 @@ impl Inner {
     /// A job finished on worker `id`: its queued job runs now, else it is idle (and takes a job
     /// waiting elsewhere). `None` when `key` is not the job it runs; else whether the worker must
     /// be recycled now, and what else to report.
-    fn job_done(&self, id: u32, key: CallKey) -> Option<(bool, Effects)> {
+    fn job_done(&self, id: u32, key: CallKey) -> Option<(bool, u32, Effects)> {
         let mut state = self.lock();
         let slot = state.workers.get_mut(&id)?;
         if slot.running.as_ref().is_none_or(|r| r.key != key) {
             return None;
         }
+        let pid = slot.pid;
         slot.running = None;
         slot.canceling = false;
         slot.finished += 1;
         let mut fx = Effects::default();
         // Even a worker being ended: the job it went on to is known running, and ends with it.
         if self.promote(&mut state, id, &mut fx) {
-            return Some((false, fx));
+            return Some((false, pid, fx));
         }
         let slot = state.workers.get_mut(&id)?;
         slot.idle_since = Instant::now();
@@ -170,7 +183,7 @@ impl Inner {
                 .is_some_and(|age| slot.started.elapsed() >= age);
         if slot.status == SlotState::Stopping {
             // Being ended (timeout, cancel, shutdown) as the job finished: it stays stopping.
-            return Some((false, fx));
+            return Some((false, pid, fx));
         }
         if recycle {
             slot.status = SlotState::Stopping;
@@ -178,7 +191,7 @@ impl Inner {
             slot.status = SlotState::Idle;
             self.feed_idle(&mut state, id, &mut fx);
         }
-        Some((recycle, fx))
+        Some((recycle, pid, fx))
     }
 
     /// Worker `id` answered ping `n`.

@@ -5,6 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use dispatcher_core::call::now_epoch;
 use dispatcher_core::pool::Job;
 use dispatcher_core::worker::run_job;
 use dispatcher_core::ChildSink;
@@ -143,6 +144,9 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
                         continue;
                     }
                 }
+                // The pool learns of a queued job's start only from the report of the job before
+                // it: say when it started.
+                let started = queued.map(|_| now_epoch());
                 let done = match registry.lookup(&task) {
                     Some(descriptor) => {
                         let job = Job {
@@ -159,6 +163,8 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
                             outcome,
                             result,
                             error,
+                            started,
+                            ended: Some(now_epoch()),
                         }
                     }
                     None => FromWorker::Done {
@@ -168,6 +174,8 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
                         error: Some(format!(
                             "task {task:?} is not registered in the worker process (worker {worker_id}); give run_if_worker the same registry as the service"
                         )),
+                        started,
+                        ended: Some(now_epoch()),
                     },
                 };
                 send(&sink, &done, &mut out)?;
