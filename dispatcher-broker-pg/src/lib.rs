@@ -115,8 +115,12 @@ pub struct PgBrokerConfig {
     /// listener that is not connected).
     pub reconnect_max: Duration,
     /// Notifications buffered per subscription; when full, the listener waits (and PostgreSQL
-    /// queues notifications server-side). Default 10,000.
+    /// queues notifications server-side). Default 1,000.
     pub subscriber_capacity: usize,
+    /// Bytes of payload buffered per subscription (a batch notification carries up to 8,000);
+    /// when reached, the listener waits as when the subscription is full. A payload larger than
+    /// this goes through alone. Default 256 KiB.
+    pub subscriber_max_bytes: usize,
     /// Transport security. Default: none.
     pub tls: Tls,
     /// The whole connect of every connection — TCP, TLS, the startup and authentication
@@ -276,6 +280,7 @@ impl PgBrokerConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(1),
             subscriber_capacity: 1_000,
+            subscriber_max_bytes: 256 * 1024,
             tls: Tls::Disabled,
             connect_timeout,
             call_timeout: Duration::from_secs(5),

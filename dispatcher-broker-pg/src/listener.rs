@@ -54,9 +54,24 @@ enum Cmd {
     Unlisten(Vec<String>),
 }
 
+/// Where a subscription's notifications go: its channel, and the bytes of payload it may still
+/// hold (a subscription holds at most `subscriber_capacity` notifications and
+/// `subscriber_max_bytes` of payload).
+#[derive(Debug, Clone)]
+struct Sink {
+    tx: mpsc::Sender<Incoming>,
+    room: Arc<tokio::sync::Semaphore>,
+}
+
+/// The bytes a payload counts for in a subscription's byte bound (at least 1, at most the
+/// bound: a payload larger than the whole bound still goes through, alone).
+fn weight(payload: &str, max: usize) -> u32 {
+    payload.len().clamp(1, max.max(1)).min(u32::MAX as usize) as u32
+}
+
 #[derive(Debug, Default)]
 struct Subs {
-    by_channel: HashMap<String, Vec<(u64, mpsc::Sender<Incoming>)>>,
+    by_channel: HashMap<String, Vec<(u64, Sink)>>,
     next_id: u64,
 }
 
@@ -180,6 +195,14 @@ impl Listener {
     /// LISTENed yet.
     fn register(self: &Arc<Self>, channels: &[String]) -> Result<SubStream> {
         let (tx, rx) = mpsc::channel(self.config.subscriber_capacity.max(1));
+        let max_bytes = self.config.subscriber_max_bytes.max(1);
+        let room = Arc::new(tokio::sync::Semaphore::new(
+            max_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
+        let sink = Sink {
+            tx,
+            room: room.clone(),
+        };
         let id = {
             let mut subs = lock(&self.subs);
             if self.is_closing() {
@@ -191,12 +214,14 @@ impl Listener {
                 subs.by_channel
                     .entry(c.clone())
                     .or_default()
-                    .push((id, tx.clone()));
+                    .push((id, sink.clone()));
             }
             id
         };
         Ok(SubStream {
             rx,
+            room,
+            max_bytes,
             id,
             listener: Arc::downgrade(self),
         })
@@ -323,20 +348,39 @@ impl Listener {
             let Some(list) = subs.by_channel.get(channel) else {
                 return;
             };
-            for (id, tx) in list {
+            let n = weight(payload, self.config.subscriber_max_bytes);
+            for (id, sink) in list {
                 let msg = Incoming::new(channel.to_owned(), payload.to_owned());
-                match tx.try_send(msg) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(msg)) => full.push((*id, tx.clone(), msg)),
+                // Room for its bytes first, then a place in the channel; the stream gives the
+                // bytes back as the subscriber takes the message.
+                let Ok(bytes) = sink.room.try_acquire_many(n) else {
+                    full.push((*id, sink.clone(), msg, n));
+                    continue;
+                };
+                match sink.tx.try_send(msg) {
+                    Ok(()) => bytes.forget(),
+                    Err(TrySendError::Full(msg)) => {
+                        drop(bytes);
+                        full.push((*id, sink.clone(), msg, n));
+                    }
                     Err(TrySendError::Closed(_)) => closed.push(*id),
                 }
             }
         }
-        for (id, tx, msg) in full {
+        for (id, sink, msg, n) in full {
             self.waiting_for_room.store(true, Ordering::Relaxed);
-            let sent = tx.send(msg).await;
+            let sent = match sink.room.acquire_many(n).await {
+                Ok(bytes) => {
+                    let sent = sink.tx.send(msg).await;
+                    if sent.is_ok() {
+                        bytes.forget();
+                    }
+                    sent.is_ok()
+                }
+                Err(_) => false,
+            };
             self.waiting_for_room.store(false, Ordering::Relaxed);
-            if sent.is_err() {
+            if !sent {
                 closed.push(id);
             }
         }
@@ -699,6 +743,9 @@ async fn on_message(
 /// A subscription's stream; dropping it UNLISTENs channels nobody else wants.
 struct SubStream {
     rx: mpsc::Receiver<Incoming>,
+    /// The subscription's byte bound: what a message taken counted is given back.
+    room: Arc<tokio::sync::Semaphore>,
+    max_bytes: usize,
     id: u64,
     listener: std::sync::Weak<Listener>,
 }
@@ -706,7 +753,12 @@ struct SubStream {
 impl Stream for SubStream {
     type Item = Incoming;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        self.rx.poll_recv(cx)
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(msg)) = &polled {
+            let n = weight(&msg.payload, self.max_bytes);
+            self.room.add_permits(n as usize);
+        }
+        polled
     }
 }
 

@@ -2,6 +2,7 @@
 //! where the server comes from). Each test works in a fresh database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod buffers;
 mod conformance;
 mod conninfo;
 mod deadlines;
