@@ -21,7 +21,7 @@ use dispatcher_core::Outcome;
 use tokio::sync::mpsc;
 
 use crate::pool::{Inner, Running, SlotState, State};
-use crate::protocol::encode_run;
+use crate::protocol::encode_job;
 use crate::supervisor::{tell, Cmd};
 
 /// Most jobs queued behind one worker's running job. Each saves its worker a wake-up (it finds
@@ -144,17 +144,9 @@ impl Inner {
             return Err(job);
         };
         let mut frame = Vec::with_capacity(256);
-        let sent = encode_run(
-            job.key,
-            &job.uuid,
-            job.task.name(),
-            &job.args,
-            job.attempt,
-            None,
-            &mut frame,
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|()| link.send(&frame).map_err(|e| e.to_string()));
+        let sent = encode_job(&job, None, &mut frame)
+            .map_err(|e| e.to_string())
+            .and_then(|()| link.send(&frame).map_err(|e| e.to_string()));
         if let Err(e) = sent {
             slot.status = SlotState::Stopping;
             if let Some(cmd) = slot.cmd.clone() {

@@ -27,7 +27,7 @@ use crate::claim::Claim;
 use crate::error::Error;
 use crate::link::Link;
 use crate::pipeline::{Effects, Queued};
-use crate::protocol::{encode_run, ENV_SOCKET};
+use crate::protocol::{encode_job, ENV_SOCKET};
 use crate::readers::{Conn, Readers};
 use crate::socket_dir::SocketDir;
 use crate::spawn::WorkerSocket;
@@ -353,15 +353,7 @@ impl Pool for ProcessPool {
         }
         // Encoded once a worker is free; written into its socket under the (uncontended) lock.
         self.wbuf.clear();
-        let encoded = encode_run(
-            job.key,
-            &job.uuid,
-            job.task.name(),
-            &job.args,
-            job.attempt,
-            None,
-            &mut self.wbuf,
-        );
+        let encoded = encode_job(&job, None, &mut self.wbuf);
         let mut broken = Vec::new();
         let mut placed = None;
         for (id, slot) in state.workers.iter_mut() {
@@ -616,17 +608,7 @@ fn queue_on(
         return Err(job);
     };
     wbuf.clear();
-    if encode_run(
-        job.key,
-        &job.uuid,
-        job.task.name(),
-        &job.args,
-        job.attempt,
-        Some(word),
-        wbuf,
-    )
-    .is_err()
-    {
+    if encode_job(&job, Some(word), wbuf).is_err() {
         // Too large to encode: it takes the idle path later, which reports why.
         return Err(job);
     }

@@ -167,6 +167,23 @@ pub fn encode_run(
     )
 }
 
+/// Encodes the `Run` frame of `job` into `buf` (queued on claim word `queued`, if any).
+pub(crate) fn encode_job(
+    job: &dispatcher_core::pool::Job,
+    queued: Option<u8>,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    encode_run(
+        job.key,
+        &job.uuid,
+        job.task.name(),
+        &job.args,
+        job.attempt,
+        queued,
+        buf,
+    )
+}
+
 /// Writes one frame (blocking).
 pub fn write_frame_blocking<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<()> {
     let mut buf = Vec::with_capacity(256);

@@ -10,31 +10,9 @@ use std::time::{Duration, Instant};
 use dispatcher_broker_pg::{Error, PgBroker, PgBrokerConfig};
 use dispatcher_core::{Broker, BrokerError};
 use dispatcher_testkit::postgres::PgFixture;
+
+use crate::Frozen;
 use futures_util::StreamExt;
-
-/// A backend stopped with SIGSTOP; SIGCONT on drop, so a failing test never leaves it stopped.
-struct Frozen(i32);
-
-impl Frozen {
-    fn freeze(pid: i32) -> Frozen {
-        assert!(pid > 0, "no backend pid to freeze");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGSTOP,
-        )
-        .unwrap();
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGCONT,
-        );
-    }
-}
 
 fn status_json(b: &PgBroker) -> serde_json::Value {
     serde_json::to_value(b.status()).unwrap()

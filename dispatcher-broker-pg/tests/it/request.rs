@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use dispatcher_broker_pg::{PgBroker, PgBrokerConfig};
 use dispatcher_core::{Broker, BrokerError, Subscription};
 use dispatcher_testkit::postgres::PgFixture;
+
+use crate::Frozen;
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -188,30 +190,6 @@ async fn reply_channels_ride_the_control_listener_while_it_runs() {
         .unwrap();
     assert_eq!(next_reply(&mut sub, "the second request").await, "pong2");
     assert_eq!(copies(&seen, "other_reply|pong2"), vec![b.listener_pid()]);
-}
-
-/// A backend stopped with SIGSTOP; SIGCONT on drop, so a failing test never leaves it stopped.
-struct Frozen(i32);
-
-impl Frozen {
-    fn freeze(pid: i32) -> Frozen {
-        assert!(pid > 0, "no backend pid to freeze");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGSTOP,
-        )
-        .unwrap();
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGCONT,
-        );
-    }
 }
 
 #[tokio::test]
