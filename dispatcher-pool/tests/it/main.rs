@@ -88,6 +88,7 @@ fn all() -> Vec<Trial> {
         pipeline::a_canceled_queued_job_never_runs_and_spares_the_worker,
         pipeline::shutdown_cancels_a_queued_job_that_never_started,
         pipeline::calls_of_one_worker_never_overlap,
+        pipeline::a_worker_falling_idle_takes_every_job_queued_behind_a_long_one,
     ];
     all.extend(conformance::trials());
     all

@@ -341,3 +341,60 @@ pub async fn calls_of_one_worker_never_overlap() {
     }
     svc.shutdown().await;
 }
+
+/// Two jobs queued behind a long one: a worker that falls idle takes them both, the last first
+/// (the one that would have waited longest), while the long one still runs.
+pub async fn a_worker_falling_idle_takes_every_job_queued_behind_a_long_one() {
+    let mut d = Driver::start(2).await;
+    let file = mark_file("both");
+    d.pool.set_backlog(10);
+    let short = d.dispatch(job(1, sleep::descriptor(), vec![json!(0.2)]));
+    let long = d.dispatch(job(2, sleep::descriptor(), vec![json!(3.0)]));
+    // Queued on the worker with the fewest, then the one whose job started last: 3 and 5 behind
+    // the long job, 4 and 6 behind the short one.
+    let placed: Vec<u32> = (3..=6)
+        .map(|key| d.dispatch(mark_job(key, &file)).worker_id)
+        .collect();
+    assert_eq!(
+        placed,
+        vec![
+            long.worker_id,
+            short.worker_id,
+            long.worker_id,
+            short.worker_id
+        ]
+    );
+    d.pool.set_backlog(0);
+    for key in [4, 6, 5, 3] {
+        let (outcome, result, _) = d.finished(key).await;
+        assert_eq!(
+            (outcome, result),
+            (Outcome::Ok, Some(json!(short.pid))),
+            "job {key}"
+        );
+    }
+    assert_eq!(d.finishes_of(2), 0, "the long job is still running");
+    let order: Vec<CallKey> = d
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            PoolEvent::Finished { key, .. } if *key >= 3 => Some(*key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![4, 6, 5, 3],
+        "the last queued job is taken first"
+    );
+    // The long job's worker skips both once done, and goes on working.
+    assert_eq!(d.finished(2).await.0, Outcome::Ok);
+    let a = d.dispatch(job(7, pid::descriptor(), vec![]));
+    let b = d.dispatch(job(8, pid::descriptor(), vec![]));
+    assert_ne!(a.worker_id, b.worker_id);
+    d.finished(7).await;
+    d.finished(8).await;
+    assert_eq!(marks(&file), vec![short.pid; 4], "each ran exactly once");
+    d.pool.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_file(&file);
+}
