@@ -63,7 +63,8 @@
 //!   backlog, and so grows with `N` when all tasks are submitted at once.
 //! - `rss_main_kb`: `VmRSS` of the service process after the run (`pool`: the history then
 //!   holds all `N` Calls; `pg`: the history holds its 10,000, and `rss_main_history_full_kb` is
-//!   the RSS when it first became full); `rss_main_peak_kb` is its `VmHWM`. `rss_worker_kb`: the
+//!   the RSS when it first became full, `rss_main_settled_kb` the RSS 2.5 s after the run, once
+//!   the server has handed the burst's free memory back); `rss_main_peak_kb` is its `VmHWM`. `rss_worker_kb`: the
 //!   largest `VmRSS` among the worker processes listed by the `workers` control command.
 #![warn(missing_docs)]
 

@@ -63,6 +63,10 @@ pub struct Report {
     /// rest is file pages of the program and its libraries, which depend on the page cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_main_anon_kb: Option<u64>,
+    /// Resident set of the service process 2.5 s after the run (`pg`), KiB: once the server has
+    /// seen a quiet second and handed the burst's free memory back (`release_memory_after`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_main_settled_kb: Option<u64>,
     /// Resident set of the service process when the history first became full, KiB (compare
     /// with `rss_main_kb`: running more Calls than the history holds must not grow it).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -91,5 +91,6 @@ pub use history::History;
 pub use inprocess::InProcessPool;
 pub use memory::MemoryBroker;
 pub use service::{
-    LogLevelControl, Service, ServiceBuilder, ServiceConfig, ServiceHandle, LOCAL_CHANNEL,
+    FinishedCounter, LogLevelControl, Service, ServiceBuilder, ServiceConfig, ServiceHandle,
+    LOCAL_CHANNEL,
 };

@@ -39,6 +39,11 @@ pub struct ServerConfig {
     /// Queued Calls at which the service stops reading its brokers. Default 1,000.
     #[serde(default = "default_intake_pause")]
     pub intake_pause_at: usize,
+    /// Once at least this many Calls have finished since the last time and a second passes
+    /// without one, hand the memory malloc holds free back to the system
+    /// ([`crate::release_free_memory`]); 0: never. Default 10,000.
+    #[serde(default = "default_release_memory_after")]
+    pub release_memory_after: u64,
     /// Shutdown grace in seconds. Default 30.
     #[serde(default = "default_grace")]
     pub shutdown_grace: f64,
@@ -83,6 +88,9 @@ fn default_waiting() -> usize {
 }
 fn default_intake_pause() -> usize {
     1_000
+}
+fn default_release_memory_after() -> u64 {
+    10_000
 }
 fn default_grace() -> f64 {
     30.0
@@ -195,6 +203,7 @@ impl Default for ServerConfig {
             history_max_bytes: default_history_bytes(),
             max_waiting: default_waiting(),
             intake_pause_at: default_intake_pause(),
+            release_memory_after: default_release_memory_after(),
             shutdown_grace: default_grace(),
             log_level: default_log_level(),
             log_format: crate::logging::LogFormat::default(),

@@ -50,7 +50,7 @@ use dispatcher_runtime::{Service, ServiceBuilder, ServiceConfig, ServiceHandle};
 pub use config::ServerConfig;
 pub use error::{Error, Result};
 pub use logging::{init_logging, init_logging_as, level_filter, LogFormat, LogHandle};
-pub use memory::limit_malloc_arenas;
+pub use memory::{limit_malloc_arenas, release_free_memory};
 
 type Configure = Box<dyn FnOnce(ServiceBuilder) -> ServiceBuilder + Send>;
 
@@ -232,12 +232,16 @@ impl Server {
             }
             None => None,
         };
+        let housekeeper =
+            memory::release_after_bursts(handle.finished_counter(), c.release_memory_after)
+                .map(AbortOnDrop);
         tracing::info!(node = %handle.node_id(), channels = ?c.channels, metrics = ?metrics, dashboard = ?dashboard.as_ref().map(|d| d.address()), "dispatcher service running");
         Ok(Running {
             handle,
             metrics,
             grace,
             dashboard,
+            _housekeeper: housekeeper,
         })
     }
 
@@ -257,6 +261,17 @@ pub struct Running {
     metrics: Option<SocketAddr>,
     grace: Duration,
     dashboard: Option<dispatcher_dashboard::Dashboard>,
+    _housekeeper: Option<AbortOnDrop>,
+}
+
+/// A background task of the server, ended with it.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Running {

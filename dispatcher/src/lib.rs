@@ -157,8 +157,8 @@ pub use dispatcher_core::{
     TaskContext, TaskDescriptor, TaskMessage, TaskRegistry,
 };
 pub use dispatcher_runtime::{
-    InProcessPool, LogLevelControl, MemoryBroker, Service, ServiceBuilder, ServiceConfig,
-    ServiceHandle,
+    FinishedCounter, InProcessPool, LogLevelControl, MemoryBroker, Service, ServiceBuilder,
+    ServiceConfig, ServiceHandle,
 };
 
 /// The PostgreSQL broker crate, whole.

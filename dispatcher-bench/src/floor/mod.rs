@@ -218,6 +218,11 @@ fn run_json(number: usize, round: &Round, ratios: Option<&Ratios>) -> Value {
     put("p99_ms", r.p99_ms);
     put("cpu_main_us_per_task", r.cpu_main_us_per_task);
     put("cpu_workers_us_per_task", r.cpu_workers_us_per_task);
+    put("rss_main_kb", r.rss_main_kb.map(|k| k as f64));
+    put(
+        "rss_main_settled_kb",
+        r.rss_main_settled_kb.map(|k| k as f64),
+    );
     if let Some(f) = &round.floor {
         put("floor_jobs_per_sec", f.jobs_per_sec);
         put("floor_cpu_main_us_per_task", f.cpu_main_us_per_job);

@@ -19,8 +19,9 @@
 //! report gives medians, `floor_jobs_per_sec` and `ratio_throughput` (`ratio_to_raw` too,
 //! unbatched).
 //!
-//! `seconds` runs from the first publish to the last Call's end. `rss_main_kb` is read before
-//! the history is fetched (a large reply would inflate it).
+//! `seconds` runs from the first publish to the last Call's end. `rss_main_kb` is read at once,
+//! `rss_main_settled_kb` 2.5 s later (the server releases a burst's free memory after a quiet
+//! second), both before the history is fetched (a large reply would inflate them).
 
 use std::time::Instant;
 
@@ -187,6 +188,10 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
     let rss_main_anon_kb = remote.status_kb("RssAnon");
     let rss_main_peak_kb = remote.status_kb("VmHWM");
     let (rss_worker_kb, rss_worker_anon_kb) = remote.worker_rss_kb().await?;
+    // The server's housekeeper releases a burst's free memory at its first quiet second (it looks
+    // once a second); read before the history reply below allocates anew.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let rss_main_settled_kb = remote.status_kb("VmRSS");
     let calls = remote.newest_calls(1000).await?;
     let end = calls
         .last()
@@ -225,6 +230,7 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         latency: "over the newest 1,000 Calls: p50_ms/p99_ms: Call run_ms (finished_at - started_at); *_total_ms: total_ms (finished_at - received_at, queueing included)",
         rss_main_kb,
         rss_main_anon_kb,
+        rss_main_settled_kb,
         rss_main_history_full_kb: waited.rss_history_full_kb,
         rss_main_peak_kb,
         rss_worker_kb,

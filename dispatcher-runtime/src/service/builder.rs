@@ -263,7 +263,7 @@ impl ServiceBuilder {
                 config.history_max_bytes,
                 config.history_field_max_bytes,
             )),
-            finished: AtomicU64::new(0),
+            finished: Arc::new(AtomicU64::new(0)),
             wanted: AtomicU64::new(u64::MAX),
         });
         let mut producers = Vec::new();

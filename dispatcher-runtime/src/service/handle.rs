@@ -17,8 +17,9 @@ use crate::history::History;
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) history: Mutex<History>,
-    /// Calls finished so far (in the history or dropped from it).
-    pub(super) finished: AtomicU64,
+    /// Calls finished so far (in the history or dropped from it); shared with every
+    /// [`FinishedCounter`].
+    pub(super) finished: Arc<AtomicU64>,
     /// The smallest count a `wait_for_finished` waits for (`u64::MAX`: none). The loop signals
     /// the `finished` watch only when the count reaches it, so a waiter is not woken for every
     /// turn of the loop.
@@ -28,6 +29,29 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn history(&self) -> MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The count of Calls a service has finished (all outcomes, rejected included), readable from
+/// anywhere: [`ServiceHandle::finished_counter`]. It keeps only the counter alive, not the service.
+///
+/// ```
+/// # async fn demo(handle: &dispatcher_runtime::ServiceHandle) {
+/// let counter = handle.finished_counter();
+/// tokio::spawn(async move {
+///     let before = counter.get();
+///     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+///     tracing::info!(calls_per_sec = counter.get() - before, "throughput");
+/// });
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FinishedCounter(Arc<AtomicU64>);
+
+impl FinishedCounter {
+    /// Calls finished so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -122,6 +146,12 @@ impl ServiceHandle {
     /// Calls finished so far (all outcomes, rejected included).
     pub fn finished_count(&self) -> u64 {
         self.shared.finished.load(Ordering::SeqCst)
+    }
+
+    /// A handle on [`ServiceHandle::finished_count`] that can be cloned and moved into a task (a
+    /// watchdog, a memory housekeeper) and outlives a borrow of this handle.
+    pub fn finished_counter(&self) -> FinishedCounter {
+        FinishedCounter(self.shared.finished.clone())
     }
 
     /// Waits until at least `count` Calls have finished.

@@ -41,8 +41,8 @@ use admission::{Delays, Duplicates};
 use answered::{control_channels, Answered, ControlAction, ControlPath};
 pub use builder::{Service, ServiceBuilder};
 pub use config::{LogLevelControl, ServiceConfig, LOCAL_CHANNEL};
-pub use handle::ServiceHandle;
 use handle::{Command, Shared};
+pub use handle::{FinishedCounter, ServiceHandle};
 use record::Counters;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,9 @@ max_waiting = 100000
 # While this many Calls wait for a worker, the service stops reading from PostgreSQL (messages
 # wait in PostgreSQL's queue), so a flood costs bounded memory.
 intake_pause_at = 1000
+# Once this many Calls have finished since the last time and a second passes without one, the
+# memory malloc holds free after the burst goes back to the system (glibc); 0: never.
+release_memory_after = 10000
 # Seconds running Calls may finish at shutdown before they are ended.
 shutdown_grace = 30.0
 # Log level: trace, debug, info, warn, error, off (Python's DEBUG ... CRITICAL and 10-50 too),

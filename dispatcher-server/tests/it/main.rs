@@ -7,6 +7,7 @@
 
 mod config;
 mod log_level;
+mod memory;
 mod metrics;
 mod shutdown;
 mod support;
@@ -66,6 +67,7 @@ fn all() -> Vec<Trial> {
         shutdown::sigterm_lets_the_running_call_finish_and_exits_0,
         shutdown::second_sigterm_stops_at_once,
         shutdown::one_warn_line_per_failed_call,
+        memory::freed_memory_goes_back_once_a_burst_is_over,
         metrics::metrics_endpoint_counts_calls,
         log_level::set_log_level_changes_the_filter,
         log_level::debug_is_scoped_and_dependencies_only_by_name,
