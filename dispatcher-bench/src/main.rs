@@ -79,6 +79,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The bare pool floor's scheduling policy (`--floor-scheduling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorScheduling {
+    /// `SCHED_BATCH`: a woken worker does not preempt the parent.
+    Batch,
+    /// The default policy.
+    Normal,
+}
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -120,6 +129,17 @@ pub struct Cli {
     /// `auto` (pgbench when found, else the loop), `none` (no floor).
     #[arg(long, default_value = "auto")]
     pub raw: floor::raw::RawTool,
+    /// Who publishes the messages of an unbatched `pg` run: `statements` (P tokio-postgres
+    /// connections running `PgBroker`'s prepared statement), `pgbench` (the floor's script on
+    /// the service's channel, `-c P -j P -t N/P`: the same publisher on both sides of the ratio,
+    /// which then measures what consuming costs alone), `auto` (pgbench when the floor is
+    /// measured with pgbench).
+    #[arg(long, default_value = "statements")]
+    pub publish_with: scenarios::pg::PublishWith,
+    /// The scheduling policy of the bare pool floor's workers: `batch` (`SCHED_BATCH`, as the
+    /// project's workers have by default) or `normal`.
+    #[arg(long, default_value = "batch")]
+    pub floor_scheduling: FloorScheduling,
     /// Pause between two messages, milliseconds (`latency`: 2 by default; `queue`: the spacing
     /// of the latency jobs, 5 by default).
     #[arg(long)]

@@ -56,6 +56,7 @@ mod pipeline;
 mod pool;
 pub mod protocol;
 mod readers;
+mod sched;
 mod socket_dir;
 mod spawn;
 mod supervisor;
@@ -63,5 +64,6 @@ mod worker;
 
 pub use error::{Error, Result};
 pub use pool::{ProcessPool, ProcessPoolConfig};
+pub use sched::WorkerScheduling;
 pub use socket_dir::{remove_stale_socket_dirs, SOCKET_DIR_PREFIX};
 pub use worker::{is_worker, run_if_worker};

@@ -29,6 +29,7 @@ use crate::link::Link;
 use crate::pipeline::{Effects, Queued};
 use crate::protocol::{encode_job, ENV_SOCKET};
 use crate::readers::{Conn, Readers};
+use crate::sched::WorkerScheduling;
 use crate::socket_dir::SocketDir;
 use crate::spawn::WorkerSocket;
 use crate::supervisor::{tell, Cmd};
@@ -76,6 +77,9 @@ pub struct ProcessPoolConfig {
     /// removed when the pool stops or is dropped; those of killed services are removed at the
     /// next start). Default: the temporary directory (`TMPDIR`, else `/tmp`).
     pub socket_parent: Option<PathBuf>,
+    /// The workers' scheduling policy. Default [`WorkerScheduling::Batch`]: a worker woken for a
+    /// job does not preempt the service.
+    pub worker_scheduling: WorkerScheduling,
 }
 
 impl Default for ProcessPoolConfig {
@@ -97,6 +101,7 @@ impl Default for ProcessPoolConfig {
             max_worker_processes: None,
             limit_check_interval: Duration::from_millis(100),
             socket_parent: None,
+            worker_scheduling: WorkerScheduling::default(),
         }
     }
 }

@@ -34,6 +34,9 @@ pub const ENV_TOKEN: &str = "DISPATCHER_WORKER_TOKEN";
 /// Environment variable naming the file whose first word the worker shares with the pool to
 /// settle who owns a job queued behind the running one (see `Run::queued`).
 pub const ENV_CLAIM: &str = "DISPATCHER_WORKER_CLAIM";
+/// Environment variable with the scheduling policy the worker adopts (`batch` or `normal`; see
+/// [`crate::WorkerScheduling`]).
+pub const ENV_SCHED: &str = "DISPATCHER_WORKER_SCHED";
 
 /// Pool to worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -25,7 +25,7 @@ use crate::link::Link;
 use crate::pipeline::Effects;
 use crate::pool::{Inner, Slot};
 use crate::protocol::{
-    read_frame, FrameReader, FromWorker, ENV_CLAIM, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID,
+    read_frame, FrameReader, FromWorker, ENV_CLAIM, ENV_SCHED, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID,
 };
 use crate::readers::Conn;
 use crate::socket_dir::{remove_stale_socket_dirs, SocketDir};
@@ -172,6 +172,7 @@ impl Inner {
             .env(ENV_WORKER_ID, id.to_string())
             .env(ENV_TOKEN, &self.token)
             .env(ENV_CLAIM, self.claim_path(id))
+            .env(ENV_SCHED, self.config.worker_scheduling.env_value())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

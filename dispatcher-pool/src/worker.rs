@@ -14,8 +14,10 @@ use dispatcher_core::{Outcome, Registry, TaskMessage};
 use crate::claim::Claim;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    encode, read_blocking, FromWorker, ToWorker, ENV_CLAIM, ENV_SOCKET, ENV_TOKEN, ENV_WORKER_ID,
+    encode, read_blocking, FromWorker, ToWorker, ENV_CLAIM, ENV_SCHED, ENV_SOCKET, ENV_TOKEN,
+    ENV_WORKER_ID,
 };
+use crate::sched::WorkerScheduling;
 
 /// True when this process was started by a [`crate::ProcessPool`] as a worker.
 pub fn is_worker() -> bool {
@@ -87,7 +89,9 @@ fn worker_loop(registry: &dyn Registry, socket: std::ffi::OsString) -> Result<()
         Some(path) => Some(Claim::open(std::path::Path::new(&path))?),
         None => None,
     };
+    WorkerScheduling::adopt(std::env::var(ENV_SCHED).ok().as_deref());
     // Processes a task starts are not workers.
+    std::env::remove_var(ENV_SCHED);
     std::env::remove_var(ENV_CLAIM);
     std::env::remove_var(ENV_SOCKET);
     std::env::remove_var(ENV_WORKER_ID);

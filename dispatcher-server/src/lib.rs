@@ -122,6 +122,7 @@ impl Server {
         c.health_timeout = config::seconds("pool.health_timeout", p.health_timeout)?;
         c.max_worker_rss = p.max_worker_memory_mb.map(|mb| mb * 1024 * 1024);
         c.max_worker_processes = p.max_worker_processes;
+        c.worker_scheduling = p.worker_scheduling;
         Ok(c)
     }
 

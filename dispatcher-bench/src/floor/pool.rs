@@ -7,6 +7,8 @@
 //! else. The parent, on one thread, writes a job frame to every worker, then `poll(2)`s the
 //! sockets and hands the next job to whichever worker answered: no serialization, no
 //! bookkeeping, only the kernel wake-ups and context switches every process pool pays. The
+//! workers run under `SCHED_BATCH`, as a `ProcessPool`'s do by default (a woken worker does not
+//! preempt the parent), or under the default policy with `--floor-scheduling normal`. The
 //! clock runs from the first job written until the last done frame read (the workers' start-up
 //! is excluded: each first sends one ready byte). CPU per job is read from `/proc` for this
 //! process (the parent) and the workers, as the `pool` scenario reads it for the service.
@@ -17,6 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Instant;
 
+use dispatcher_pool::WorkerScheduling;
 use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::error::{BenchError, Result};
@@ -38,8 +41,11 @@ const STALL_MS: u16 = 10_000;
 /// Enters the bare worker loop when this process was started as a bare worker; `None` at once
 /// otherwise. Call it first in `main`.
 pub fn run_if_bare_worker() -> Option<ExitCode> {
-    std::env::var_os(BARE_WORKER_ENV)?;
-    Some(match bare_worker() {
+    let scheduling = match std::env::var(BARE_WORKER_ENV).ok()?.as_str() {
+        "normal" => WorkerScheduling::Normal,
+        _ => WorkerScheduling::Batch,
+    };
+    Some(match bare_worker(scheduling) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dispatcher-bench bare worker: {e}");
@@ -50,7 +56,8 @@ pub fn run_if_bare_worker() -> Option<ExitCode> {
 
 /// Reads job frames from standard input (a socket) and answers each on the same socket, until
 /// the parent closes it.
-fn bare_worker() -> std::io::Result<()> {
+fn bare_worker(scheduling: WorkerScheduling) -> std::io::Result<()> {
+    scheduling.apply_to_this_process()?;
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
     nix::unistd::write(fd, READY)?;
@@ -93,7 +100,7 @@ impl Drop for Workers {
     }
 }
 
-fn start(workers: usize) -> Result<Workers> {
+fn start(workers: usize, scheduling: WorkerScheduling) -> Result<Workers> {
     let exe = std::env::current_exe().map_err(io("cannot find this program"))?;
     let mut w = Workers {
         children: Vec::with_capacity(workers),
@@ -102,7 +109,13 @@ fn start(workers: usize) -> Result<Workers> {
     for _ in 0..workers {
         let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
         let child = Command::new(&exe)
-            .env(BARE_WORKER_ENV, "1")
+            .env(
+                BARE_WORKER_ENV,
+                match scheduling {
+                    WorkerScheduling::Normal => "normal",
+                    _ => "batch",
+                },
+            )
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .spawn()
@@ -121,8 +134,8 @@ fn start(workers: usize) -> Result<Workers> {
 
 /// Runs `jobs` jobs through `workers` bare workers (blocking: call it from a blocking thread)
 /// and returns the rate.
-pub fn measure_blocking(jobs: u64, workers: usize) -> Result<Floor> {
-    let w = start(workers.max(1))?;
+pub fn measure_blocking(jobs: u64, workers: usize, scheduling: WorkerScheduling) -> Result<Floor> {
+    let w = start(workers.max(1), scheduling)?;
     let cpu = |w: &Workers| {
         let children: Option<f64> = w.children.iter().map(|c| proc_cpu_ms(c.id())).sum();
         (proc_cpu_ms(std::process::id()), children)
@@ -183,10 +196,10 @@ pub fn measure_blocking(jobs: u64, workers: usize) -> Result<Floor> {
 }
 
 /// [`measure_blocking`] on a blocking thread.
-pub async fn measure(jobs: u64, workers: u64) -> Result<Floor> {
+pub async fn measure(jobs: u64, workers: u64, scheduling: WorkerScheduling) -> Result<Floor> {
     let workers = usize::try_from(workers)
         .map_err(|_| BenchError::Run(format!("--workers {workers} is too large")))?;
-    let floor = tokio::task::spawn_blocking(move || measure_blocking(jobs, workers))
+    let floor = tokio::task::spawn_blocking(move || measure_blocking(jobs, workers, scheduling))
         .await
         .map_err(|e| BenchError::Run(format!("bare pool: the measuring thread failed: {e}")))??;
     eprintln!(

@@ -57,7 +57,8 @@ async fn raw_rate(
     };
     match (pgbench, tool) {
         (Some(bin), _) => {
-            let rate = run_pgbench(&bin, url, &channel, clients, seconds).await?;
+            let rate =
+                run_pgbench(&bin, url, &channel, clients, PgbenchRun::Seconds(seconds)).await?;
             Ok(Some((
                 rate,
                 format!("pgbench -n -c {clients} -j {clients} -T {seconds}, script: SELECT pg_notify('{channel}', '{NOOP}')"),
@@ -79,7 +80,7 @@ async fn raw_rate(
 }
 
 /// pgbench on PATH, else the newest under `/usr/lib/postgresql/*/bin`.
-fn find_pgbench() -> Option<std::path::PathBuf> {
+pub fn find_pgbench() -> Option<std::path::PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             let p = dir.join("pgbench");
@@ -97,14 +98,28 @@ fn find_pgbench() -> Option<std::path::PathBuf> {
     found.pop()
 }
 
-async fn run_pgbench(
+/// How long pgbench runs.
+#[derive(Debug, Clone, Copy)]
+pub enum PgbenchRun {
+    /// `-T`: this many seconds.
+    Seconds(u64),
+    /// `-t`: this many transactions per client.
+    PerClient(u64),
+}
+
+/// Runs pgbench's `clients` clients (a thread each) sending `SELECT pg_notify('<channel>',
+/// '<NOOP>')`, one per transaction; returns its `tps`.
+pub async fn run_pgbench(
     bin: &std::path::Path,
     url: &str,
     channel: &str,
     clients: u64,
-    seconds: u64,
+    run: PgbenchRun,
 ) -> Result<f64> {
-    let script = std::env::temp_dir().join(format!("dispatcher-bench-{}.sql", std::process::id()));
+    let script = std::env::temp_dir().join(format!(
+        "dispatcher-bench-{}-{channel}.sql",
+        std::process::id()
+    ));
     std::fs::write(
         &script,
         format!("SELECT pg_notify('{channel}', '{NOOP}');\n"),
@@ -118,8 +133,10 @@ async fn run_pgbench(
         .arg(clients.to_string())
         .arg("-j")
         .arg(clients.to_string())
-        .arg("-T")
-        .arg(seconds.to_string())
+        .args(match run {
+            PgbenchRun::Seconds(s) => ["-T".to_owned(), s.to_string()],
+            PgbenchRun::PerClient(t) => ["-t".to_owned(), t.to_string()],
+        })
         .arg(url)
         .output()
         .await;

@@ -38,7 +38,7 @@ fn report(name: &str, options: &Options, floor: Floor, seconds: f64) -> Report {
 /// `floor-pool`: the bare process pool.
 pub async fn pool(options: Options, _registry: TaskRegistry) -> Result<Report> {
     let start = Instant::now();
-    let f = floor::pool::measure(options.tasks, options.workers).await?;
+    let f = floor::pool::measure(options.tasks, options.workers, options.floor_scheduling).await?;
     Ok(report(
         "floor-pool",
         &options,

@@ -20,7 +20,7 @@ use dispatcher_core::TaskRegistry;
 
 use crate::error::{BenchError, Result};
 use crate::report::Report;
-use crate::Cli;
+use crate::{Cli, FloorScheduling};
 
 /// What every scenario gets from the command line (scenario defaults applied).
 #[derive(Debug, Clone)]
@@ -39,6 +39,10 @@ pub struct Options {
     pub raw_seconds: u64,
     /// How to measure the raw pg_notify rate.
     pub raw: crate::floor::raw::RawTool,
+    /// The bare pool floor's scheduling policy.
+    pub floor_scheduling: dispatcher_pool::WorkerScheduling,
+    /// Who publishes an unbatched `pg` run's messages.
+    pub publish_with: pg::PublishWith,
     /// Pause between two messages (`latency`, `queue`), milliseconds, when given.
     pub pause_ms: Option<f64>,
     /// Jobs of the `queue` latency phase.
@@ -176,6 +180,11 @@ pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
         database_url: cli.database_url.clone(),
         raw_seconds: cli.raw_seconds,
         raw: cli.raw,
+        publish_with: cli.publish_with,
+        floor_scheduling: match cli.floor_scheduling {
+            FloorScheduling::Batch => dispatcher_pool::WorkerScheduling::Batch,
+            FloorScheduling::Normal => dispatcher_pool::WorkerScheduling::Normal,
+        },
         pause_ms: cli.pause_ms,
         latency_jobs: cli.latency_jobs,
         peer: cli.peer,

@@ -7,11 +7,16 @@
 //!    `--raw-seconds` ([`crate::floor::raw`]: pgbench, or `--raw loop`); with `--batch B` the
 //!    bare process pool ([`crate::floor::pool`], `N` jobs, `W` workers), the ceiling a batched
 //!    run approaches.
-//! 3. `P` publishing connections send `N` `{"task":"bench.noop"}` messages between them with the
-//!    statements `PgBroker` uses: `SELECT pg_notify($1, $2)` per message, or with `--batch B`
+//! 3. `N` `{"task":"bench.noop"}` messages are published. By default (`--publish-with
+//!    statements`) `P` tokio-postgres connections send them with the statements
+//!    `PgBroker` uses: `SELECT pg_notify($1, $2)` per message, or with `--batch B`
 //!    one `SELECT count(pg_notify(c, p)) FROM unnest($1, $2)` per `B` messages. Batched
 //!    payloads carry a uuid each (`{"task":"bench.noop","uuid":"<publisher>-<n>"}`): PostgreSQL
-//!    delivers identical notifications of one transaction only once.
+//!    delivers identical notifications of one transaction only once. With `--publish-with
+//!    pgbench` (unbatched), pgbench publishes them instead: the floor's script on the service's
+//!    channel, `-c P -j P -t N/P`, so that both sides of the ratio have the same publisher and
+//!    it measures what consuming costs alone (pgbench's threads cost more CPU than the
+//!    statements on one tokio runtime, so this ratio is the lower one).
 //! 4. Polls the `metrics` control command until the service has finished all `N` Calls; the
 //!    end time is the newest Call's `finished_at` (the history, read afterwards).
 //!
@@ -120,7 +125,10 @@ async fn rounds(remote: &Remote, url: &str, options: &Options, history: u64) -> 
     for r in 1..=options.rounds() {
         eprintln!("pg: round {r} of {}", options.rounds());
         let floor = if batched {
-            Some(floor::pool::measure(options.tasks, options.workers).await?)
+            Some(
+                floor::pool::measure(options.tasks, options.workers, options.floor_scheduling)
+                    .await?,
+            )
         } else {
             floor::raw::measure(url, p, options.raw_seconds, options.raw).await?
         };
@@ -139,12 +147,45 @@ async fn rounds(remote: &Remote, url: &str, options: &Options, history: u64) -> 
     Ok(report)
 }
 
+/// Who publishes the messages of an unbatched `pg` run (`--publish-with`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishWith {
+    /// pgbench when the floor is measured with pgbench (the same publisher on both sides, so
+    /// the ratio is the consumer's cost alone), else the statements.
+    Auto,
+    /// pgbench: the floor's script on the service's channel, `-n -c P -j P -t N/P`.
+    Pgbench,
+    /// `P` tokio-postgres connections running `PgBroker`'s prepared statement.
+    Statements,
+}
+
+/// The pgbench to publish with, when this run publishes with pgbench.
+fn pgbench_publisher(options: &Options) -> Result<Option<std::path::PathBuf>> {
+    use floor::raw::RawTool;
+    if options.batch.is_some_and(|b| b > 1) {
+        return Ok(None);
+    }
+    match options.publish_with {
+        PublishWith::Statements => Ok(None),
+        PublishWith::Auto if matches!(options.raw, RawTool::Loop | RawTool::None) => Ok(None),
+        PublishWith::Auto => Ok(floor::raw::find_pgbench()),
+        PublishWith::Pgbench => floor::raw::find_pgbench().map(Some).ok_or_else(|| {
+            BenchError::Run("--publish-with pgbench: pgbench not found on PATH nor in /usr/lib/postgresql/*/bin".into())
+        }),
+    }
+}
+
 async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) -> Result<Report> {
     let n = options.tasks;
     let p = options.publishers.min(n).max(1);
-
+    let pgbench = pgbench_publisher(options)?;
+    // With pgbench, each of its P clients sends N / P; a connection of ours sends the rest.
+    let own_conns = match pgbench {
+        Some(_) => u64::from(n % p > 0),
+        None => p,
+    };
     let mut conns = Vec::new();
-    for _ in 0..p {
+    for _ in 0..own_conns {
         conns.push(connect(url).await?);
     }
     let before = remote.outcomes().await?;
@@ -160,8 +201,27 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
     let t0 = now_epoch();
     let start = Instant::now();
     let mut publishers = Vec::new();
+    if let Some(bin) = pgbench.clone() {
+        let (url, channel, per_client) = (url.to_owned(), remote.channel.clone(), n / p);
+        publishers.push(tokio::spawn(async move {
+            if per_client > 0 {
+                floor::raw::run_pgbench(
+                    &bin,
+                    &url,
+                    &channel,
+                    p,
+                    floor::raw::PgbenchRun::PerClient(per_client),
+                )
+                .await?;
+            }
+            Ok::<f64, BenchError>(start.elapsed().as_secs_f64())
+        }));
+    }
     for (i, conn) in conns.into_iter().enumerate() {
-        let share = n / p + u64::from((i as u64) < n % p);
+        let share = match pgbench {
+            Some(_) => n % p,
+            None => n / p + u64::from((i as u64) < n % p),
+        };
         let channel = remote.channel.clone();
         let batch = options.batch;
         publishers.push(tokio::spawn(async move {
@@ -213,6 +273,18 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
     let mut total_ms: Vec<f64> = calls.iter().filter_map(|c| c.total_ms).collect();
     let (p50, p99, max) = summary(&mut run_ms);
     let (p50_total, p99_total, _) = summary(&mut total_ms);
+    let mut extra = serde_json::Map::new();
+    let publisher = match (&pgbench, options.batch.filter(|b| *b > 1)) {
+        (Some(_), _) => format!(
+            "pgbench -n -c {p} -j {p} -t {}, script: SELECT pg_notify('<channel>', '{NOOP}')",
+            n / p
+        ),
+        (None, None) => format!("{p} tokio-postgres connections: prepared {NOTIFY_SQL}"),
+        (None, Some(b)) => {
+            format!("{p} tokio-postgres connections: prepared {NOTIFY_MANY_SQL}, {b} per statement")
+        }
+    };
+    extra.insert("publisher".into(), publisher.into());
     Ok(Report {
         scenario: "pg".to_owned(),
         tasks: n,
@@ -241,6 +313,7 @@ async fn measure(remote: &Remote, url: &str, options: &Options, history: u64) ->
         history_size: Some(usize::try_from(history).unwrap_or(usize::MAX)),
         outcomes,
         nproc: nproc(),
+        extra,
         ..Report::default()
     })
 }

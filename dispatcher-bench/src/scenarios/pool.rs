@@ -37,7 +37,9 @@ pub async fn run(options: Options, registry: TaskRegistry) -> Result<Report> {
     let mut rounds = Vec::new();
     for r in 1..=options.rounds() {
         eprintln!("pool: round {r} of {}", options.rounds());
-        let floor = Some(floor::pool::measure(options.tasks, options.workers).await?);
+        let floor = Some(
+            floor::pool::measure(options.tasks, options.workers, options.floor_scheduling).await?,
+        );
         let report = round(&options, registry.clone()).await?;
         rounds.push(Round { floor, report });
     }

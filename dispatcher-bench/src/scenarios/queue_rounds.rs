@@ -52,7 +52,8 @@ pub async fn run(options: Options, _registry: TaskRegistry) -> Result<Report> {
             runs.push(json!({"round": r + 1, "peer": p.line.clone()}));
             theirs.push(p);
         }
-        let bare = floor::pool::measure(options.tasks, options.workers).await?;
+        let bare =
+            floor::pool::measure(options.tasks, options.workers, options.floor_scheduling).await?;
         let mut report = round(&url, &options, r + 1).await?;
         report.floor_jobs_per_sec = bare.jobs_per_sec;
         report.ratio_throughput = bare

@@ -19,6 +19,7 @@ mod pipeline;
 mod recycling;
 mod results;
 mod scaling;
+mod scheduling;
 mod socket_dirs;
 mod startup;
 mod support;
@@ -88,6 +89,8 @@ fn all() -> Vec<Trial> {
         pipeline::a_canceled_queued_job_never_runs_and_spares_the_worker,
         pipeline::shutdown_cancels_a_queued_job_that_never_started,
         pipeline::calls_of_one_worker_never_overlap,
+        scheduling::workers_run_under_sched_batch_by_default,
+        scheduling::normal_scheduling_keeps_the_default_policy,
         pipeline::a_worker_falling_idle_takes_every_job_queued_behind_a_long_one,
     ];
     all.extend(conformance::trials());

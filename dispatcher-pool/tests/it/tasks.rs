@@ -17,6 +17,28 @@ pub fn pid() -> u32 {
     std::process::id()
 }
 
+/// The scheduling policy this process runs under (`/proc/self/stat` field 41: 0 SCHED_OTHER,
+/// 3 SCHED_BATCH), and that of a child process it starts.
+#[task(name = "p.policy")]
+pub fn policy() -> Result<(u32, u32), String> {
+    fn of(stat: &str) -> Result<u32, String> {
+        // Fields after the command name, which is in parentheses and may hold spaces; field 41
+        // is the 39th of them.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or("no ')' in stat")?;
+        let field = rest.split_whitespace().nth(38).ok_or("stat is too short")?;
+        field.parse().map_err(|e| format!("policy {field:?}: {e}"))
+    }
+    let own = of(&std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?)?;
+    let child = std::process::Command::new("cat")
+        .arg("/proc/self/stat")
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok((own, of(&String::from_utf8_lossy(&child.stdout))?))
+}
+
 #[task(name = "p.sleep")]
 pub fn sleep(seconds: f64) -> u32 {
     std::thread::sleep(Duration::from_secs_f64(seconds));
@@ -118,6 +140,7 @@ pub fn registry() -> TaskRegistry {
         .register::<double>()
         .register::<noop>()
         .register::<pid>()
+        .register::<policy>()
         .register::<mark>()
         .register::<sleep>()
         .register::<slow>()

@@ -62,6 +62,9 @@ health_timeout = 2.0
 max_worker_memory_mb = 512
 # Most processes a worker and what its task starts may have at once; omit for no limit.
 max_worker_processes = 64
+# The workers' scheduling policy: "batch" (Linux SCHED_BATCH: a worker woken for a job does not
+# preempt the service, which then dispatches without a trip through the scheduler) or "normal".
+worker_scheduling = "batch"
 
 [limits]
 # Largest payload, also after reassembly of chunks, in bytes.

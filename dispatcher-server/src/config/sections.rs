@@ -210,6 +210,10 @@ pub struct PoolSection {
     /// Seconds a ping may take. Default 2.
     #[serde(default = "two")]
     pub health_timeout: f64,
+    /// The workers' scheduling policy: `"batch"` (the default: a worker woken for a job does
+    /// not preempt the service) or `"normal"`.
+    #[serde(default)]
+    pub worker_scheduling: dispatcher_pool::WorkerScheduling,
 }
 
 impl Default for PoolSection {
@@ -225,6 +229,7 @@ impl Default for PoolSection {
             kill_grace: 1.0,
             health_interval: 5.0,
             health_timeout: 2.0,
+            worker_scheduling: dispatcher_pool::WorkerScheduling::default(),
         }
     }
 }

@@ -10,6 +10,11 @@ fn the_example_parses() {
     assert_eq!(c.metrics.unwrap().address, "127.0.0.1:9187");
     assert_eq!(c.pool.max_worker_memory_mb, Some(512));
     assert_eq!(c.limits.max_partial_messages, 1024);
+    assert_eq!(
+        c.pool.worker_scheduling,
+        dispatcher_pool::WorkerScheduling::Batch
+    );
+    assert_eq!(c.release_memory_after, 10_000);
 }
 
 #[test]
@@ -35,6 +40,11 @@ fn empty_file_is_all_defaults() {
     assert_eq!(c.history_size, 10_000);
     assert_eq!(c.history_max_bytes, 64 * 1024 * 1024);
     assert_eq!(c.pool.min_workers, 4);
+    assert_eq!(
+        c.pool.worker_scheduling,
+        dispatcher_pool::WorkerScheduling::Batch
+    );
+    assert_eq!(c.release_memory_after, 10_000);
 }
 
 #[test]
@@ -118,6 +128,14 @@ fn bad_values_name_key_and_form() {
             "`limits.max_payload_bytes` must be at least 1",
         ),
         ("[limits]\npartial_expiry = -2", "`limits.partial_expiry`"),
+        (
+            "[pool]\nworker_scheduling = \"fast\"",
+            "unknown variant `fast`, expected `batch` or `normal`",
+        ),
+        (
+            "release_memory_after = -1",
+            "expected a whole number (0 or more)",
+        ),
         (
             "[security]\nsigning_secret = \"x\"",
             "unknown field `signing_secret`",
