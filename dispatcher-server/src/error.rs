@@ -34,6 +34,9 @@ pub enum Error {
     /// The dashboard could not be started.
     #[error(transparent)]
     Dashboard(#[from] dispatcher_dashboard::Error),
+    /// The tokio runtime could not be built ([`crate::service_runtime`]).
+    #[error("the tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Signal handling could not be set up.
     #[error("signal handling: {0}")]
     Signals(#[source] std::io::Error),

@@ -19,7 +19,8 @@
 //!     }
 //!     let mut config = ServerConfig::from_file("dispatcher.toml".as_ref()).expect("valid config");
 //!     config.apply_env(); // DATABASE_URL
-//!     let rt = tokio::runtime::Runtime::new().expect("runtime");
+//!     // One worker thread: the hot path is one task (see `service_runtime`).
+//!     let rt = dispatcher_server::service_runtime().expect("runtime");
 //!     match rt.block_on(Server::new(config, registry).run()) {
 //!         Ok(()) => ExitCode::SUCCESS,
 //!         Err(e) => {
@@ -35,6 +36,7 @@ pub mod config;
 mod error;
 mod logging;
 mod memory;
+mod runtime;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,6 +53,7 @@ pub use config::ServerConfig;
 pub use error::{Error, Result};
 pub use logging::{init_logging, init_logging_as, level_filter, LogFormat, LogHandle};
 pub use memory::{limit_malloc_arenas, release_free_memory};
+pub use runtime::service_runtime;
 
 type Configure = Box<dyn FnOnce(ServiceBuilder) -> ServiceBuilder + Send>;
 

@@ -164,7 +164,9 @@ pub const SCENARIOS: &[(&str, &str, u64, u64, ScenarioFn)] = &[
     ),
 ];
 
-/// Runs the scenario the command line names, on a multi-threaded runtime.
+/// Runs the scenario the command line names, on a multi-threaded runtime (`serve` and `pool`,
+/// which run the service in this process, on [`dispatcher_server::service_runtime`], as a
+/// service's `main` does).
 pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -200,7 +202,10 @@ pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
         queue: cli.queue,
     };
     if cli.scenario == "serve" {
-        rt()?.block_on(serve::run(options, registry))?;
+        // As a service's `main` does.
+        dispatcher_server::service_runtime()
+            .map_err(|e| BenchError::Run(format!("the service's runtime: {e}")))?
+            .block_on(serve::run(options, registry))?;
         return Err(BenchError::Served);
     }
     let Some((name, what, tasks, publishers, entry)) =
@@ -221,5 +226,11 @@ pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
         "scenario {name}: {what}; {} tasks, {} workers, {} publishers",
         options.tasks, options.workers, options.publishers
     );
+    if *name == "pool" {
+        // The service runs in this process: on the runtime a service's `main` builds.
+        return dispatcher_server::service_runtime()
+            .map_err(|e| BenchError::Run(format!("the service's runtime: {e}")))?
+            .block_on(entry(options, registry));
+    }
     rt()?.block_on(entry(options, registry))
 }

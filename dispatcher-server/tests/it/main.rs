@@ -97,7 +97,7 @@ fn serve(path: &str, registry: TaskRegistry) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Ok(rt) = tokio::runtime::Runtime::new() else {
+    let Ok(rt) = dispatcher_server::service_runtime() else {
         return ExitCode::FAILURE;
     };
     match rt.block_on(Server::new(config, registry).log_handle(log).run()) {

@@ -205,7 +205,8 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    let Ok(rt) = tokio::runtime::Runtime::new() else {
+    // One runtime worker thread: a service's hot path is one task.
+    let Ok(rt) = dispatcher::server::service_runtime() else {
         eprintln!("cannot start the async runtime");
         return ExitCode::FAILURE;
     };
