@@ -32,13 +32,39 @@ pub struct Job {
     pub attempt: u32,
 }
 
-/// Where a dispatched job went.
+/// Where a dispatched job went: [`Dispatched::running`] or [`Dispatched::queued`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Dispatched {
-    /// The worker running it.
+    /// The worker running it, or whose running job it waits behind.
     pub worker_id: u32,
     /// The worker's process id.
     pub pid: u32,
+    /// The job waits behind the worker's running one: it has not started, and the pool reports
+    /// [`PoolEvent::Started`] when it does (or finishes it as it would a running job: canceled,
+    /// lost with its worker, ...).
+    pub queued: bool,
+}
+
+impl Dispatched {
+    /// The job started on worker `worker_id` (process `pid`).
+    pub fn running(worker_id: u32, pid: u32) -> Self {
+        Dispatched {
+            worker_id,
+            pid,
+            queued: false,
+        }
+    }
+
+    /// The job waits behind the running job of worker `worker_id` (process `pid`); the pool
+    /// reports [`PoolEvent::Started`] when it starts.
+    pub fn queued(worker_id: u32, pid: u32) -> Self {
+        Dispatched {
+            worker_id,
+            pid,
+            queued: true,
+        }
+    }
 }
 
 /// What a pool reports to the service.

@@ -411,7 +411,7 @@ impl Pool for ProcessPool {
                         tell(cmd, Cmd::Deadline(job.key, at, limit));
                     }
                 }
-                Ok(Dispatched { worker_id, pid })
+                Ok(Dispatched::running(worker_id, pid))
             }
             None => {
                 drop(state);
@@ -641,5 +641,5 @@ fn queue_on(
         word,
         cancel: None,
     });
-    Ok(Dispatched { worker_id: id, pid })
+    Ok(Dispatched::queued(id, pid))
 }

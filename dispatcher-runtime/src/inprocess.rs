@@ -295,10 +295,7 @@ impl Pool for InProcessPool {
         match slot.tx.try_send(Work { job }) {
             Ok(()) => {
                 slot.running = Some(running);
-                Ok(Dispatched {
-                    worker_id: slot.worker_id,
-                    pid: std::process::id(),
-                })
+                Ok(Dispatched::running(slot.worker_id, std::process::id()))
             }
             Err(std_mpsc::TrySendError::Full(w) | std_mpsc::TrySendError::Disconnected(w)) => {
                 if let Some(t) = running.timer {

@@ -271,7 +271,10 @@ pub async fn a_canceled_queued_job_never_runs_and_spares_the_worker() {
     let file = mark_file("cancel");
     d.pool.set_backlog(10);
     let first = d.dispatch(job(1, sleep::descriptor(), vec![json!(0.5)]));
-    d.dispatch(mark_job(2, &file));
+    let second = d.dispatch(mark_job(2, &file));
+    // The service learns which of them has not started.
+    assert!(!first.queued && second.queued, "{first:?} {second:?}");
+    assert_eq!(second.worker_id, first.worker_id);
     assert!(d.pool.cancel(2));
     let (outcome, _, error) = d.finished(2).await;
     assert_eq!(outcome, Outcome::Canceled);

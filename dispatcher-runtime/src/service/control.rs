@@ -324,6 +324,8 @@ impl Loop {
                 continue;
             };
             let name = match (p.stage, p.call.worker_id) {
+                // Handed to a worker, waiting behind its running job: not started yet.
+                (Stage::Running, _) if p.call.started_at.is_none() => next("queued"),
                 (Stage::Running, Some(w)) if !out.contains_key(&worker_key(w)) => worker_key(w),
                 // A pool without worker ids, or two Calls on one worker: keep both.
                 (Stage::Running, _) => next("running"),

@@ -53,7 +53,8 @@ impl Loop {
                     self.running += 1;
                     p.call.worker_id = Some(d.worker_id);
                     p.call.pid = Some(d.pid);
-                    p.call.started_at = Some(now_epoch());
+                    // A job queued behind a worker's running one starts later (`Started`).
+                    p.call.started_at = (!d.queued).then(now_epoch);
                     self.counters.dispatched += 1;
                 }
                 Err(job) => {

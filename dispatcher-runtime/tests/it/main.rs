@@ -8,6 +8,7 @@ mod history_bytes;
 mod hostile;
 mod memory;
 mod outcomes;
+mod pipelined;
 mod policy;
 mod pool_conformance;
 mod publish;

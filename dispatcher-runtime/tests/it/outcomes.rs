@@ -120,10 +120,7 @@ impl Pool for DyingPool {
                 })
                 .await;
         });
-        Ok(Dispatched {
-            worker_id: 7,
-            pid: 4242,
-        })
+        Ok(Dispatched::running(7, 4242))
     }
     fn cancel(&mut self, _key: CallKey) -> bool {
         false

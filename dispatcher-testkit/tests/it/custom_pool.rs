@@ -168,10 +168,7 @@ impl Pool for BlockingPool {
                     .blocking_send(finished(key, outcome, result, error));
             }
         });
-        Ok(Dispatched {
-            worker_id,
-            pid: std::process::id(),
-        })
+        Ok(Dispatched::running(worker_id, std::process::id()))
     }
 
     fn cancel(&mut self, key: CallKey) -> bool {

@@ -118,10 +118,7 @@ impl Pool for Broken {
     fn try_dispatch(&mut self, job: Job) -> std::result::Result<Dispatched, Job> {
         self.dispatched.store(true, Ordering::SeqCst);
         match (self.fault, self.inner.try_dispatch(job)) {
-            (Fault::Overbooks, Err(_lost)) => Ok(Dispatched {
-                worker_id: 0,
-                pid: std::process::id(),
-            }),
+            (Fault::Overbooks, Err(_lost)) => Ok(Dispatched::running(0, std::process::id())),
             (Fault::MangledGiveBack, Err(mut back)) => {
                 back.args.clear();
                 Err(back)
