@@ -87,6 +87,8 @@ fn all() -> Vec<Trial> {
         pipeline::a_queued_job_survives_the_timeout_of_the_job_before_it,
         pipeline::a_queued_job_survives_its_workers_death,
         pipeline::a_canceled_queued_job_never_runs_and_spares_the_worker,
+        pipeline::a_timeout_after_the_worker_moved_on_ends_nothing,
+        pipeline::a_cancel_after_the_worker_started_the_queued_job_ends_it,
         pipeline::shutdown_cancels_a_queued_job_that_never_started,
         pipeline::calls_of_one_worker_never_overlap,
         scheduling::workers_run_under_sched_batch_by_default,

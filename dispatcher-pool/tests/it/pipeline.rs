@@ -18,8 +18,8 @@ use dispatcher_testkit::TestService;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::support::{config, service, WAIT};
-use crate::tasks::{mark, noop, pid, sleep, slow};
+use crate::support::{alive, config, service, WAIT};
+use crate::tasks::{brief, mark, noop, pid, sleep, slow};
 
 /// A pool driven by hand, and every event it reported, in order.
 struct Driver {
@@ -286,6 +286,61 @@ pub async fn a_canceled_queued_job_never_runs_and_spares_the_worker() {
     assert_eq!(d.finished(3).await.1, Some(json!(first.pid)));
     assert!(marks(&file).is_empty(), "the canceled job never ran");
     assert_eq!(d.finishes_of(2), 1);
+    d.pool.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The running job's timeout comes after the worker finished it and started the job queued
+/// behind it, before the pool read either: the job is over, so its worker is not ended, and the
+/// queued job runs once, on it.
+pub async fn a_timeout_after_the_worker_moved_on_ends_nothing() {
+    let mut d = Driver::start(1).await;
+    let file = mark_file("moved-on");
+    d.pool.set_backlog(10);
+    let first = d.dispatch(job(1, brief::descriptor(), vec![json!(0.05)]));
+    assert!(d.dispatch(mark_job(2, &file)).queued);
+    // Nothing is read from the worker until well after the first job's 0.3 s timeout.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (outcome, result, error) = d.finished(1).await;
+    assert_eq!(
+        (outcome, result),
+        (Outcome::Ok, Some(json!(first.pid))),
+        "{error:?}"
+    );
+    assert_eq!(d.finished(2).await.0, Outcome::Ok);
+    assert_eq!(marks(&file), vec![first.pid]);
+    d.dispatch(job(3, pid::descriptor(), vec![]));
+    assert_eq!(
+        d.finished(3).await.1,
+        Some(json!(first.pid)),
+        "the same worker"
+    );
+    d.pool.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_file(&file);
+}
+
+/// A cancel of a queued job that the worker has already started (the pool has not read that
+/// yet) cannot take it back: the job ends `canceled` as a running one does, with its worker.
+pub async fn a_cancel_after_the_worker_started_the_queued_job_ends_it() {
+    let mut d = Driver::start(1).await;
+    d.pool.set_backlog(10);
+    let first = d.dispatch(job(1, sleep::descriptor(), vec![json!(0.05)]));
+    assert!(
+        d.dispatch(job(2, sleep::descriptor(), vec![json!(30.0)]))
+            .queued
+    );
+    // The worker ends the first job and starts the second; nothing is read meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(d.pool.cancel(2));
+    let (outcome, result, _) = d.finished(1).await;
+    assert_eq!((outcome, result), (Outcome::Ok, Some(json!(first.pid))));
+    let (outcome, _, error) = d.finished(2).await;
+    assert_eq!(outcome, Outcome::Canceled, "{error:?}");
+    assert_eq!(d.started(2), Some(first.worker_id));
+    let t = Instant::now();
+    while alive(first.pid) {
+        assert!(t.elapsed() < WAIT, "worker {} was not ended", first.pid);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     d.pool.shutdown(Duration::from_secs(1)).await;
 }
 

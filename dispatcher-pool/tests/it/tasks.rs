@@ -45,6 +45,13 @@ pub fn sleep(seconds: f64) -> u32 {
     std::process::id()
 }
 
+/// Sleeps `seconds` under a 0.3 s timeout; returns its pid.
+#[task(name = "p.brief", timeout = 0.3)]
+pub fn brief(seconds: f64) -> u32 {
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    std::process::id()
+}
+
 #[task(name = "p.slow", timeout = 0.3)]
 pub fn slow() {
     std::thread::sleep(Duration::from_secs(60));
@@ -140,6 +147,7 @@ pub fn registry() -> TaskRegistry {
         .register::<double>()
         .register::<noop>()
         .register::<pid>()
+        .register::<brief>()
         .register::<policy>()
         .register::<mark>()
         .register::<sleep>()
