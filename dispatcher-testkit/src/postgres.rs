@@ -438,3 +438,49 @@ mod container {
             .map_err(|e: tokio_postgres::Error| e.to_string())
     }
 }
+
+/// A process stopped with SIGSTOP, as a frozen PostgreSQL server looks to its clients: the
+/// socket stays open and nothing answers. Freeze a backend (`SELECT pg_backend_pid()` on the
+/// connection under test) to test deadlines and dead-connection detection; it gets SIGCONT when
+/// the guard is dropped, so a failing test never leaves it stopped.
+///
+/// ```no_run
+/// # async fn demo(client: &tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+/// let frozen = dispatcher_testkit::postgres::Frozen::freeze(pid)?;
+/// // ... a call on that connection must now give up after its deadline ...
+/// drop(frozen); // the backend goes on
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Frozen(i32);
+
+impl Frozen {
+    /// Stops process `pid` (SIGSTOP). Fails for a pid that is not positive, or when the signal
+    /// cannot be sent (no such process, another user's).
+    pub fn freeze(pid: i32) -> Result<Frozen, TestkitError> {
+        if pid <= 0 {
+            return Err(TestkitError::Postgres(format!(
+                "cannot freeze pid {pid}: not a process id"
+            )));
+        }
+        signal(pid, nix::sys::signal::Signal::SIGSTOP)
+            .map_err(|e| TestkitError::Postgres(format!("cannot freeze process {pid}: {e}")))?;
+        Ok(Frozen(pid))
+    }
+
+    /// The frozen process's id.
+    pub fn pid(&self) -> i32 {
+        self.0
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+}

@@ -11,7 +11,7 @@ use dispatcher_broker_pg::{Error, PgBroker, PgBrokerConfig};
 use dispatcher_core::{Broker, BrokerError};
 use dispatcher_testkit::postgres::PgFixture;
 
-use crate::Frozen;
+use dispatcher_testkit::postgres::Frozen;
 use futures_util::StreamExt;
 
 fn status_json(b: &PgBroker) -> serde_json::Value {
@@ -51,7 +51,7 @@ async fn a_publish_on_a_frozen_connection_fails_in_time_and_the_next_opens_a_fre
     let old = b.publisher_pids()[0];
     assert!(old > 0, "{}", status_json(&b));
 
-    let frozen = Frozen::freeze(old);
+    let frozen = Frozen::freeze(old).unwrap();
     let start = Instant::now();
     let e = b.publish("frozen_pub", "during").await.unwrap_err();
     let took = start.elapsed();
@@ -144,7 +144,7 @@ async fn a_frozen_publishing_connection_is_caught_by_the_self_check() {
     .await;
     let old = b.publisher_pids()[0];
     let listener = b.listener_pid();
-    let _frozen = Frozen::freeze(old);
+    let _frozen = Frozen::freeze(old).unwrap();
     // Nothing is published by the test: the self-check alone finds and replaces it.
     wait_until(
         &b,
@@ -255,7 +255,7 @@ async fn the_counters_exist_from_the_start_and_count_self_check_failures() {
     })
     .await;
     let pid = b.listener_pid();
-    let frozen = Frozen::freeze(pid);
+    let frozen = Frozen::freeze(pid).unwrap();
     wait_until(
         &b,
         "the frozen listener replaced",
@@ -290,7 +290,7 @@ async fn the_counters_exist_from_the_start_and_count_self_check_failures() {
         status_json(b)["self_check"]["count"].as_u64() >= Some(1)
     })
     .await;
-    let _frozen = Frozen::freeze(b.publisher_pids()[0]);
+    let _frozen = Frozen::freeze(b.publisher_pids()[0]).unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let failures = status_json(&b)["self_check"]["failures"].as_u64().unwrap();
     let pid = b.listener_pid();
@@ -356,7 +356,7 @@ async fn the_control_subscription_delivers_while_the_main_one_is_full() {
     drop(reply);
 
     // Its own self-check and reconnect: freeze it, it is replaced, and keeps delivering.
-    let frozen = Frozen::freeze(pid);
+    let frozen = Frozen::freeze(pid).unwrap();
     wait_until(
         &b,
         "the control listener replaced",

@@ -55,27 +55,3 @@ mod fixture {
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     }
 }
-
-/// A backend stopped with SIGSTOP; SIGCONT on drop, so a failing test never leaves it stopped.
-pub(crate) struct Frozen(i32);
-
-impl Frozen {
-    pub(crate) fn freeze(pid: i32) -> Frozen {
-        assert!(pid > 0, "no backend pid to freeze");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGSTOP,
-        )
-        .unwrap();
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGCONT,
-        );
-    }
-}

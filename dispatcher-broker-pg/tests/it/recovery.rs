@@ -76,12 +76,11 @@ async fn frozen_backend_is_detected_by_the_self_check() {
     let mut sub = b.subscribe(&["recover_frozen".to_string()]).await.unwrap();
     round_trip(&b, &mut sub, "recover_frozen").await;
     let pid = b.listener_pid();
-    let frozen = nix::unistd::Pid::from_raw(pid);
-    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let frozen = dispatcher_testkit::postgres::Frozen::freeze(pid).unwrap();
     let start = Instant::now();
     let new_pid = wait_new_listener(&b, pid, Duration::from_secs(10)).await;
     let detected = start.elapsed();
-    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).unwrap();
+    drop(frozen);
     assert_ne!(new_pid, pid);
     assert!(detected < Duration::from_secs(10), "took {detected:?}");
     round_trip(&b, &mut sub, "recover_frozen").await;

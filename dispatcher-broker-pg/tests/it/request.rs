@@ -10,7 +10,7 @@ use dispatcher_broker_pg::{PgBroker, PgBrokerConfig};
 use dispatcher_core::{Broker, BrokerError, Subscription};
 use dispatcher_testkit::postgres::PgFixture;
 
-use crate::Frozen;
+use dispatcher_testkit::postgres::Frozen;
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -214,7 +214,7 @@ async fn a_request_on_a_frozen_listener_fails_and_is_never_sent_again() {
 
     // The request is sent to a backend that does not answer: the call fails within
     // call_timeout, the connection is recycled, and the request is not sent on the new one.
-    let frozen = Frozen::freeze(old);
+    let frozen = Frozen::freeze(old).unwrap();
     let e = b
         .subscribe_and_publish(
             &["reply_to_f2".to_string()],

@@ -204,7 +204,7 @@ async fn listener_frozen_and_resumed_while_messages_flow() {
 
     // A short freeze, under the self-check timeout: notifications wait in PostgreSQL's queue
     // and arrive on resume; nothing may be lost and the connection stays.
-    let frozen = Frozen::freeze(pid);
+    let frozen = Frozen::freeze(pid).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop(frozen);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -217,7 +217,7 @@ async fn listener_frozen_and_resumed_while_messages_flow() {
 
     // A long freeze: the self-check fails, the listener is replaced; then the old backend is
     // resumed (and finds its client gone).
-    let frozen = Frozen::freeze(pid);
+    let frozen = Frozen::freeze(pid).unwrap();
     let fault = Instant::now();
     let recovered = wait_recovered(&svc, recycles(&mid), fault, RECOVERY_LIMIT).await;
     let recovery = recovered - fault;

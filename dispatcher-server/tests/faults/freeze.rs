@@ -40,7 +40,10 @@ async fn every_backend_frozen_is_replaced() {
          {publishers:?}: {before}"
     );
     let frozen_pids: HashSet<i32> = backends.iter().copied().collect();
-    let frozen: Vec<Frozen> = backends.iter().map(|&pid| Frozen::freeze(pid)).collect();
+    let frozen: Vec<Frozen> = backends
+        .iter()
+        .map(|&pid| Frozen::freeze(pid).unwrap())
+        .collect();
     let fault = Instant::now();
 
     // Probes published after the freeze: some may go to the frozen listener and be lost (LISTEN/

@@ -679,29 +679,8 @@ pub fn assert_all_ok(acc: &Accounting, uuids: &[String], what: &str) {
     );
 }
 
-/// A process stopped with SIGSTOP; SIGCONT on drop, so that a failing test never leaves a
-/// backend stopped.
-pub struct Frozen(i32);
-
-impl Frozen {
-    pub fn freeze(pid: i32) -> Frozen {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGSTOP,
-        )
-        .unwrap();
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGCONT,
-        );
-    }
-}
+/// A process stopped with SIGSTOP until the guard is dropped.
+pub use dispatcher_testkit::postgres::Frozen;
 
 /// Is process `pid` alive (a zombie counts as gone)?
 pub fn alive(pid: u32) -> bool {

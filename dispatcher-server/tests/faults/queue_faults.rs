@@ -265,7 +265,7 @@ async fn queue_wake_listener_frozen_and_resumed() {
     flow.wait_sent(JOBS / 4, FLOW_LIMIT).await;
 
     // A short freeze, under the self-check timeout: the listener stays.
-    let frozen = Frozen::freeze(pid);
+    let frozen = Frozen::freeze(pid).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop(frozen);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -278,7 +278,7 @@ async fn queue_wake_listener_frozen_and_resumed() {
 
     // A long freeze: the self-check replaces the listener (jobs keep coming by polling
     // meanwhile); then the old backend is resumed.
-    let frozen = Frozen::freeze(pid);
+    let frozen = Frozen::freeze(pid).unwrap();
     let fault = Instant::now();
     let recovered = wait_queue_recovered(&svc, recycles(&mid), fault, RECOVERY_LIMIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -330,7 +330,10 @@ async fn queue_every_backend_frozen_and_resumed() {
         "fewer backends than the service's listeners, claim and settle connections: {backends:?}"
     );
     let fault = Instant::now();
-    let frozen: Vec<Frozen> = backends.iter().map(|p| Frozen::freeze(*p)).collect();
+    let frozen: Vec<Frozen> = backends
+        .iter()
+        .map(|p| Frozen::freeze(*p).unwrap())
+        .collect();
     tokio::time::sleep(FREEZE).await;
     drop(frozen);
     let resumed = Instant::now();
