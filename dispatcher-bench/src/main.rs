@@ -79,15 +79,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// The bare pool floor's scheduling policy (`--floor-scheduling`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FloorScheduling {
-    /// `SCHED_BATCH`: a woken worker does not preempt the parent.
-    Batch,
-    /// The default policy.
-    Normal,
-}
-
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -139,7 +130,7 @@ pub struct Cli {
     /// The scheduling policy of the bare pool floor's workers: `batch` (`SCHED_BATCH`, as the
     /// project's workers have by default) or `normal`.
     #[arg(long, default_value = "batch")]
-    pub floor_scheduling: FloorScheduling,
+    pub floor_scheduling: dispatcher_pool::WorkerScheduling,
     /// Pause between two messages, milliseconds (`latency`: 2 by default; `queue`: the spacing
     /// of the latency jobs, 5 by default).
     #[arg(long)]

@@ -13,6 +13,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A scheduling policy name that is not one ([`crate::WorkerScheduling`]'s `FromStr`).
+    #[error("unknown worker scheduling policy {0:?}: expected \"batch\" or \"normal\"")]
+    UnknownScheduling(String),
     /// An I/O error on the worker socket or while starting a worker.
     #[error("worker I/O failed: {0}")]
     Io(#[source] std::io::Error),

@@ -25,8 +25,9 @@ pub enum WorkerScheduling {
 }
 
 impl WorkerScheduling {
-    /// The value of the worker's environment variable (`crate::protocol::ENV_SCHED`).
-    pub(crate) fn env_value(self) -> &'static str {
+    /// The policy's name, as the configuration file and the worker's environment variable
+    /// (`crate::protocol::ENV_SCHED`) spell it: `batch` or `normal`.
+    pub fn as_str(self) -> &'static str {
         match self {
             WorkerScheduling::Batch => "batch",
             WorkerScheduling::Normal => "normal",
@@ -46,10 +47,29 @@ impl WorkerScheduling {
     /// In the worker: adopts the policy its pool asked for (`value`: the environment variable).
     /// Failing to is not fatal (the worker runs under the policy it has) and is logged.
     pub(crate) fn adopt(value: Option<&str>) {
-        if value == Some("batch") {
-            if let Err(e) = WorkerScheduling::Batch.apply_to_this_process() {
+        if let Some(policy) = value.and_then(|v| v.parse::<WorkerScheduling>().ok()) {
+            if let Err(e) = policy.apply_to_this_process() {
                 tracing::warn!(error = %e, "the worker could not switch to SCHED_BATCH; it runs under its inherited policy");
             }
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerScheduling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WorkerScheduling {
+    type Err = crate::Error;
+
+    /// `batch` or `normal`, in any case.
+    fn from_str(s: &str) -> Result<Self, crate::Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "batch" => Ok(WorkerScheduling::Batch),
+            "normal" => Ok(WorkerScheduling::Normal),
+            _ => Err(crate::Error::UnknownScheduling(s.to_owned())),
         }
     }
 }
@@ -70,4 +90,25 @@ fn set_batch() -> std::io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn set_batch() -> std::io::Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkerScheduling;
+
+    #[test]
+    fn names_round_trip() {
+        for p in [WorkerScheduling::Batch, WorkerScheduling::Normal] {
+            assert_eq!(p.as_str().parse::<WorkerScheduling>().unwrap(), p);
+        }
+        assert_eq!(
+            " Batch ".parse::<WorkerScheduling>().unwrap(),
+            WorkerScheduling::Batch
+        );
+        let e = "fast".parse::<WorkerScheduling>().unwrap_err().to_string();
+        assert!(
+            e.contains("\"fast\"") && e.contains("\"batch\" or \"normal\""),
+            "{e}"
+        );
+    }
 }

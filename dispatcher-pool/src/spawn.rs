@@ -172,7 +172,7 @@ impl Inner {
             .env(ENV_WORKER_ID, id.to_string())
             .env(ENV_TOKEN, &self.token)
             .env(ENV_CLAIM, self.claim_path(id))
-            .env(ENV_SCHED, self.config.worker_scheduling.env_value())
+            .env(ENV_SCHED, self.config.worker_scheduling.as_str())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

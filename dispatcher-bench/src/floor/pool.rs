@@ -41,11 +41,8 @@ const STALL_MS: u16 = 10_000;
 /// Enters the bare worker loop when this process was started as a bare worker; `None` at once
 /// otherwise. Call it first in `main`.
 pub fn run_if_bare_worker() -> Option<ExitCode> {
-    let scheduling = match std::env::var(BARE_WORKER_ENV).ok()?.as_str() {
-        "normal" => WorkerScheduling::Normal,
-        _ => WorkerScheduling::Batch,
-    };
-    Some(match bare_worker(scheduling) {
+    let scheduling = std::env::var(BARE_WORKER_ENV).ok()?;
+    Some(match bare_worker(&scheduling) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dispatcher-bench bare worker: {e}");
@@ -56,8 +53,11 @@ pub fn run_if_bare_worker() -> Option<ExitCode> {
 
 /// Reads job frames from standard input (a socket) and answers each on the same socket, until
 /// the parent closes it.
-fn bare_worker(scheduling: WorkerScheduling) -> std::io::Result<()> {
-    scheduling.apply_to_this_process()?;
+fn bare_worker(scheduling: &str) -> std::io::Result<()> {
+    let policy: WorkerScheduling = scheduling
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    policy.apply_to_this_process()?;
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
     nix::unistd::write(fd, READY)?;
@@ -109,13 +109,7 @@ fn start(workers: usize, scheduling: WorkerScheduling) -> Result<Workers> {
     for _ in 0..workers {
         let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
         let child = Command::new(&exe)
-            .env(
-                BARE_WORKER_ENV,
-                match scheduling {
-                    WorkerScheduling::Normal => "normal",
-                    _ => "batch",
-                },
-            )
+            .env(BARE_WORKER_ENV, scheduling.as_str())
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .spawn()

@@ -20,7 +20,7 @@ use dispatcher_core::TaskRegistry;
 
 use crate::error::{BenchError, Result};
 use crate::report::Report;
-use crate::{Cli, FloorScheduling};
+use crate::Cli;
 
 /// What every scenario gets from the command line (scenario defaults applied).
 #[derive(Debug, Clone)]
@@ -183,10 +183,7 @@ pub fn run(cli: &Cli, registry: TaskRegistry) -> Result<Report> {
         raw_seconds: cli.raw_seconds,
         raw: cli.raw,
         publish_with: cli.publish_with,
-        floor_scheduling: match cli.floor_scheduling {
-            FloorScheduling::Batch => dispatcher_pool::WorkerScheduling::Batch,
-            FloorScheduling::Normal => dispatcher_pool::WorkerScheduling::Normal,
-        },
+        floor_scheduling: cli.floor_scheduling,
         pause_ms: cli.pause_ms,
         latency_jobs: cli.latency_jobs,
         peer: cli.peer,
